@@ -1,0 +1,5 @@
+import sys
+
+from smx.cli import main
+
+sys.exit(main())

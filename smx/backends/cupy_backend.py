@@ -1,0 +1,120 @@
+"""CuPy on NVIDIA GPUs. Imported only when used; says exactly why when it cannot be."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import smx
+from smx.types import Array, Backend
+
+INSTALL_HINT = "pip install 'smx[cuda12]' (CUDA 12) or 'smx[cuda13]' (CUDA 13)"
+
+
+@cache
+def _probe() -> tuple[Any, str | None]:
+    """(cupy module or None, reason it is unusable or None). Cached: probing CUDA is slow."""
+    try:
+        import cupy
+    except ModuleNotFoundError:
+        return None, f"CuPy is not installed; {INSTALL_HINT}"
+    except Exception as exc:  # CuPy present but broken (wrong CUDA wheel, missing libs)
+        return None, f"CuPy failed to import: {type(exc).__name__}: {exc}"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        text = str(exc)
+        if "driver" in text.lower() or "InsufficientDriver" in text:
+            return None, f"no usable CUDA driver ({text.strip()})"
+        return None, f"CUDA is not usable: {type(exc).__name__}: {text.strip()}"
+    if count == 0:
+        return None, "no CUDA device is visible (check CUDA_VISIBLE_DEVICES and nvidia-smi)"
+    return cupy, None
+
+
+class CupyBackend(Backend):
+    name = "cupy"
+    description = "CuPy on NVIDIA GPUs (cuda:0..N)"
+    is_gpu = True
+    deterministic = False  # cuBLAS reductions may differ run to run
+
+    def unavailable_reason(self) -> str | None:
+        return _probe()[1]
+
+    def _cupy(self) -> Any:
+        cupy, reason = _probe()
+        if cupy is None:
+            from smx.errors import BackendUnavailable
+
+            raise BackendUnavailable(f"backend 'cupy' is unavailable: {reason}")
+        return cupy
+
+    def namespace(self) -> Any:
+        self._cupy()
+        import array_api_compat.cupy as xp
+
+        return xp
+
+    def devices(self) -> list[str]:
+        cupy = self._cupy()
+        return [f"cuda:{i}" for i in range(cupy.cuda.runtime.getDeviceCount())]
+
+    def resolve_device(self, device: str) -> str:
+        return super().resolve_device("auto" if device == "cuda" else device)
+
+    @staticmethod
+    def _index(device: str) -> int:
+        return int(device.split(":", 1)[1]) if ":" in device else 0
+
+    def from_host(self, array: Any, device: str, dtype: str | None = None) -> Array:
+        import numpy as np
+
+        cupy = self._cupy()
+        with cupy.cuda.Device(self._index(device)):
+            return cupy.asarray(np.asarray(array, dtype=dtype))
+
+    def to_host(self, array: Array) -> Any:
+        return self._cupy().asnumpy(array)
+
+    def synchronize(self, device: str) -> None:
+        cupy = self._cupy()
+        with cupy.cuda.Device(self._index(device)):
+            cupy.cuda.get_current_stream().synchronize()
+
+    def release(self, device: str) -> None:
+        cupy = self._cupy()
+        self.synchronize(device)
+        cupy.get_default_memory_pool().free_all_blocks()
+        cupy.get_default_pinned_memory_pool().free_all_blocks()
+
+    def versions(self) -> dict[str, str]:
+        cupy = self._cupy()
+        rt = cupy.cuda.runtime
+        return {
+            "cupy": cupy.__version__,
+            "cuda_runtime": str(rt.runtimeGetVersion()),
+            "cuda_driver": str(rt.driverGetVersion()),
+        }
+
+    def device_info(self) -> list[dict[str, Any]]:
+        """Name, memory and driver of each GPU, for `smx info`."""
+        cupy = self._cupy()
+        out = []
+        for i in range(cupy.cuda.runtime.getDeviceCount()):
+            props = cupy.cuda.runtime.getDeviceProperties(i)
+            name = props["name"]
+            out.append(
+                {
+                    "device": f"cuda:{i}",
+                    "name": name.decode() if isinstance(name, bytes) else str(name),
+                    "memory_gib": round(props["totalGlobalMem"] / 2**30, 1),
+                    "compute_capability": f"{props['major']}.{props['minor']}",
+                    "driver": str(cupy.cuda.runtime.driverGetVersion()),
+                }
+            )
+        return out
+
+
+@smx.hookimpl
+def smx_backends():
+    yield CupyBackend()

@@ -1,0 +1,44 @@
+"""NumPy on the CPU: the default backend and the parity reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import smx
+from smx.types import Array, Backend
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    description = "NumPy on the CPU (default)"
+
+    def unavailable_reason(self) -> str | None:
+        return None
+
+    def namespace(self) -> Any:
+        import array_api_compat.numpy as xp
+
+        return xp
+
+    def devices(self) -> list[str]:
+        return ["cpu"]
+
+    def from_host(self, array: Any, device: str, dtype: str | None = None) -> Array:
+        import numpy as np
+
+        return np.ascontiguousarray(array, dtype=dtype)
+
+    def to_host(self, array: Array) -> Any:
+        import numpy as np
+
+        return np.asarray(array)
+
+    def versions(self) -> dict[str, str]:
+        import numpy as np
+
+        return {"numpy": np.__version__}
+
+
+@smx.hookimpl
+def smx_backends():
+    yield NumpyBackend()

@@ -1,0 +1,170 @@
+"""The ``smx`` command. Every user-facing failure is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from smx.errors import ConfigError, SmxError
+
+DEFAULT_CONFIG = "digits"
+
+
+def builtin_config(name: str) -> Path | None:
+    """A config shipped with smx (``smx run digits``): packaged in the wheel, or the checkout's."""
+    candidates = [Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml"]
+    with contextlib.suppress(ModuleNotFoundError, TypeError):
+        candidates.insert(0, Path(str(resources.files("smx") / "configs" / f"{name}.yaml")))
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def resolve_config_path(arg: str | None) -> Path:
+    if arg is None:
+        path = builtin_config(DEFAULT_CONFIG)
+        if path is None:
+            raise ConfigError("the default config is missing from this installation")
+        return path
+    path = Path(arg)
+    if not path.exists() and path.suffix == "" and (shipped := builtin_config(arg)):
+        return shipped
+    return path
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from smx.config import load_config
+    from smx.runner import run
+
+    # `smx run optimizer.lr=0.1` : a first argument with '=' is an override, not a file
+    config_arg, overrides = args.config, list(args.overrides)
+    if config_arg is not None and "=" in config_arg:
+        overrides.insert(0, config_arg)
+        config_arg = None
+    path = resolve_config_path(config_arg)
+    cfg = load_config(path, overrides)
+    outcome = run(cfg, config_name=path.stem, overwrite=args.overwrite,
+                  progress=not args.quiet)
+    s = outcome.summary
+    print(
+        f"{outcome.folder}: test accuracy {s['test_accuracy']:.4f}, test loss "
+        f"{s['test_loss']:.4f} ({s['backend']} on {s['device']}, {s['dtype']}, "
+        f"{s['train_seconds']:.2f}s training)"
+    )
+    return 0
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _options(spec: object) -> str:
+    fields = getattr(getattr(spec, "params", None), "model_fields", {})
+    parts = []
+    for name, f in fields.items():
+        default = "required" if f.is_required() else repr(f.default)
+        parts.append(f"{name}={default}")
+    return ", ".join(parts)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from smx.plugins import KINDS, get_plugins
+
+    plugins = get_plugins()
+    rows = []
+    for kind in KINDS:
+        for reg in plugins.registrations(kind):
+            if kind == "backend":
+                reason = reg.record.unavailable_reason()
+                status = "ok" if reason is None else f"unavailable: {reason}"
+                detail = reg.record.description
+            else:
+                status, detail = "ok", _options(reg.record)
+            rows.append([kind, reg.name, reg.plugin, reg.version, status, detail])
+    for name, dist, error in plugins.broken:
+        rows.append(["(broken)", name, name, dist, f"failed to load: {error}", ""])
+    print(_table(rows, ["kind", "name", "plugin", "version", "status", "options"]))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from smx.datasets.files import load_features
+    from smx.io import atomic_write_text
+    from smx.modelfile import load_model
+
+    fitted = load_model(args.model)
+    X, _ = load_features(args.data, label_column=args.label_column)
+    proba = fitted.predict_proba(X, where=str(args.data))
+    labels = fitted.classes[np.argmax(proba, axis=1)]
+    header = ["prediction"] + ([f"p_{c}" for c in fitted.classes] if args.proba else [])
+    out = [header]
+    for i, label in enumerate(labels):
+        row = [str(label)]
+        if args.proba:
+            row += [f"{p:.6g}" for p in proba[i]]
+        out.append(row)
+    if args.output:
+        import io
+
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(out)
+        atomic_write_text(args.output, buf.getvalue())
+        print(f"{len(labels)} predictions written to {args.output}")
+    else:
+        csv.writer(sys.stdout, lineterminator="\n").writerows(out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from smx import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="smx", description="Softmax regression on any Array API backend.")
+    parser.add_argument("--version", action="version", version=f"smx {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="train from a YAML config and write a run folder")
+    p.add_argument("config", nargs="?", help=f"YAML file or shipped config name "
+                   f"(default: {DEFAULT_CONFIG})")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plugins", help="list backends, optimizers, schedules and datasets")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("predict", help="predict labels for a data file with a saved model")
+    p.add_argument("model", help="model.npz from a run folder")
+    p.add_argument("data", help=".npz (X), .csv or .npy of features")
+    p.add_argument("--label-column", help="CSV column to ignore (the labels), if present")
+    p.add_argument("--proba", action="store_true", help="also print class probabilities")
+    p.add_argument("-o", "--output", help="write the CSV here instead of stdout")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SmxError as exc:
+        print(f"smx: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("smx: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

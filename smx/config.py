@@ -1,0 +1,188 @@
+"""The run configuration: YAML + ``key.sub=value`` overrides, validated by pydantic.
+
+Every failure becomes one :class:`ConfigError` line naming the key path and
+what is allowed. Plugin options (dataset, optimizer, schedule) are validated
+by the plugin's own pydantic model, so a third-party optimizer gets the same
+checks as a built-in one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from smx.errors import ConfigError, PluginError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PluginSection(BaseModel):
+    """``name`` picks the plugin; every other key is that plugin's option."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DataConfig(PluginSection):
+    name: str = Field("digits", description="dataset plugin (smx plugins lists them)")
+    val_fraction: float = Field(0.15, ge=0, lt=1, description="fraction held out for validation")
+    test_fraction: float = Field(0.15, ge=0, lt=1, description="fraction held out for test")
+    standardize: bool = Field(True, description="z-score features with training statistics")
+
+
+class ModelConfig(Section):
+    l2: float = Field(1e-4, ge=0, description="mean loss + l2/2·‖W‖² (intercept not penalised)")
+    C: float | None = Field(
+        None, gt=0, description="scikit-learn's C; sets l2 = 1/(C·n_train) when given"
+    )
+    fit_intercept: bool = True
+    init_scale: float = Field(0.01, ge=0, description="std of the initial W (host RNG, seeded)")
+
+
+class OptimizerConfig(PluginSection):
+    name: str = "sgd"
+
+
+class ScheduleConfig(PluginSection):
+    name: str = "constant"
+
+
+class RunConfig(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    backend: str = Field("numpy", description="backend plugin, or auto")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | a backend's device")
+    fallback: Literal["none", "cpu"] = "none"
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    epochs: int = Field(20, ge=1, le=1_000_000)
+    batch_size: int = Field(64, ge=1, description="rows per step (full-batch optimizers ignore it)")
+    seed: int = Field(0, ge=0)
+    dtype: Literal["float32", "float64"] = "float32"
+    log_every: int = Field(50, ge=1, description="steps between reading the loss on the host")
+    output: str | None = Field(None, description="run folder (default runs/<config>-<time>)")
+
+
+PLUGIN_SECTIONS = {"data": "dataset", "optimizer": "optimizer", "schedule": "schedule"}
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model that owns the key at ``loc``."""
+    model: Any = RunConfig
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def _format(exc: ValidationError, prefix: str = "", allowed: list[str] | None = None) -> str:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    path = ".".join(str(p) for p in (*([prefix] if prefix else []), *loc)) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        names = allowed if allowed is not None else _allowed_keys(loc)
+        return f"{path}: unknown key; allowed: {', '.join(names) or '(none)'}"
+    if err["type"] == "missing":
+        return f"{path}: required key is missing"
+    got = err.get("input")
+    shown = f" (got {got!r})" if not isinstance(got, dict) else ""
+    return f"{path}: {err['msg']}{shown}"
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Safe-load a YAML mapping; errors name the file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError("config file not found", where=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, expected a YAML file", where=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", where=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"malformed YAML: {exc.problem}", where=where) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"malformed YAML: {exc}", where=str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of keys, got {type(data).__name__}",
+                          where=str(path))
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``optimizer.lr=0.05`` style overrides; values are parsed as YAML scalars."""
+    out = dict(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not p for p in key.split(".")):
+            raise ConfigError(f"override {item!r} must look like key.sub=value", where="overrides")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            child = node.get(p)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"{p!r} is not a section", where=key)
+            node[p] = child = dict(child)
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def validate(data: dict[str, Any], plugins: Any = None) -> RunConfig:
+    """Schema check, then each plugin section against its plugin's own options."""
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc)) from None
+    if plugins is None:
+        from smx.plugins import get_plugins
+
+        plugins = get_plugins()
+    for section, kind in PLUGIN_SECTIONS.items():
+        sec: PluginSection = getattr(cfg, section)
+        try:
+            spec = plugins.get(kind, sec.name, where=f"{section}.name")
+        except PluginError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
+            checked = spec.params.model_validate(sec.params())
+        except ValidationError as exc:
+            raise ConfigError(
+                _format(exc, section, allowed=sorted(spec.params.model_fields))
+            ) from None
+        base = {k: getattr(sec, k) for k in type(sec).model_fields}
+        setattr(cfg, section, type(sec).model_validate({**base, **checked.model_dump()}))
+    return cfg
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None,
+                plugins: Any = None) -> RunConfig:
+    data = source if isinstance(source, dict) else read_yaml(source)
+    return validate(apply_overrides(data, overrides or []), plugins)
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

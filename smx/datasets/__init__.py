@@ -1,0 +1,1 @@
+"""Built-in datasets, user file formats, and the split/standardize step."""

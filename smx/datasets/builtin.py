@@ -1,0 +1,72 @@
+"""Built-in datasets: scikit-learn's bundled sets, a synthetic generator, and user files."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+import smx
+from smx.datasets.files import load_features
+from smx.errors import DataError
+from smx.types import DatasetSpec, PluginParams
+
+
+class NoParams(PluginParams):
+    pass
+
+
+def _sklearn(name: str):
+    def load() -> tuple[np.ndarray, np.ndarray]:
+        from sklearn import datasets
+
+        bunch = getattr(datasets, f"load_{name}")()
+        return np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
+
+    return load
+
+
+class SyntheticParams(PluginParams):
+    n: int = Field(2000, ge=2, description="rows")
+    d: int = Field(20, ge=1, description="features")
+    k: int = Field(3, ge=2, description="classes")
+    separation: float = Field(2.0, ge=0, description="distance scale between class means")
+    seed: int = Field(0, description="generator seed (independent of the run's seed)")
+
+
+def synthetic(n: int = 2000, d: int = 20, k: int = 3, separation: float = 2.0,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blobs: class means ~ N(0, separation²/d · I), unit noise, balanced classes."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0.0, separation / np.sqrt(d), size=(k, d))
+    y = np.arange(n) % k
+    rng.shuffle(y)
+    X = means[y] + rng.standard_normal((n, d))
+    return X, y
+
+
+class FileParams(PluginParams):
+    path: str = Field(description="a .npz (X, y), .csv or .npy file of features")
+    label_column: str | None = Field(None, description="CSV: the column holding the labels")
+    labels: str | None = Field(None, description=".npy: the file holding the labels")
+
+
+def load_file(path: str, label_column: str | None = None,
+              labels: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    if path.lower().endswith(".csv") and label_column is None:
+        raise DataError("a CSV needs data.label_column naming its label column", where="data")
+    if path.lower().endswith(".npy") and labels is None:
+        raise DataError("an .npy file needs data.labels naming the labels .npy", where="data")
+    X, y = load_features(path, label_column=label_column, labels=labels)
+    if y is None:
+        raise DataError("no labels: an .npz needs an array 'y'", where=path)
+    return X, y
+
+
+@smx.hookimpl
+def smx_datasets():
+    for name, what in [("digits", "8x8 handwritten digits, 1797 x 64, 10 classes"),
+                       ("iris", "iris flowers, 150 x 4, 3 classes"),
+                       ("wine", "wine cultivars, 178 x 13, 3 classes")]:
+        yield DatasetSpec(name, _sklearn(name), NoParams, f"scikit-learn bundled: {what}")
+    yield DatasetSpec("synthetic", synthetic, SyntheticParams, "Gaussian blobs (n, d, k, seed)")
+    yield DatasetSpec("file", load_file, FileParams, "user file: .npz, .csv or .npy pair")

@@ -1,0 +1,123 @@
+"""From raw (X, y) to what training needs: checked, encoded, split and standardized.
+
+Runs on the host with NumPy, once per run, before anything reaches a device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from smx.errors import DataError
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """x -> (x - mean) / scale, fitted on the training rows only."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, X: np.ndarray) -> Standardizer:
+        scale = X.std(axis=0)
+        return cls(X.mean(axis=0), np.where(scale > 0, scale, 1.0))
+
+    @classmethod
+    def identity(cls, d: int) -> Standardizer:
+        return cls(np.zeros(d), np.ones(d))
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return (X - self.mean) / self.scale
+
+
+@dataclass(frozen=True)
+class Splits:
+    classes: np.ndarray  # user labels; class index i means classes[i]
+    X_train: np.ndarray
+    y_train: np.ndarray  # class indices
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    standardizer: Standardizer
+
+    @property
+    def n_features(self) -> int:
+        return self.X_train.shape[1]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+def check_features(X: np.ndarray, where: str) -> None:
+    """Refuse NaN/inf with how many and the first row (0-based), before any training."""
+    bad = ~np.isfinite(X)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise DataError(
+            f"X has {int(bad.sum())} NaN/inf value(s) in {len(rows)} row(s); first at row "
+            f"{int(rows[0])}, column {int(np.flatnonzero(bad[rows[0]])[0])}",
+            where=where,
+        )
+
+
+def check_xy(X: np.ndarray, y: np.ndarray, where: str) -> None:
+    if X.ndim != 2:
+        raise DataError(f"X must be 2-D, got shape {X.shape}", where=where)
+    if y.ndim != 1:
+        raise DataError(f"y must be 1-D, got shape {y.shape}", where=where)
+    if X.shape[0] == 0:
+        raise DataError("the dataset is empty (0 rows)", where=where)
+    if X.shape[1] == 0:
+        raise DataError("X has no feature columns", where=where)
+    if X.shape[0] != y.shape[0]:
+        raise DataError(f"X has {X.shape[0]} rows but y has {y.shape[0]} labels", where=where)
+    check_features(X, where)
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise DataError("y has NaN/inf labels", where=where)
+    if len(np.unique(y)) < 2:
+        raise DataError(f"only one class in the labels ({y[0]!r}); need at least two",
+                        where=where)
+
+
+def prepare(
+    X: np.ndarray, y: np.ndarray, *, val_fraction: float, test_fraction: float, seed: int,
+    standardize: bool = True, where: str = "data",
+) -> Splits:
+    """Seeded stratified train/validation/test split; standardization fitted on train only."""
+    from sklearn.model_selection import train_test_split
+
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y)
+    check_xy(X, y, where)
+    classes, y_idx = np.unique(y, return_inverse=True)
+    y_idx = y_idx.astype(np.int64)
+    idx = np.arange(len(y_idx))
+    parts = {"val": np.empty(0, np.int64), "test": np.empty(0, np.int64)}
+    rest = idx
+    try:
+        for name, frac in [("test", test_fraction), ("val", val_fraction)]:
+            if frac <= 0:
+                continue
+            # fractions are of the whole dataset, whatever was taken before
+            size = frac * len(idx) / len(rest)
+            rest, parts[name] = train_test_split(
+                rest, test_size=size, random_state=seed, stratify=y_idx[rest]
+            )
+    except ValueError as exc:
+        raise DataError(f"cannot make a stratified split: {exc}", where=where) from None
+    if len(np.unique(y_idx[rest])) < len(classes):
+        raise DataError("the training part lacks some classes; lower the val/test fractions",
+                        where=where)
+    rest, val, test = np.sort(rest), np.sort(parts["val"]), np.sort(parts["test"])
+    std = Standardizer.fit(X[rest]) if standardize else Standardizer.identity(X.shape[1])
+    return Splits(
+        classes=classes,
+        X_train=std(X[rest]), y_train=y_idx[rest],
+        X_val=std(X[val]), y_val=y_idx[val],
+        X_test=std(X[test]), y_test=y_idx[test],
+        standardizer=std,
+    )

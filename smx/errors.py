@@ -1,0 +1,49 @@
+"""Errors a user can act on: the CLI prints them as one line and exits with ``exit_code``."""
+
+from __future__ import annotations
+
+
+class SmxError(Exception):
+    """Base of every error the CLI reports without a traceback."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, where: str | None = None) -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ConfigError(SmxError):
+    """The YAML or a command-line override is malformed or out of range."""
+
+
+class DataError(SmxError):
+    """A dataset is missing, unreadable or unusable (NaN, one class, ragged...)."""
+
+
+class PluginError(SmxError):
+    """An unknown or unusable backend, optimizer, schedule or dataset."""
+
+
+class BackendUnavailable(PluginError):
+    """A requested backend or device cannot be used on this machine."""
+
+
+class ModelFileError(SmxError):
+    """A model or checkpoint file is corrupted, truncated or does not fit the data."""
+
+
+class RunFolderError(SmxError):
+    """The run folder exists (and --overwrite was not given) or cannot be written."""
+
+
+class DivergenceError(SmxError):
+    """The loss or the parameters stopped being finite."""
+
+    exit_code = 3
+
+
+class ParityMismatch(SmxError):
+    """Backends disagree beyond the documented tolerance."""
+
+    exit_code = 1

@@ -1,0 +1,113 @@
+"""Softmax regression as pure functions of Array API arrays.
+
+The one place the math lives. Nothing here imports an array library: the
+namespace comes from the arrays themselves (``array_api_compat``), so the
+same code runs on NumPy, CuPy, PyTorch, JAX, Dask and ``array_api_strict``.
+
+Objective (per batch of n rows, weights w, summing to 1 after normalising)::
+
+    L(W, b) = Σ_i w_i · (−log softmax(x_i W + b)[y_i]) + (l2/2)·‖W‖²
+
+Its gradient is the seed's dℓ/dθ_ij = (softmax(z)_j − y_j)·x_i, averaged:
+``G = (softmax(Z) − onehot(y)) · w``; ``dW = Xᵀ G + l2·W``; ``db = Σ_i G_i``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from smx.types import Array, Params
+
+
+def logits(params: Params, X: Array) -> Array:
+    """``X @ W + b`` (``b`` omitted when the model has no intercept)."""
+    Z = X @ params["W"]
+    return Z + params["b"] if "b" in params else Z
+
+
+def log_softmax(Z: Array) -> Array:
+    """Row-wise log-softmax, shifted by the row max so ``exp`` never overflows."""
+    xp = array_namespace(Z)
+    S = Z - xp.max(Z, axis=1, keepdims=True)
+    return S - xp.log(xp.sum(xp.exp(S), axis=1, keepdims=True))
+
+
+def softmax(Z: Array) -> Array:
+    xp = array_namespace(Z)
+    return xp.exp(log_softmax(Z))
+
+
+def one_hot(y: Array, n_classes: int, dtype: Any) -> Array:
+    """Class indices (n,) -> (n, K) indicator matrix in ``dtype``, on ``y``'s device."""
+    xp = array_namespace(y)
+    classes = xp.arange(n_classes, dtype=y.dtype, device=getattr(y, "device", None))
+    return xp.astype(y[:, None] == classes[None, :], dtype)
+
+
+def loss_and_grad(
+    params: Params,
+    X: Array,
+    Y: Array,
+    l2: float = 0.0,
+    sample_weight: Array | None = None,
+) -> tuple[Array, Params]:
+    """Loss and gradient together, so the logits are computed once.
+
+    ``Y`` is the one-hot (n, K) target, built once per run by :func:`one_hot`.
+    ``sample_weight`` (n,) is normalised to sum to 1; ``None`` means the plain mean.
+    Returns a 0-d loss array on the device: the caller decides when to sync.
+    """
+    xp = array_namespace(X, params["W"])
+    W = params["W"]
+    logp = log_softmax(logits(params, X))
+    n = X.shape[0]
+    if sample_weight is None:
+        wcol = 1.0 / n
+        data_loss = -xp.sum(Y * logp) * wcol
+    else:
+        w = sample_weight / xp.sum(sample_weight)
+        wcol = w[:, None]
+        data_loss = -xp.sum(xp.sum(Y * logp, axis=1) * w)
+    G = (xp.exp(logp) - Y) * wcol
+    grads: Params = {"W": X.T @ G}
+    if l2:
+        data_loss = data_loss + (0.5 * l2) * xp.sum(W * W)
+        grads["W"] = grads["W"] + l2 * W
+    if "b" in params:
+        grads["b"] = xp.sum(G, axis=0)
+    return data_loss, grads
+
+
+def loss(
+    params: Params, X: Array, Y: Array, l2: float = 0.0, sample_weight: Array | None = None
+) -> Array:
+    """The objective alone (no ``Xᵀ G`` product): for evaluation and line searches."""
+    xp = array_namespace(X, params["W"])
+    logp = log_softmax(logits(params, X))
+    if sample_weight is None:
+        value = -xp.sum(Y * logp) / X.shape[0]
+    else:
+        w = sample_weight / xp.sum(sample_weight)
+        value = -xp.sum(xp.sum(Y * logp, axis=1) * w)
+    if l2:
+        value = value + (0.5 * l2) * xp.sum(params["W"] * params["W"])
+    return value
+
+
+def predict_proba(params: Params, X: Array) -> Array:
+    return softmax(logits(params, X))
+
+
+def predict(params: Params, X: Array) -> Array:
+    """Class indices (map through the model's ``classes`` for user labels)."""
+    xp = array_namespace(X)
+    return xp.argmax(logits(params, X), axis=1)
+
+
+def accuracy(params: Params, X: Array, y: Array) -> Array:
+    """Fraction of rows whose argmax is the label, as a 0-d device array."""
+    xp = array_namespace(X)
+    hits = xp.astype(predict(params, X) == y, params["W"].dtype)
+    return xp.mean(hits)

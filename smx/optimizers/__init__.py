@@ -1,0 +1,1 @@
+"""Built-in optimizers: each an (init, update) pair written against the Array API."""

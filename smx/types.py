@@ -1,0 +1,134 @@
+"""What plugins register: small frozen records, plus the backend interface.
+
+Keeping registrations as plain dataclasses (as conda does) lets the manager
+sort, de-duplicate and describe them without knowing any plugin's internals.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+Array = Any  # an Array API array of whatever library the backend provides
+Params = dict[str, Array]  # {"W": (d, K), "b": (K,)}; "b" absent without an intercept
+LossAndGrad = Callable[[Params], tuple[Array, Params]]
+
+
+class PluginParams(BaseModel):
+    """Base for a plugin's own options: unknown keys are errors, as everywhere in the config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Backend(ABC):
+    """An array library and its devices.
+
+    Subclasses import their library lazily, inside ``namespace()``, so listing
+    plugins never pays for (or fails on) a library that is not used.
+    """
+
+    name: str
+    description: str = ""
+    #: devices are simulated or real accelerators (not host memory)
+    is_gpu: bool = False
+    #: reductions give bitwise identical results from run to run
+    deterministic: bool = True
+
+    @abstractmethod
+    def unavailable_reason(self) -> str | None:
+        """None when usable, else one sentence saying why not (and how to fix it)."""
+
+    @abstractmethod
+    def namespace(self) -> Any:
+        """The Array API namespace (array-api-compat wrapped where needed)."""
+
+    @abstractmethod
+    def devices(self) -> list[str]:
+        """Device names this backend can place arrays on, e.g. ``["cpu"]`` or ``["cuda:0"]``."""
+
+    @abstractmethod
+    def from_host(self, array: Any, device: str, dtype: str | None = None) -> Array:
+        """Copy a NumPy array to ``device`` (once per run, never in the hot loop)."""
+
+    @abstractmethod
+    def to_host(self, array: Array) -> Any:
+        """Bring an array back as NumPy; the only way results leave the device."""
+
+    def synchronize(self, device: str) -> None:  # noqa: B027 - a no-op is right for CPUs
+        """Wait for queued work on ``device``: needed for honest timings on GPUs."""
+
+    def release(self, device: str) -> None:  # noqa: B027
+        """Free cached device memory at the end of a run."""
+
+    def resolve_device(self, device: str) -> str:
+        """Map a config's ``device`` (auto, cpu, cuda, cuda:N) to one of ``devices()``."""
+        available = self.devices()
+        if device == "auto":
+            return available[0]
+        if device in available:
+            return device
+        from smx.errors import BackendUnavailable
+
+        raise BackendUnavailable(
+            f"backend {self.name!r} has no device {device!r}; its devices: {', '.join(available)}",
+            where="device",
+        )
+
+    def versions(self) -> dict[str, str]:
+        """Library versions recorded in summary.json."""
+        return {}
+
+
+class Optimizer(Protocol):
+    """An optax-like pair of pure functions; ``update`` calls ``closure`` as often as it needs."""
+
+    def init(self, params: Params) -> Any: ...
+
+    def update(
+        self, params: Params, state: Any, closure: LossAndGrad, lr: float
+    ) -> tuple[Params, Any, Array]: ...
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str
+    factory: Callable[..., Optimizer]  # called with the validated params as keywords
+    params: type[PluginParams] = PluginParams
+    description: str = ""
+    #: full-batch methods (L-BFGS) see the whole training set in one closure
+    full_batch: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    name: str
+    #: factory(total_steps=..., steps_per_epoch=..., **params) -> (step -> lr multiplier)
+    factory: Callable[..., Callable[[int], float]]
+    params: type[PluginParams] = PluginParams
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    #: load(**params) -> (X as 2-D float NumPy array, y as 1-D labels)
+    load: Callable[..., tuple[Any, Any]]
+    params: type[PluginParams] = PluginParams
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One registered record and where it came from (for `smx plugins` and duplicate errors)."""
+
+    kind: str
+    name: str
+    record: Any
+    plugin: str
+    version: str
+    unavailable: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Run in an empty folder, so default run folders land there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_smx(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300):
+    """The CLI in a subprocess, exactly as a user types it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "smx", *args], cwd=cwd, capture_output=True, text=True,
+        env=full_env, timeout=timeout,
+    )
+
+
+def assert_one_line_error(proc, *needles: str, code: int = 2) -> str:
+    """Exit code, one stderr line, no traceback, and the expected words in it."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("smx: error:")]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def write_yaml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
