@@ -4,6 +4,10 @@ Data and initial parameters cross to the device once. Each epoch draws its
 batch order from a host RNG seeded by the run (so every backend sees the same
 batches) and sends only that index vector. The loss is read on the host only
 every ``log_every`` steps and at the end of each epoch.
+
+:class:`Trainer` keeps the loop's state in one place (parameters, optimizer
+state, step, RNG, history) so that stopping rules, checkpoints and resumption
+act on it between epochs without reaching into the hot loop.
 """
 
 from __future__ import annotations
@@ -74,10 +78,146 @@ class TrainResult:
     steps: int = 0
     train_seconds: float = 0.0
     l2: float = 0.0
+    stop_reason: str = "max_epochs"
 
 
 EpochCallback = Callable[[dict[str, Any]], None]
 LogCallback = Callable[[int, float], None]
+
+
+class Trainer:
+    """One run's loop and its state; :meth:`fit` drives it epoch by epoch."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        splits: Splits,
+        backend: Backend,
+        device: str,
+        plugins: Any,
+        *,
+        initial: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        self.cfg, self.backend, self.device = cfg, backend, device
+        k, dtype = splits.n_classes, cfg.dtype
+        self.train_data = DeviceData.put(backend, device, splits.X_train, splits.y_train, k, dtype)
+        self.val_data = DeviceData.put(backend, device, splits.X_val, splits.y_val, k, dtype)
+        host_init = initial if initial is not None else init_params(splits.n_features, k, cfg)
+        self.params: Params = {name: backend.from_host(v, device, dtype)
+                               for name, v in host_init.items()}
+
+        self.opt_spec = plugins.get("optimizer", cfg.optimizer.name)
+        opt_params = cfg.optimizer.params()
+        self.optimizer = self.opt_spec.factory(**opt_params)
+        self.base_lr = float(opt_params.get("lr", 1.0))
+        self.opt_state = self.optimizer.init(self.params)
+
+        n = self.train_data.n
+        self.full_batch = self.opt_spec.full_batch or cfg.batch_size >= n
+        self.batch_size = n if self.full_batch else cfg.batch_size
+        self.steps_per_epoch = math.ceil(n / self.batch_size)
+        self.schedule = plugins.get("schedule", cfg.schedule.name).factory(
+            total_steps=cfg.epochs * self.steps_per_epoch, steps_per_epoch=self.steps_per_epoch,
+            **cfg.schedule.params(),
+        )
+        self.l2 = effective_l2(cfg, n)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.xp = backend.namespace()
+        self.step = 0
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.last_finite = float("nan")
+        self.elapsed = 0.0  # training seconds, summed over epochs (and over resumed runs)
+
+    def closure(self, X: Array, Y: Array) -> Callable[[Params], tuple[Array, Params]]:
+        l2 = self.l2
+        return lambda p: model.loss_and_grad(p, X, Y, l2)
+
+    def lr(self, step: int) -> float:
+        return self.base_lr * self.schedule(step)
+
+    def run_epoch(self, on_log: LogCallback | None = None) -> float:
+        """One pass over the training set; returns its mean batch loss (one host read)."""
+        cfg, backend, xp, data = self.cfg, self.backend, self.xp, self.train_data
+        n = data.n
+        params, state, step = self.params, self.opt_state, self.step
+        if self.full_batch:
+            params, state, loss = self.optimizer.update(
+                params, state, self.closure(data.X, data.Y), self.lr(step))
+            running = loss * n
+            step += 1
+            if step % cfg.log_every == 0:
+                self._logged(step, float(backend.to_host(loss)), on_log)
+        else:
+            running = None  # device scalar: Σ batch loss · batch rows
+            bs = self.batch_size
+            order = backend.from_host(self.rng.permutation(n), self.device, "int64")
+            for start in range(0, n, bs):
+                idx = order[start:min(start + bs, n)]
+                closure = self.closure(xp.take(data.X, idx, axis=0), xp.take(data.Y, idx, axis=0))
+                params, state, loss = self.optimizer.update(params, state, closure, self.lr(step))
+                weighted = loss * idx.shape[0]
+                running = weighted if running is None else running + weighted
+                step += 1
+                if step % cfg.log_every == 0:
+                    self._logged(step, float(backend.to_host(loss)), on_log)
+        self.params, self.opt_state, self.step = params, state, step
+        train_loss = float(backend.to_host(running)) / n
+        if not math.isfinite(train_loss):
+            self._diverged()
+        self.last_finite = train_loss
+        return train_loss
+
+    def _logged(self, step: int, value: float, on_log: LogCallback | None) -> None:
+        if not math.isfinite(value):
+            self.step = step
+            self._diverged()
+        self.last_finite = value
+        if on_log:
+            on_log(step, value)
+
+    def _diverged(self) -> None:
+        last = f"{self.last_finite:.6g}" if math.isfinite(self.last_finite) else "none yet"
+        raise DivergenceError(
+            f"training diverged at step {self.step}: the loss is NaN/inf (last finite loss: "
+            f"{last}); lower optimizer.lr or add a schedule with warmup",
+            where="train",
+        )
+
+    def end_epoch(self, train_loss: float, seconds: float) -> dict[str, Any]:
+        self.epoch += 1
+        self.elapsed += seconds
+        val = evaluate(self.backend, self.params, self.val_data)
+        record = {
+            "epoch": self.epoch, "step": self.step, "train_loss": train_loss,
+            "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+            "lr": self.lr(max(self.step - 1, 0)), "elapsed": self.elapsed,
+        }
+        self.history.append(record)
+        return record
+
+    def should_stop(self) -> str | None:
+        """A reason to stop before ``epochs`` (None: go on)."""
+        return None
+
+    def host_params(self) -> dict[str, np.ndarray]:
+        return {name: np.asarray(self.backend.to_host(v)) for name, v in self.params.items()}
+
+    def fit(self, *, on_epoch: EpochCallback | None = None,
+            on_log: LogCallback | None = None) -> TrainResult:
+        stop_reason = "max_epochs"
+        while self.epoch < self.cfg.epochs:
+            t0 = time.perf_counter()
+            train_loss = self.run_epoch(on_log)
+            record = self.end_epoch(train_loss, time.perf_counter() - t0)
+            if on_epoch:
+                on_epoch(record)
+            if reason := self.should_stop():
+                stop_reason = reason
+                break
+        self.backend.synchronize(self.device)
+        return TrainResult(params=self.host_params(), history=self.history, steps=self.step,
+                           train_seconds=self.elapsed, l2=self.l2, stop_reason=stop_reason)
 
 
 def train(
@@ -91,89 +231,6 @@ def train(
     on_log: LogCallback | None = None,
     initial: dict[str, np.ndarray] | None = None,
 ) -> TrainResult:
-    k, dtype = splits.n_classes, cfg.dtype
-    train_d = DeviceData.put(backend, device, splits.X_train, splits.y_train, k, dtype)
-    val_d = DeviceData.put(backend, device, splits.X_val, splits.y_val, k, dtype)
-    host_init = initial if initial is not None else init_params(splits.n_features, k, cfg)
-    params: Params = {name: backend.from_host(v, device, dtype) for name, v in host_init.items()}
-
-    opt_spec = plugins.get("optimizer", cfg.optimizer.name)
-    opt_params = cfg.optimizer.params()
-    optimizer = opt_spec.factory(**opt_params)
-    base_lr = float(opt_params.get("lr", 1.0))
-    state = optimizer.init(params)
-
-    n = train_d.n
-    full_batch = opt_spec.full_batch or cfg.batch_size >= n
-    bs = n if full_batch else cfg.batch_size
-    steps_per_epoch = math.ceil(n / bs)
-    schedule = plugins.get("schedule", cfg.schedule.name).factory(
-        total_steps=cfg.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
-        **cfg.schedule.params(),
-    )
-    l2 = effective_l2(cfg, n)
-    rng = np.random.default_rng(cfg.seed)
-    xp = backend.namespace()
-
-    def batch_closure(Xb: Array, Yb: Array) -> Callable[[Params], tuple[Array, Params]]:
-        return lambda p: model.loss_and_grad(p, Xb, Yb, l2)
-
-    full_closure = batch_closure(train_d.X, train_d.Y)
-    result = TrainResult(params={}, l2=l2)
-    step, last_finite = 0, float("nan")
-    t_start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        running = None  # device scalar: Σ batch loss · batch rows, read once per log interval
-        if full_batch:
-            params, state, loss = optimizer.update(params, state, full_closure,
-                                                   base_lr * schedule(step))
-            running = loss * n
-            step += 1
-            if on_log and step % cfg.log_every == 0:
-                on_log(step, float(backend.to_host(loss)))
-        else:
-            order = backend.from_host(rng.permutation(n), device, "int64")
-            for start in range(0, n, bs):
-                idx = order[start:min(start + bs, n)]
-                closure = batch_closure(xp.take(train_d.X, idx, axis=0),
-                                        xp.take(train_d.Y, idx, axis=0))
-                params, state, loss = optimizer.update(params, state, closure,
-                                                       base_lr * schedule(step))
-                weighted = loss * idx.shape[0]
-                running = weighted if running is None else running + weighted
-                step += 1
-                if step % cfg.log_every == 0:
-                    value = float(backend.to_host(loss))
-                    if not math.isfinite(value):
-                        _diverged(step, last_finite)
-                    last_finite = value
-                    if on_log:
-                        on_log(step, value)
-        train_loss = float(backend.to_host(running)) / n
-        if not math.isfinite(train_loss):
-            _diverged(step, last_finite)
-        last_finite = train_loss
-        val = evaluate(backend, params, val_d)
-        record = {
-            "epoch": epoch, "step": step, "train_loss": train_loss,
-            "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-            "lr": base_lr * schedule(max(step - 1, 0)),
-            "elapsed": time.perf_counter() - t_start,
-        }
-        result.history.append(record)
-        if on_epoch:
-            on_epoch(record)
-    backend.synchronize(device)
-    result.train_seconds = time.perf_counter() - t_start
-    result.steps = step
-    result.params = {name: np.asarray(backend.to_host(v)) for name, v in params.items()}
-    return result
-
-
-def _diverged(step: int, last_finite: float) -> None:
-    last = f"{last_finite:.6g}" if math.isfinite(last_finite) else "none yet"
-    raise DivergenceError(
-        f"training diverged at step {step}: the loss is NaN/inf (last finite loss: {last}); "
-        "lower optimizer.lr or add a schedule with warmup",
-        where="train",
-    )
+    """Train from scratch (or from ``initial`` parameters) for ``cfg.epochs`` epochs."""
+    trainer = Trainer(cfg, splits, backend, device, plugins, initial=initial)
+    return trainer.fit(on_epoch=on_epoch, on_log=on_log)
