@@ -124,6 +124,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from smx.bench import BenchConfig, run_bench
+
+    bc = BenchConfig.quick() if args.quick else BenchConfig()
+    for name in ("rows", "features", "classes", "batch", "repeats"):
+        if (value := getattr(args, name)) is not None:
+            if value < 1:
+                raise ConfigError(f"must be at least 1, got {value}", where=f"--{name}")
+            setattr(bc, name, value)
+    if args.only:
+        bc.parts = tuple(args.only)
+    out = Path(args.output)
+    log = (lambda _msg: None) if args.quiet else (lambda msg: print(f"smx bench: {msg}",
+                                                                  file=sys.stderr))
+    results = run_bench(bc, out, log=log, notes_file=out / "NOTES.md")
+    for t in results["targets"]:
+        if t["value"] is not None:
+            print(f"{t['target']}: {t['value']:.3f} (limit {t['limit']}, "
+                  f"{'met' if t['met'] else 'MISSED'})")
+    print(f"results written to {out / 'RESULTS.md'} and {out / 'results.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from smx import __version__
 
@@ -150,6 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proba", action="store_true", help="also print class probabilities")
     p.add_argument("-o", "--output", help="write the CSV here instead of stdout")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("bench", help="time smx against the GEMM floor, PyTorch and scikit-learn")
+    p.add_argument("-o", "--output", default="benchmarks",
+                   help="folder for RESULTS.md and results.json (default: benchmarks)")
+    p.add_argument("--quick", action="store_true", help="toy sizes: a smoke test in seconds")
+    for name, what in (("rows", "training rows"), ("features", "features"),
+                       ("classes", "classes"), ("batch", "SGD batch size"),
+                       ("repeats", "timed rounds after the warm-up (at least 5 for the report)")):
+        p.add_argument(f"--{name}", type=int, help=what)
+    p.add_argument("--only", nargs="+", choices=["sgd", "lbfgs", "memory", "gpu"],
+                   help="run only these parts")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -123,15 +123,18 @@ class Trainer:
         self.l2 = effective_l2(cfg, n)
         self.rng = np.random.default_rng(cfg.seed)
         self.xp = backend.namespace()
+        # the backend's fused kernel when it offers one, else the portable core
+        self.loss_and_grad = backend.loss_and_grad_kernel() or model.loss_and_grad
         self.step = 0
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.last_finite = float("nan")
         self.elapsed = 0.0  # training seconds, summed over epochs (and over resumed runs)
 
-    def closure(self, X: Array, Y: Array) -> Callable[[Params], tuple[Array, Params]]:
-        l2 = self.l2
-        return lambda p: model.loss_and_grad(p, X, Y, l2)
+    def closure(self, X: Array, y: Array) -> Callable[[Params], tuple[Array, Params]]:
+        """Loss and gradient on rows ``X`` with class indices ``y`` (or one-hot targets)."""
+        l2, fn = self.l2, self.loss_and_grad
+        return lambda p: fn(p, X, y, l2)
 
     def lr(self, step: int) -> float:
         return self.base_lr * self.schedule(step)
@@ -143,26 +146,28 @@ class Trainer:
         params, state, step = self.params, self.opt_state, self.step
         if self.full_batch:
             params, state, loss = self.optimizer.update(
-                params, state, self.closure(data.X, data.Y), self.lr(step))
-            running = loss * n
+                params, state, self.closure(data.X, data.y), self.lr(step))
+            running = loss  # batch_size == n
             step += 1
             if step % cfg.log_every == 0:
                 self._logged(step, float(backend.to_host(loss)), on_log)
         else:
-            running = None  # device scalar: Σ batch loss · batch rows
+            running = None  # device scalar: Σ batch loss · batch rows / batch_size
             bs = self.batch_size
             order = backend.from_host(self.rng.permutation(n), self.device, "int64")
             for start in range(0, n, bs):
                 idx = order[start:min(start + bs, n)]
-                closure = self.closure(xp.take(data.X, idx, axis=0), xp.take(data.Y, idx, axis=0))
+                # gather class indices, not one-hot rows: n ints instead of n·K floats
+                closure = self.closure(xp.take(data.X, idx, axis=0), xp.take(data.y, idx, axis=0))
                 params, state, loss = self.optimizer.update(params, state, closure, self.lr(step))
-                weighted = loss * idx.shape[0]
+                rows = idx.shape[0]  # one add per step; only a short last batch is scaled
+                weighted = loss if rows == bs else loss * (rows / bs)
                 running = weighted if running is None else running + weighted
                 step += 1
                 if step % cfg.log_every == 0:
                     self._logged(step, float(backend.to_host(loss)), on_log)
         self.params, self.opt_state, self.step = params, state, step
-        train_loss = float(backend.to_host(running)) / n
+        train_loss = float(backend.to_host(running)) * self.batch_size / n
         if not math.isfinite(train_loss):
             self._diverged()
         self.last_finite = train_loss

@@ -82,6 +82,13 @@ class Backend(ABC):
         """Library versions recorded in summary.json."""
         return {}
 
+    def loss_and_grad_kernel(self) -> Callable[..., tuple[Array, Params]] | None:
+        """A faster fused ``model.loss_and_grad(params, X, y, l2)`` for class indices ``y``.
+
+        Same results to rounding; None (the default) means the portable core is used.
+        """
+        return None
+
 
 class Optimizer(Protocol):
     """An optax-like pair of pure functions; ``update`` calls ``closure`` as often as it needs."""

@@ -33,6 +33,11 @@ class NumpyBackend(Backend):
 
         return np.asarray(array)
 
+    def loss_and_grad_kernel(self):
+        from smx.backends.numpy_kernels import loss_and_grad
+
+        return loss_and_grad
+
     def versions(self) -> dict[str, str]:
         import numpy as np
 

@@ -1,0 +1,89 @@
+"""`smx bench` runs and writes its report; no timing is asserted anywhere."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from smx import bench
+from smx.errors import PluginError
+from smx.optimizers.base import tree_map
+from smx.plugins import Plugins
+from smx.types import OptimizerSpec, PluginParams
+
+from .conftest import assert_one_line_error, run_smx
+
+PLUGINS = Plugins(entry_points=False)
+
+
+def test_quick_bench_writes_markdown_and_json(tmp_path):
+    proc = run_smx("bench", "--quick", "-o", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "out" / "RESULTS.md").read_text()
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert {"meta", "sgd", "lbfgs", "memory", "gpu", "targets"} <= data.keys()
+    assert {"date", "cpu", "blas", "versions", "machine"} <= data["meta"].keys()
+    cases = data["sgd"]["cases"]
+    assert {"gemm_floor", "smx_numpy", "bare_loop", "shuffle_gather"} <= cases.keys()
+    for c in cases.values():
+        assert c["runs"] == 5 and c["min_s"] <= c["median_s"] <= c["max_s"]
+    assert "torch_cpu" in cases or "torch_cpu" in data["sgd"]["skipped"]
+    assert {"smx_numpy/gemm_floor", "overhead"} <= data["sgd"]["ratios"].keys()
+    assert "skipped" in data["gpu"] or "epoch" in data["gpu"]
+    assert data["memory"]["ratio"] > 0
+    assert [t["key"] for t in data["targets"]] == [k for k, _, _ in bench.TARGETS]
+    assert "## Targets" in md and "GEMM floor" in md and "BLAS" in md
+
+
+def test_bench_rejects_a_bad_size(tmp_path):
+    proc = run_smx("bench", "--quick", "--rows", "0", "-o", "out", cwd=tmp_path)
+    assert_one_line_error(proc, "--rows")
+    assert not (tmp_path / "out").exists()
+
+
+class NoLbfgs:
+    def get(self, kind, name, where=None):
+        raise PluginError(f"unknown {kind} {name!r}")
+
+
+def test_missing_lbfgs_is_reported_not_fatal():
+    out = bench.bench_lbfgs(bench.BenchConfig.quick(), NoLbfgs(), log=lambda _: None)
+    assert out == {"skipped": "lbfgs not installed (no optimizer 'lbfgs' is registered)"}
+    md = bench.render({"meta": bench.meta(bench.BenchConfig.quick()), "lbfgs": out,
+                       "targets": bench.targets({"lbfgs": out})})
+    assert "lbfgs not installed" in md
+
+
+class ManyStepsGD:
+    """A stand-in full-batch optimizer: 200 gradient steps per update."""
+
+    def init(self, params):
+        return {}
+
+    def update(self, params, state, closure, lr):
+        for _ in range(200):
+            loss, grads = closure(params)
+            params = tree_map(lambda p, g: p - 1.0 * g, params, grads)
+        return params, state, loss
+
+
+class WithLbfgs:
+    def get(self, kind, name, where=None):
+        if (kind, name) == ("optimizer", "lbfgs"):
+            return OptimizerSpec("lbfgs", lambda: ManyStepsGD(), PluginParams, full_batch=True)
+        return PLUGINS.get(kind, name, where=where)
+
+    def backend(self, name, where=None):
+        return PLUGINS.backend(name)
+
+
+def test_lbfgs_part_times_smx_to_sklearns_objective():
+    bc = bench.BenchConfig(rows=300, features=5, classes=3, repeats=5, lbfgs_rows=300)
+    out = bench.bench_lbfgs(bc, WithLbfgs(), log=lambda _: None)
+    for dtype in ("float32", "float64"):
+        e = out[dtype]
+        assert e["smx_updates"] >= 1 and "note" not in e, e
+        assert e["smx_objective"] <= e["sklearn_objective"] * (1 + 1e-6)
+        assert {"sklearn", "smx_lbfgs"} == e["cases"].keys() and e["ratio"] > 0
+    assert np.isclose(out["l2"], 1 / (bc.C * 300))
