@@ -105,6 +105,13 @@ def paired_ratio(timings: dict[str, Timing], a: str, b: str) -> float | None:
     return statistics.median(x / y for x, y in zip(timings[a].runs, timings[b].runs, strict=True))
 
 
+def min_ratio(timings: dict[str, Timing], a: str, b: str) -> float | None:
+    """min(a)/min(b): the best-case ratio, the steadier figure on a loaded machine."""
+    if a not in timings or b not in timings:
+        return None
+    return min(timings[a].runs) / min(timings[b].runs)
+
+
 def make_data(n: int, d: int, k: int, seed: int, dtype: Any = np.float32
               ) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian blobs made in chunks, so the only large allocation is X itself."""
@@ -275,6 +282,9 @@ def bench_sgd(bc: BenchConfig, plugins: Any, log: Callable[[str], None]) -> dict
     }
     over = paired_ratio(timings, "smx_numpy", "bare_loop")
     ratios["overhead"] = None if over is None else over - 1.0
+    mins = {k: min_ratio(timings, *k.split("/")) for k in ratios if "/" in k}
+    best = min_ratio(timings, "smx_numpy", "bare_loop")
+    mins["overhead"] = None if best is None else best - 1.0
     if "smx_array_api_strict" in timings:  # per row, since it ran on fewer rows
         m = min(bc.strict_rows, bc.rows)
         ratios["smx_array_api_strict/smx_numpy_per_row"] = (
@@ -285,6 +295,7 @@ def bench_sgd(bc: BenchConfig, plugins: Any, log: Callable[[str], None]) -> dict
         "steps_per_epoch": steps, "strict_rows": min(bc.strict_rows, bc.rows),
         "cases": {k: t.summary() for k, t in timings.items()},
         "ratios": {k: v for k, v in ratios.items() if v is not None},
+        "min_ratios": {k: v for k, v in mins.items() if v is not None},
         "skipped": skipped,
     }
 
@@ -381,6 +392,7 @@ def bench_lbfgs(bc: BenchConfig, plugins: Any, log: Callable[[str], None]) -> di
             log(f"lbfgs {dtype}: sklearn vs smx ({updates} updates) x {bc.repeats} rounds")
             timings = interleaved({"sklearn": fit, "smx_lbfgs": smx_fit}, bc.repeats)
             entry["ratio"] = paired_ratio(timings, "smx_lbfgs", "sklearn")
+            entry["min_ratio"] = min_ratio(timings, "smx_lbfgs", "sklearn")
         entry["cases"] = {k: t.summary() for k, t in timings.items()}
         out[dtype] = entry
     return out
@@ -500,6 +512,7 @@ def bench_gpu(bc: BenchConfig, plugins: Any, log: Callable[[str], None]) -> dict
                     "cases": {k: t.summary() for k, t in timings.items()}}
     if (r := paired_ratio(timings, "smx_cupy", "torch_cuda")) is not None:
         out["epoch"]["ratio"] = r
+        out["epoch"]["min_ratio"] = min_ratio(timings, "smx_cupy", "torch_cuda")
     del trainer, cases, timings
 
     out["bandwidth"] = gpu_bandwidth(bc, backend, cupy)
@@ -561,22 +574,26 @@ def meta(bc: BenchConfig) -> dict[str, Any]:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    sgd = results.get("sgd", {}).get("ratios", {})
+    """Each target's paired-median value (what "met" judges) and its best-case (min) value."""
+    values: dict[str, tuple[Any, Any]] = {}
+    sgd = results.get("sgd", {})
+    for k in ("smx_numpy/gemm_floor", "smx_numpy/torch_cpu", "overhead"):
+        values[k] = (sgd.get("ratios", {}).get(k), sgd.get("min_ratios", {}).get(k))
     lb, gpu = results.get("lbfgs", {}), results.get("gpu", {})
-    values = {
-        **{k: sgd.get(k) for k in ("smx_numpy/gemm_floor", "smx_numpy/torch_cpu", "overhead")},
-        "lbfgs_float32/sklearn": lb.get("float32", {}).get("ratio"),
-        "lbfgs_float64/sklearn": lb.get("float64", {}).get("ratio"),
-        "memory": results.get("memory", {}).get("ratio"),
-        "gpu_cupy/torch_cuda": gpu.get("epoch", {}).get("ratio"),
-        "gpu_bandwidth_fraction": gpu.get("bandwidth", {}).get("fraction"),
-    }
+    for dtype in ("float32", "float64"):
+        e = lb.get(dtype, {})
+        values[f"lbfgs_{dtype}/sklearn"] = (e.get("ratio"), e.get("min_ratio"))
+    values["memory"] = (results.get("memory", {}).get("ratio"), None)
+    ep = gpu.get("epoch", {})
+    values["gpu_cupy/torch_cuda"] = (ep.get("ratio"), ep.get("min_ratio"))
+    values["gpu_bandwidth_fraction"] = (gpu.get("bandwidth", {}).get("fraction"), None)
     rows = []
     for key, text, limit in TARGETS:
-        v = values.get(key)
+        v, best = values.get(key, (None, None))
         at_least = key == "gpu_bandwidth_fraction"
         met = None if v is None else (v >= limit if at_least else v <= limit)
-        rows.append({"key": key, "target": text, "limit": limit, "value": v, "met": met})
+        rows.append({"key": key, "target": text, "limit": limit, "value": v,
+                     "best_case": best, "met": met})
     return rows
 
 
@@ -605,18 +622,23 @@ def render(results: dict[str, Any]) -> str:
         f"- BLAS (threadpoolctl): {blas}",
         f"- BLAS environment: {m['env'] or 'none set'}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), "",
-        "## Targets", "", "| target | limit | value | met |", "|---|---:|---:|---|",
+        "## Targets", "",
+        "`value` is the median of per-round ratios (what `met` judges); `best case` is "
+        "min/min, steadier when other work shares the machine.", "",
+        "| target | limit | value | best case | met |", "|---|---:|---:|---:|---|",
     ]
+    fmt = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
     for t in results["targets"]:
-        v = "–" if t["value"] is None else f"{t['value']:.3f}"
         met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
-        lines.append(f"| {t['target']} | {t['limit']} | {v} | {met} |")
+        lines.append(f"| {t['target']} | {t['limit']} | {fmt(t['value'])} | "
+                     f"{fmt(t.get('best_case'))} | {met} |")
     if (sgd := results.get("sgd")) is not None:
         lines += ["", f"## SGD epoch ({sgd['rows']:,} x {sgd['features']} float32, "
                   f"{sgd['classes']} classes, batch {sgd['batch']}, {sgd['steps_per_epoch']} "
                   f"steps, per-epoch shuffle)", "", *_case_table(sgd["cases"]), "",
-                  "| ratio | value |", "|---|---:|"]
-        lines += [f"| {k} | {v:.3f} |" for k, v in sgd["ratios"].items()]
+                  "| ratio | median of per-round ratios | min / min |", "|---|---:|---:|"]
+        lines += [f"| {k} | {v:.3f} | {fmt(sgd.get('min_ratios', {}).get(k))} |"
+                  for k, v in sgd["ratios"].items()]
         lines += [f"- skipped {k}: {v}" for k, v in sgd["skipped"].items()]
         if "smx_array_api_strict" in sgd["cases"]:
             lines.append(f"- smx_array_api_strict ran on the first {sgd['strict_rows']:,} rows")

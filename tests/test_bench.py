@@ -87,3 +87,65 @@ def test_lbfgs_part_times_smx_to_sklearns_objective():
         assert e["smx_objective"] <= e["sklearn_objective"] * (1 + 1e-6)
         assert {"sklearn", "smx_lbfgs"} == e["cases"].keys() and e["ratio"] > 0
     assert np.isclose(out["l2"], 1 / (bc.C * 300))
+
+
+class FakeRandomState:
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+
+    def standard_normal(self, shape, dtype):
+        return self.rng.standard_normal(shape, dtype=dtype)
+
+    def randint(self, low, high, size):
+        return self.rng.integers(low, high, size=size)
+
+
+def fake_cupy():
+    """The few CuPy calls the GPU part makes, on NumPy: a CPU stand-in for a GPU."""
+    from types import SimpleNamespace
+
+    runtime = SimpleNamespace(cudaDevAttrMemoryClockRate=36, cudaDevAttrGlobalMemoryBusWidth=37,
+                              deviceGetAttribute=lambda attr, dev: {36: 1_000_000, 37: 256}[attr])
+    return SimpleNamespace(random=SimpleNamespace(RandomState=FakeRandomState),
+                           float32=np.float32, int64=np.int64, zeros=np.zeros,
+                           empty_like=np.empty_like, copyto=np.copyto,
+                           cuda=SimpleNamespace(runtime=runtime))
+
+
+def test_gpu_part_runs_on_a_cpu_stand_in(monkeypatch):
+    from smx.backends.numpy_backend import NumpyBackend
+
+    class FakeGpu(NumpyBackend):
+        name, is_gpu = "cupy", True
+
+        def devices(self):
+            return ["cuda:0"]
+
+        def device_info(self):
+            return [{"device": "cuda:0", "name": "Stand-in GPU"}]
+
+    class WithGpu:
+        def get(self, kind, name, where=None):
+            return FakeGpu() if (kind, name) == ("backend", "cupy") else PLUGINS.get(kind, name)
+
+        def backend(self, name, where=None):
+            return FakeGpu() if name == "cupy" else PLUGINS.backend(name)
+
+    monkeypatch.setitem(__import__("sys").modules, "cupy", fake_cupy())
+    bc = bench.BenchConfig.quick()
+    out = bench.bench_gpu(bc, WithGpu(), log=lambda _: None)
+    assert out["card"] == "Stand-in GPU"
+    assert out["epoch"]["cases"]["smx_cupy"]["runs"] == bc.repeats
+    assert "torch_cuda" in out["epoch"]["cases"] or "torch_cuda" in out["epoch"]["skipped"]
+    bw = out["bandwidth"]
+    assert bw["card_peak_bytes_per_s"] == 2 * 1e9 * 256 / 8 and bw["fraction"] > 0
+    assert bw["x_bytes"] == bc.gpu_bandwidth_rows * bc.gpu_features * 4
+    md = bench.render({"meta": bench.meta(bc), "gpu": out, "targets": bench.targets({"gpu": out})})
+    assert "Stand-in GPU" in md and "GB/s" in md
+
+
+def test_gpu_part_says_why_it_is_skipped():
+    out = bench.bench_gpu(bench.BenchConfig.quick(), PLUGINS, log=lambda _: None)
+    reason = PLUGINS.get("backend", "cupy").unavailable_reason()
+    if reason is not None:
+        assert out == {"skipped": f"no usable GPU: {reason}"}
