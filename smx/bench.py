@@ -53,7 +53,7 @@ class BenchConfig:
     features: int = 256
     classes: int = 10
     batch: int = 1024
-    repeats: int = 5
+    repeats: int = 7
     lr: float = 0.1
     C: float = 1.0  # scikit-learn's C for the L-BFGS comparison
     lbfgs_rows: int | None = None  # default: rows
