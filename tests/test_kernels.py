@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from smx import model
+from smx.backends import numpy_kernels
 from smx.backends.numpy_backend import NumpyBackend
 from smx.backends.numpy_kernels import loss_and_grad as numpy_kernel
 from smx.backends.strict_backend import StrictBackend
@@ -28,7 +29,10 @@ def tol(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("intercept", [True, False])
 @pytest.mark.parametrize("l2", [0.0, 0.25])
-def test_numpy_kernel_matches_the_portable_core(rng, dtype, intercept, l2):
+@pytest.mark.parametrize("large", [False, True], ids=["cached-batch", "full-batch"])
+def test_numpy_kernel_matches_the_portable_core(rng, monkeypatch, dtype, intercept, l2, large):
+    if large:  # take the full-batch product orientation with small data
+        monkeypatch.setattr(numpy_kernels, "CACHED_BATCH_BYTES", 0)
     params, X, y, Y = problem(rng, dtype, intercept)
     ref_loss, ref = model.loss_and_grad(params, X, Y, l2)
     loss, grads = numpy_kernel(params, X, y, l2)

@@ -3,9 +3,11 @@
 Offered through :meth:`smx.types.Backend.loss_and_grad_kernel`, so the portable
 core stays Array-API-only. What it does that the standard cannot express:
 
-- the logits come from ``X @ W`` (OpenBLAS runs this skinny (n, d)·(d, K) product
-  about 1.8x faster than ``Wᵀ Xᵀ``) and are then copied once into the (K, n)
-  layout, where the row max and row sums are fast axis-0 reductions;
+- the product orientation follows the size: for a batch that fits in cache
+  (``X`` up to 4 MiB) OpenBLAS runs ``X @ W`` about 1.8x faster than ``Wᵀ Xᵀ``,
+  and the (n, K) logits are copied once into the (K, n) layout, where the row
+  max and row sums are fast axis-0 reductions; for a full batch ``Wᵀ Xᵀ`` and
+  ``Gᵀ X`` are faster (up to 2x in float64 at 200,000 x 256);
 - the label terms are picked and subtracted through flat indices
   (``y·n + i``) instead of building a one-hot matrix;
 - scalars are cast to the array dtype, so float32 stays float32.
@@ -16,6 +18,9 @@ from __future__ import annotations
 import numpy as np
 
 from smx.types import Params
+
+#: up to this many bytes of X, ``X @ W`` then a (K, n) copy beats ``Wᵀ Xᵀ`` (OpenBLAS, 2 cores)
+CACHED_BATCH_BYTES = 4 << 20
 
 
 def loss_and_grad(params: Params, X: np.ndarray, y: np.ndarray,
@@ -29,7 +34,8 @@ def loss_and_grad(params: Params, X: np.ndarray, y: np.ndarray,
     n = X.shape[0]
     dt = W.dtype.type
     inv_n = dt(1.0 / n)
-    Zt = np.ascontiguousarray((X @ W).T)  # (K, n)
+    small = X.nbytes <= CACHED_BATCH_BYTES
+    Zt = np.ascontiguousarray((X @ W).T) if small else W.T @ X.T  # (K, n) logits
     if "b" in params:
         Zt += params["b"][:, None]
     Zt -= Zt.max(axis=0)
@@ -39,8 +45,9 @@ def loss_and_grad(params: Params, X: np.ndarray, y: np.ndarray,
     loss = (np.log(s).sum() - Zt.ravel()[flat].sum()) * inv_n
     Pt /= s
     Pt.ravel()[flat] -= dt(1)  # softmax − onehot
-    dW = X.T @ Pt.T
-    dW *= inv_n
+    dWt = Pt @ X  # (K, d)
+    dWt *= inv_n
+    dW = dWt.T
     grads: Params = {"W": dW}
     if l2:
         loss = loss + dt(0.5 * l2) * np.vdot(W, W)
