@@ -149,3 +149,24 @@ def test_gpu_part_says_why_it_is_skipped():
     reason = PLUGINS.get("backend", "cupy").unavailable_reason()
     if reason is not None:
         assert out == {"skipped": f"no usable GPU: {reason}"}
+
+
+class Stuck:
+    def init(self, params):
+        return {}
+
+    def update(self, params, state, closure, lr):
+        return params, state, closure(params)[0]
+
+
+def test_an_optimizer_that_stalls_gives_up_instead_of_running_on():
+    spec = OptimizerSpec("lbfgs", lambda: Stuck(), PluginParams, full_batch=True)
+    calls = []
+
+    def value(p):
+        calls.append(1)
+        return 1.0
+
+    updates, best = bench.lbfgs_steps_to(spec, {"W": np.zeros((2, 2))}, lambda p: (0.0, p),
+                                         target=0.5, value=value)
+    assert (updates, best) == (-1, 1.0) and len(calls) == 11
