@@ -606,6 +606,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _load(values: list[float] | None) -> str:
+    return "unknown" if not values else ", ".join(f"{v:.2f}" for v in values)
+
+
 def _ms(s: float) -> str:
     return f"{s * 1e3:,.1f}"
 
@@ -627,7 +631,8 @@ def render(results: dict[str, Any]) -> str:
         "Written by `smx bench`; ratios are medians of per-round ratios of cases timed "
         "interleaved in the same run. Targets from issue 6.", "",
         f"- date: {m['date']}", f"- machine: {m['machine']}",
-        f"- CPU: {m['cpu']} ({m['cores']} cores); load average at start: {m['load_average']}",
+        f"- CPU: {m['cpu']} ({m['cores']} cores); load average (1, 5, 15 min) at start: "
+        f"{_load(m.get('load_average'))}, at end: {_load(m.get('load_average_end'))}",
         f"- BLAS (threadpoolctl): {blas}",
         f"- BLAS environment: {m['env'] or 'none set'}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), "",
@@ -715,6 +720,8 @@ def run_bench(bc: BenchConfig, out_dir: Path, log: Callable[[str], None] = print
         results["memory"] = bench_memory(bc, log)
     if "gpu" in bc.parts:
         results["gpu"] = bench_gpu(bc, plugins, log)
+    if hasattr(os, "getloadavg"):
+        results["meta"]["load_average_end"] = list(os.getloadavg())
     results["targets"] = targets(results)
     if notes_file is not None and notes_file.is_file():
         results["notes"] = notes_file.read_text()
