@@ -136,6 +136,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.only:
         bc.parts = tuple(args.only)
     out = Path(args.output)
+    if out.exists() and not out.is_dir():  # refuse before minutes of timing, not after
+        raise ConfigError("exists and is not a folder", where=str(out))
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(f"smx bench: {msg}",
                                                                   file=sys.stderr))
     results = run_bench(bc, out, log=log, notes_file=out / "NOTES.md")

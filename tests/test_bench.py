@@ -42,6 +42,12 @@ def test_bench_rejects_a_bad_size(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_bench_refuses_an_output_that_is_a_file(tmp_path):
+    (tmp_path / "out").write_text("not a folder")
+    proc = run_smx("bench", "--quick", "-o", "out", cwd=tmp_path)
+    assert_one_line_error(proc, "out", "not a folder")
+
+
 class NoLbfgs:
     def get(self, kind, name, where=None):
         raise PluginError(f"unknown {kind} {name!r}")
