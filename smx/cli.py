@@ -37,17 +37,23 @@ def resolve_config_path(arg: str | None) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from smx.config import load_config
-    from smx.runner import run
+    from smx.runner import resume, run
 
     # `smx run optimizer.lr=0.1` : a first argument with '=' is an override, not a file
     config_arg, overrides = args.config, list(args.overrides)
     if config_arg is not None and "=" in config_arg:
         overrides.insert(0, config_arg)
         config_arg = None
-    path = resolve_config_path(config_arg)
-    cfg = load_config(path, overrides)
-    outcome = run(cfg, config_name=path.stem, overwrite=args.overwrite,
-                  progress=not args.quiet)
+    if args.resume is not None:
+        if config_arg is not None or overrides or args.overwrite:
+            raise ConfigError("continues the run folder with its own config.yaml; it takes no "
+                              "config, overrides or --overwrite", where="--resume")
+        outcome = resume(args.resume, progress=not args.quiet)
+    else:
+        path = resolve_config_path(config_arg)
+        cfg = load_config(path, overrides)
+        outcome = run(cfg, config_name=path.stem, overwrite=args.overwrite,
+                      progress=not args.quiet)
     s = outcome.summary
     print(
         f"{outcome.folder}: test accuracy {s['test_accuracy']:.4f}, test loss "
@@ -137,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"(default: {DEFAULT_CONFIG})")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a stopped run from its last checkpoint")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 

@@ -68,6 +68,8 @@ class RunConfig(Section):
     seed: int = Field(0, ge=0)
     dtype: Literal["float32", "float64"] = "float32"
     log_every: int = Field(50, ge=1, description="steps between reading the loss on the host")
+    checkpoint_every: int = Field(
+        1, ge=0, description="epochs between checkpoints (0: only at the end); see --resume")
     output: str | None = Field(None, description="run folder (default runs/<config>-<time>)")
 
 

@@ -108,7 +108,12 @@ class Plugins:
             return self._records[kind][name].record
         except KeyError:
             valid = ", ".join(self.names(kind)) or "(none installed)"
-            raise PluginError(f"unknown {kind} {name!r}; valid: {valid}", where=where) from None
+            hint = ""
+            if self.broken:  # the name may live in a plugin that failed to load
+                hint = "; failed to load (so not searched): " + ", ".join(
+                    f"plugin {plugin!r} ({dist}: {error})" for plugin, dist, error in self.broken)
+            raise PluginError(f"unknown {kind} {name!r}; valid: {valid}{hint}",
+                              where=where) from None
 
     def backend(self, name: str, *, where: str | None = "backend") -> Backend:
         """A usable backend, or BackendUnavailable saying why it is not."""

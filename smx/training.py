@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from smx import model
+from smx.checkpoint import map_arrays
 from smx.config import RunConfig
 from smx.datasets.split import Splits
-from smx.errors import DivergenceError
+from smx.errors import DivergenceError, ModelFileError
 from smx.types import Array, Backend, Params
 
 
@@ -147,7 +148,7 @@ class Trainer:
             running = loss * n
             step += 1
             if step % cfg.log_every == 0:
-                self._logged(step, float(backend.to_host(loss)), on_log)
+                self._logged(step, loss, params, on_log)
         else:
             running = None  # device scalar: Σ batch loss · batch rows
             bs = self.batch_size
@@ -160,26 +161,40 @@ class Trainer:
                 running = weighted if running is None else running + weighted
                 step += 1
                 if step % cfg.log_every == 0:
-                    self._logged(step, float(backend.to_host(loss)), on_log)
+                    self._logged(step, loss, params, on_log)
         self.params, self.opt_state, self.step = params, state, step
-        train_loss = float(backend.to_host(running)) / n
+        train_loss = float(backend.to_host(self._guarded(running, params))) / n
         if not math.isfinite(train_loss):
-            self._diverged()
+            self._diverged(running, params)
         self.last_finite = train_loss
         return train_loss
 
-    def _logged(self, step: int, value: float, on_log: LogCallback | None) -> None:
+    def _guarded(self, value: Array, params: Params) -> Array:
+        """``value + 0·Σparams``: exactly ``value`` while the parameters are finite, NaN once
+        they are not. One device reduction, read back with the loss in the same host read."""
+        for p in params.values():
+            value = value + 0.0 * self.xp.sum(p)
+        return value
+
+    def _logged(self, step: int, loss: Array, params: Params, on_log: LogCallback | None) -> None:
+        value = float(self.backend.to_host(self._guarded(loss, params)))
         if not math.isfinite(value):
             self.step = step
-            self._diverged()
+            self._diverged(loss, params)
         self.last_finite = value
         if on_log:
             on_log(step, value)
 
-    def _diverged(self) -> None:
+    def _diverged(self, loss: Array, params: Params) -> None:
+        """Raise DivergenceError; a second host read (only here) says whether loss or params."""
+        what = "the loss is NaN/inf"
+        if math.isfinite(float(self.backend.to_host(loss))):
+            bad = [k for k, p in params.items()
+                   if not math.isfinite(float(self.backend.to_host(self.xp.sum(p))))]
+            what = f"the parameters ({', '.join(bad)}) contain NaN/inf"
         last = f"{self.last_finite:.6g}" if math.isfinite(self.last_finite) else "none yet"
         raise DivergenceError(
-            f"training diverged at step {self.step}: the loss is NaN/inf (last finite loss: "
+            f"training diverged at step {self.step}: {what} (last finite loss: "
             f"{last}); lower optimizer.lr or add a schedule with warmup",
             where="train",
         )
@@ -199,6 +214,45 @@ class Trainer:
     def should_stop(self) -> str | None:
         """A reason to stop before ``epochs`` (None: go on)."""
         return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run bit for bit, on the host (for checkpoints).
+
+        Optimizer state leaves are arrays of the backend or Python scalars; the arrays
+        cross to the host through the backend, so any backend's state can be saved.
+        """
+        def to_host(a: Array) -> np.ndarray:
+            return np.asarray(self.backend.to_host(a))
+
+        return {
+            "params": self.host_params(),
+            "opt_state": map_arrays(self.opt_state, to_host),
+            "step": self.step,
+            "epoch": self.epoch,
+            "elapsed": self.elapsed,
+            "last_finite": self.last_finite,
+            "rng": self.rng.bit_generator.state,
+            "history": [dict(r) for r in self.history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (each array keeps its saved dtype)."""
+        params = state["params"]
+        expected = {k: tuple(v.shape) for k, v in self.params.items()}
+        got = {k: tuple(np.shape(v)) for k, v in params.items()}
+        if got != expected:
+            raise ModelFileError(f"checkpoint parameters {got} do not fit this run's "
+                                 f"model {expected}", where="checkpoint")
+
+        def put(a: np.ndarray) -> Array:
+            return self.backend.from_host(a, self.device, np.asarray(a).dtype.name)
+
+        self.params = {k: put(v) for k, v in params.items()}
+        self.opt_state = map_arrays(state["opt_state"], put)
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.elapsed, self.last_finite = float(state["elapsed"]), float(state["last_finite"])
+        self.rng.bit_generator.state = state["rng"]
+        self.history = [dict(r) for r in state["history"]]
 
     def host_params(self) -> dict[str, np.ndarray]:
         return {name: np.asarray(self.backend.to_host(v)) for name, v in self.params.items()}

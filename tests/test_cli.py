@@ -12,7 +12,8 @@ import yaml
 from smx.modelfile import load_model
 from tests.conftest import ROOT, assert_one_line_error, run_smx
 
-RUN_FILES = {"config.yaml", "metrics.jsonl", "model.npz", "summary.json", "loss.png"}
+RUN_FILES = {"config.yaml", "metrics.jsonl", "model.npz", "summary.json", "loss.png",
+             "checkpoint.npz"}
 
 
 @pytest.fixture(scope="module")

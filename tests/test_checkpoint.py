@@ -1,0 +1,152 @@
+"""Checkpoints in process: pickle-free round trips, checksums, and exact continuation."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+
+from smx.checkpoint import load_checkpoint, save_checkpoint
+from smx.config import load_config
+from smx.errors import DivergenceError, ModelFileError
+from smx.plugins import Plugins
+from smx.runner import load_data
+from smx.training import Trainer
+
+PLUGINS = Plugins(entry_points=False)
+
+
+def test_tree_round_trip_is_exact(tmp_path):
+    state = {
+        "params": {"W": np.arange(6, dtype=np.float32).reshape(2, 3) / 7, "b": np.zeros(3)},
+        "opt": {"t": 7, "lr": 0.1 / 3, "nan": float("nan"), "flag": True, "none": None,
+                "hist": [np.ones(2, dtype=np.int64), (1.5, np.float32(2.5))], "name": "x"},
+        "rng": np.random.default_rng(5).bit_generator.state,  # 128-bit integers
+        "history": [{"epoch": 1, "loss": 1 / 3}],
+    }
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, state)
+    back = load_checkpoint(path)
+    assert back["opt"]["t"] == 7 and back["opt"]["lr"] == 0.1 / 3 and back["opt"]["flag"] is True
+    assert np.isnan(back["opt"]["nan"]) and back["opt"]["none"] is None
+    assert isinstance(back["opt"]["hist"], list) and isinstance(back["opt"]["hist"][1], tuple)
+    assert back["opt"]["hist"][1][1].dtype == np.float32
+    for k in ("W", "b"):
+        assert back["params"][k].dtype == state["params"][k].dtype
+        np.testing.assert_array_equal(back["params"][k], state["params"][k])
+    assert back["rng"] == state["rng"] and back["history"] == state["history"]
+    with zipfile.ZipFile(path) as zf:  # no entry needs pickle
+        for name in zf.namelist():
+            with zf.open(name) as fh:
+                assert b"'descr': '|O'" not in fh.read(200), name
+
+
+def _flip_last_array_byte(path):
+    """Corrupt one byte inside an array's data, keeping the zip readable."""
+    with zipfile.ZipFile(path) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    name = next(n for n in entries if n.startswith("a"))
+    data = bytearray(entries[name])
+    data[-1] ^= 0xFF
+    entries[name] = bytes(data)
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, d in entries.items():
+            zf.writestr(n, d)
+
+
+def test_corruption_is_detected(tmp_path):
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, {"W": np.ones((3, 2))})
+    raw = path.read_bytes()
+    _flip_last_array_byte(path)
+    with pytest.raises(ModelFileError, match="checksum mismatch"):
+        load_checkpoint(path)
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ModelFileError, match="corrupted or truncated checkpoint"):
+        load_checkpoint(path)
+    np.savez(path, x=np.ones(2))
+    with pytest.raises(ModelFileError, match="not an smx checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(ModelFileError, match="no checkpoint here"):
+        load_checkpoint(tmp_path / "missing.npz")
+
+
+def test_pickled_entries_are_refused(tmp_path):
+    """Loading uses allow_pickle=False: a checkpoint smuggling an object array is refused."""
+    path = tmp_path / "c.npz"
+    np.savez(path, format=np.asarray("smx-checkpoint/1"), a0=np.array([{"x": 1}], dtype=object),
+             tree=np.asarray("{}"), sha256=np.asarray(""))
+    with pytest.raises(ModelFileError, match=r"corrupted or truncated checkpoint.*allow_pickle"):
+        load_checkpoint(path)
+
+
+def test_unsupported_leaves_are_refused_on_save(tmp_path):
+    with pytest.raises(TypeError, match="pickle"):
+        save_checkpoint(tmp_path / "c.npz", {"x": np.array([object()], dtype=object)})
+    assert not list(tmp_path.iterdir())
+
+
+def _cfg(backend: str, optimizer: dict, epochs: int = 4):
+    return load_config({"data": {"name": "iris"}, "backend": backend, "epochs": epochs,
+                        "batch_size": 16, "log_every": 3, "optimizer": optimizer,
+                        "schedule": {"name": "cosine", "warmup_epochs": 1}}, plugins=PLUGINS)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array-api-strict"])
+@pytest.mark.parametrize("optimizer", [
+    {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
+    {"name": "adam", "lr": 0.01},
+])
+def test_trainer_resumes_bit_for_bit(tmp_path, backend, optimizer):
+    """Stop after 2 epochs, save, restore into a fresh Trainer, finish: same as straight through."""
+    cfg = _cfg(backend, optimizer)
+    splits = load_data(cfg, PLUGINS)
+    be = PLUGINS.backend(backend)
+
+    straight = Trainer(cfg, splits, be, "cpu", PLUGINS).fit()
+
+    first = Trainer(cfg, splits, be, "cpu", PLUGINS)
+    first.cfg = cfg.model_copy(update={"epochs": 2})  # stop early, as if killed after epoch 2
+    first.fit()
+    save_checkpoint(tmp_path / "c.npz", first.state_dict())
+    second = Trainer(cfg, splits, be, "cpu", PLUGINS)
+    second.load_state_dict(load_checkpoint(tmp_path / "c.npz"))
+    assert second.epoch == 2 and second.step == first.step
+    resumed = second.fit()
+
+    for k in straight.params:
+        assert straight.params[k].dtype == resumed.params[k].dtype
+        assert np.array_equal(straight.params[k], resumed.params[k]), k
+    strip = [{k: v for k, v in r.items() if k != "elapsed"} for r in straight.history]
+    assert strip == [{k: v for k, v in r.items() if k != "elapsed"} for r in resumed.history]
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    cfg = _cfg("numpy", {"name": "sgd"}, epochs=1)
+    trainer = Trainer(cfg, load_data(cfg, PLUGINS), PLUGINS.backend("numpy"), "cpu", PLUGINS)
+    state = trainer.state_dict()
+    state["params"]["W"] = np.zeros((5, 3))
+    with pytest.raises(ModelFileError, match="do not fit"):
+        trainer.load_state_dict(state)
+
+
+@pytest.mark.parametrize("log_every", [1, 4])
+def test_nan_parameters_stop_within_one_log_interval(log_every):
+    """A NaN lr leaves the loss of that step finite but the parameters NaN: caught by the
+    parameter check at the next log point, naming the step and the last finite loss."""
+    cfg = load_config({"data": {"name": "iris"}, "epochs": 5, "batch_size": 16,
+                       "log_every": log_every}, plugins=PLUGINS)
+    trainer = Trainer(cfg, load_data(cfg, PLUGINS), PLUGINS.backend("numpy"), "cpu", PLUGINS)
+    bad_from = 10
+    trainer.schedule = lambda t: float("nan") if t >= bad_from else 1.0
+    with pytest.raises(DivergenceError) as info:
+        trainer.fit()
+    first_log = -(-(bad_from + 1) // log_every) * log_every  # first log point after the NaN
+    msg = str(info.value)
+    assert f"diverged at step {first_log}:" in msg
+    if log_every == 1:  # the loss of step 11 was computed before the NaN update
+        assert "the parameters (W, b) contain NaN/inf" in msg
+    assert "NaN/inf" in msg and "lower optimizer.lr" in msg
+    assert "last finite loss: " in msg and "none yet" not in msg
+    assert info.value.exit_code == 3
