@@ -95,7 +95,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ModelFileError("no checkpoint here (the run was stopped before its first "
                              "checkpoint, or checkpoint_every is 0)", where=where)
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise ModelFileError(f"not an smx checkpoint (expected format {FORMAT})", where=where)
+        with loaded as f:
             arrays = {k: f[k] for k in f.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise ModelFileError(f"corrupted or truncated checkpoint ({exc})", where=where) from None
