@@ -8,6 +8,7 @@ checks as a built-in one.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,6 +88,11 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return sorted(getattr(model, "model_fields", {}))
 
 
+_SHORT = reprlib.Repr()  # a value shown in an error stays short (YAML aliases can nest deep)
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlevel = 3
+
+
 def _format(exc: ValidationError, prefix: str = "", allowed: list[str] | None = None) -> str:
     err = exc.errors()[0]
     loc = tuple(err["loc"])
@@ -97,7 +103,9 @@ def _format(exc: ValidationError, prefix: str = "", allowed: list[str] | None = 
     if err["type"] == "missing":
         return f"{path}: required key is missing"
     got = err.get("input")
-    shown = f" (got {got!r})" if not isinstance(got, dict) else ""
+    text = _SHORT.repr(got)
+    text = text if len(text) <= 120 else f"{text[:117]}..."
+    shown = f" (got {text})" if not isinstance(got, dict) else ""
     return f"{path}: {err['msg']}{shown}"
 
 
@@ -120,6 +128,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"malformed YAML: {exc.problem}", where=where) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"malformed YAML: {exc}", where=str(path)) from None
+    except RecursionError:
+        raise ConfigError("malformed YAML: nested too deeply", where=str(path)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -159,6 +169,8 @@ def validate(data: dict[str, Any], plugins: Any = None) -> RunConfig:
         cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format(exc)) from None
+    except RecursionError:
+        raise ConfigError("the config is nested too deeply") from None
     if plugins is None:
         from smx.plugins import get_plugins
 
