@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from smx.errors import ModelFileError
+from smx.errors import ModelFileError, RunFolderError
 from smx.io import atomic_write_bytes, npz_bytes
 
 FORMAT = "smx-checkpoint/1"
@@ -84,7 +84,11 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     arrays["tree"] = np.asarray(json.dumps(tree))
     arrays["format"] = np.asarray(FORMAT)
     arrays["sha256"] = np.asarray(checksum(arrays))
-    atomic_write_bytes(path, npz_bytes(arrays))
+    try:
+        atomic_write_bytes(path, npz_bytes(arrays))
+    except OSError as exc:  # disk full, folder gone: the previous checkpoint is still whole
+        raise RunFolderError(f"cannot write the checkpoint: {exc.strerror or exc}",
+                             where=str(path)) from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -195,6 +195,8 @@ def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -
     atomic_write_text(folder / "metrics.jsonl",
                       "".join(json.dumps(r) + "\n" for r in trainer.history))
     (folder / "summary.json").unlink(missing_ok=True)
+    for stale in folder.glob(".*.tmp"):  # a write cut short by the kill
+        stale.unlink()
     return _train_and_finish(cfg, folder, trainer, splits, placement, progress, t0)
 
 

@@ -93,33 +93,42 @@ def _cfg(backend: str, optimizer: dict, epochs: int = 4):
                         "schedule": {"name": "cosine", "warmup_epochs": 1}}, plugins=PLUGINS)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "array-api-strict"])
+@pytest.mark.parametrize("backend", ["numpy", "array-api-strict",
+                                     pytest.param("cupy", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("optimizer", [
     {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
     {"name": "adam", "lr": 0.01},
 ])
 def test_trainer_resumes_bit_for_bit(tmp_path, backend, optimizer):
     """Stop after 2 epochs, save, restore into a fresh Trainer, finish: same as straight through."""
+    be = PLUGINS.get("backend", backend)
+    if reason := be.unavailable_reason():
+        pytest.skip(f"{backend} unavailable: {reason}")
     cfg = _cfg(backend, optimizer)
     splits = load_data(cfg, PLUGINS)
-    be = PLUGINS.backend(backend)
+    device = be.resolve_device("auto")
 
-    straight = Trainer(cfg, splits, be, "cpu", PLUGINS).fit()
+    straight = Trainer(cfg, splits, be, device, PLUGINS).fit()
 
-    first = Trainer(cfg, splits, be, "cpu", PLUGINS)
+    first = Trainer(cfg, splits, be, device, PLUGINS)
     first.cfg = cfg.model_copy(update={"epochs": 2})  # stop early, as if killed after epoch 2
     first.fit()
     save_checkpoint(tmp_path / "c.npz", first.state_dict())
-    second = Trainer(cfg, splits, be, "cpu", PLUGINS)
+    second = Trainer(cfg, splits, be, device, PLUGINS)
     second.load_state_dict(load_checkpoint(tmp_path / "c.npz"))
     assert second.epoch == 2 and second.step == first.step
     resumed = second.fit()
 
     for k in straight.params:
         assert straight.params[k].dtype == resumed.params[k].dtype
-        assert np.array_equal(straight.params[k], resumed.params[k]), k
+        if be.deterministic:
+            assert np.array_equal(straight.params[k], resumed.params[k]), k
+        else:  # atomics in GPU reductions: equal up to summation order
+            np.testing.assert_allclose(straight.params[k], resumed.params[k], rtol=1e-5)
     strip = [{k: v for k, v in r.items() if k != "elapsed"} for r in straight.history]
-    assert strip == [{k: v for k, v in r.items() if k != "elapsed"} for r in resumed.history]
+    if be.deterministic:
+        assert strip == [{k: v for k, v in r.items() if k != "elapsed"}
+                         for r in resumed.history]
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
@@ -150,3 +159,22 @@ def test_nan_parameters_stop_within_one_log_interval(log_every):
     assert "NaN/inf" in msg and "lower optimizer.lr" in msg
     assert "last finite loss: " in msg and "none yet" not in msg
     assert info.value.exit_code == 3
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import os
+
+    from smx.errors import RunFolderError
+
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, {"epoch": 1, "W": np.ones(3)})
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(RunFolderError, match="cannot write the checkpoint: No space left"):
+        save_checkpoint(path, {"epoch": 2, "W": np.full(3, np.nan)})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]  # no temporary left

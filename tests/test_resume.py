@@ -70,6 +70,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, schedules_env):
     assert load_checkpoint(folder / "checkpoint.npz")["epoch"] == 2
 
     flag.unlink()
+    (folder / ".checkpoint.npz.x1y2.tmp").write_bytes(b"half")  # as if killed mid-write
     resumed = run_smx("run", "--resume", "killed", "--quiet", cwd=tmp_path, env=schedules_env)
     assert resumed.returncode == 0, resumed.stderr
     straight = run_smx("run", "c.yaml", "output=straight", "--quiet", cwd=tmp_path,
@@ -88,6 +89,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, schedules_env):
     assert _without_times(metrics) == _without_times(_metrics(tmp_path / "straight"))
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs"] == 6
+    assert not list(folder.glob(".*.tmp"))
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, schedules_env):
