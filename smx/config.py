@@ -66,7 +66,7 @@ class RunConfig(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     epochs: int = Field(20, ge=1, le=1_000_000)
     batch_size: int = Field(64, ge=1, description="rows per step (full-batch optimizers ignore it)")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds the split, init and batch order")
     dtype: Literal["float32", "float64"] = "float32"
     log_every: int = Field(50, ge=1, description="steps between reading the loss on the host")
     checkpoint_every: int = Field(

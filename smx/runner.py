@@ -26,7 +26,7 @@ from smx.checkpoint import FILENAME as CHECKPOINT
 from smx.checkpoint import load_checkpoint, save_checkpoint
 from smx.config import RunConfig, to_yaml
 from smx.datasets.split import Splits, prepare
-from smx.errors import ConfigError, DataError, DivergenceError, RunFolderError
+from smx.errors import ConfigError, DataError, DivergenceError, RunFolderError, SmxError
 from smx.io import atomic_write_json, atomic_write_text
 from smx.modelfile import FittedModel
 from smx.training import DeviceData, Trainer, TrainResult, evaluate
@@ -36,7 +36,13 @@ RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", CHECKPOINT)
 
 def load_data(cfg: RunConfig, plugins: Any) -> Splits:
     spec = plugins.get("dataset", cfg.data.name, where="data.name")
-    X, y = spec.load(**cfg.data.params())
+    try:
+        X, y = spec.load(**cfg.data.params())
+    except SmxError:
+        raise
+    except Exception as exc:  # a dataset plugin's own failure: one line naming it
+        raise DataError(f"the dataset failed to load: {type(exc).__name__}: {exc}",
+                        where=f"data ({cfg.data.name})") from None
     splits = prepare(
         np.asarray(X), np.asarray(y), val_fraction=cfg.data.val_fraction,
         test_fraction=cfg.data.test_fraction, seed=cfg.seed, standardize=cfg.data.standardize,
