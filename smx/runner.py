@@ -26,7 +26,14 @@ from smx.checkpoint import FILENAME as CHECKPOINT
 from smx.checkpoint import load_checkpoint, save_checkpoint
 from smx.config import RunConfig, to_yaml
 from smx.datasets.split import Splits, prepare
-from smx.errors import ConfigError, DataError, DivergenceError, RunFolderError, SmxError
+from smx.errors import (
+    ConfigError,
+    DataError,
+    DivergenceError,
+    ModelFileError,
+    RunFolderError,
+    SmxError,
+)
 from smx.io import atomic_write_json, atomic_write_text
 from smx.modelfile import FittedModel
 from smx.training import DeviceData, Trainer, TrainResult, evaluate
@@ -196,7 +203,11 @@ def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -
     placement = hardware.select(cfg, plugins)
     splits = load_data(cfg, plugins)
     trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
-    trainer.load_state_dict(state)
+    try:
+        trainer.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelFileError(f"checkpoint contents do not fit this run ({type(exc).__name__}: "
+                             f"{exc})", where=str(folder / CHECKPOINT)) from None
     # metrics.jsonl may hold epochs past the checkpoint: keep exactly the checkpoint's history
     atomic_write_text(folder / "metrics.jsonl",
                       "".join(json.dumps(r) + "\n" for r in trainer.history))
