@@ -54,6 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{s['test_loss']:.4f} ({s['backend']} on {s['device']}, {s['dtype']}, "
         f"{s['train_seconds']:.2f}s training)"
     )
+    if s.get("stop_reason", "max_epochs") != "max_epochs":
+        print(f"stopped after {s['epochs']} epochs: {s['stop_reason']}")
     return 0
 
 

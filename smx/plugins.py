@@ -26,6 +26,10 @@ BUILTINS: dict[str, str] = {
     "cupy": "smx.backends.cupy_backend",
     "sgd": "smx.optimizers.sgd",
     "adam": "smx.optimizers.adam",
+    "adamw": "smx.optimizers.adamw",
+    "rmsprop": "smx.optimizers.rmsprop",
+    "adagrad": "smx.optimizers.adagrad",
+    "lbfgs": "smx.optimizers.lbfgs",
     "schedules": "smx.schedules",
     "datasets": "smx.datasets.builtin",
 }

@@ -194,6 +194,7 @@ def run(
         "dtype": cfg.dtype,
         "optimizer": cfg.optimizer.name,
         "epochs": len(result.history),
+        "stop_reason": result.stop_reason,
         "steps": result.steps,
         "l2": result.l2,
         "n_train": len(splits.y_train), "n_val": len(splits.y_val),

@@ -198,6 +198,10 @@ class Trainer:
 
     def should_stop(self) -> str | None:
         """A reason to stop before ``epochs`` (None: go on)."""
+        # a full-batch optimizer (lbfgs) records why it converged as a host string in its state
+        converged = self.opt_state.get("converged") if isinstance(self.opt_state, dict) else None
+        if converged:
+            return f"converged: {converged}"
         return None
 
     def host_params(self) -> dict[str, np.ndarray]:
