@@ -31,7 +31,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         l2: float = 1e-4,
         C: float | None = None,
         fit_intercept: bool = True,
-        optimizer: str = "sgd",
+        optimizer: str = "lbfgs",
         optimizer_params: dict[str, Any] | None = None,
         schedule: str = "constant",
         schedule_params: dict[str, Any] | None = None,
