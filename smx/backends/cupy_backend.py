@@ -11,24 +11,37 @@ from smx.types import Array, Backend
 INSTALL_HINT = "pip install 'smx[cuda12]' (CUDA 12) or 'smx[cuda13]' (CUDA 13)"
 
 
+def _import() -> Any:
+    """Import CuPy (a seam: tests replace it to simulate every way CuPy can be missing)."""
+    import cupy
+
+    return cupy
+
+
 @cache
 def _probe() -> tuple[Any, str | None]:
     """(cupy module or None, reason it is unusable or None). Cached: probing CUDA is slow."""
     try:
-        import cupy
-    except ModuleNotFoundError:
-        return None, f"CuPy is not installed; {INSTALL_HINT}"
+        cupy = _import()
+    except ModuleNotFoundError as exc:
+        if exc.name in (None, "cupy"):
+            return None, f"CuPy is not installed; {INSTALL_HINT}"
+        # CuPy is there but one of its own dependencies is not
+        return None, f"CuPy failed to import: {type(exc).__name__}: {exc}"
     except Exception as exc:  # CuPy present but broken (wrong CUDA wheel, missing libs)
         return None, f"CuPy failed to import: {type(exc).__name__}: {exc}"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:
-        text = str(exc)
-        if "driver" in text.lower() or "InsufficientDriver" in text:
-            return None, f"no usable CUDA driver ({text.strip()})"
-        return None, f"CUDA is not usable: {type(exc).__name__}: {text.strip()}"
+        text = str(exc).strip()
+        if "NoDevice" in text or "no CUDA-capable device" in text:
+            return None, f"no CUDA device is visible ({text}); check nvidia-smi and " \
+                         "CUDA_VISIBLE_DEVICES"
+        if "driver" in text.lower():
+            return None, f"no usable CUDA driver ({text}); install or update the NVIDIA driver"
+        return None, f"CUDA is not usable: {type(exc).__name__}: {text}"
     if count == 0:
-        return None, "no CUDA device is visible (check CUDA_VISIBLE_DEVICES and nvidia-smi)"
+        return None, "no CUDA device is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
     return cupy, None
 
 
@@ -70,8 +83,9 @@ class CupyBackend(Backend):
         import numpy as np
 
         cupy = self._cupy()
-        with cupy.cuda.Device(self._index(device)):
-            return cupy.asarray(np.asarray(array, dtype=dtype))
+        # make it the current device too: the run's kernels then launch where its data lives
+        cupy.cuda.Device(self._index(device)).use()
+        return cupy.asarray(np.asarray(array, dtype=dtype))
 
     def to_host(self, array: Array) -> Any:
         return self._cupy().asnumpy(array)
