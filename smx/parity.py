@@ -116,6 +116,16 @@ def eval_split(splits: Splits) -> tuple[str, np.ndarray, np.ndarray]:
 def capture(cfg: RunConfig, splits: Splits, backend: Backend, device: str,
             plugins: Any) -> Capture:
     """Train ``cfg`` on ``backend``/``device`` and bring back every compared quantity."""
+    try:
+        host = _train_and_read(cfg, splits, backend, device, plugins)
+    finally:
+        backend.release(device)  # the device arrays are gone by now: their memory can go too
+    return Capture(backend=backend.name, device=device, dtype=cfg.dtype,
+                   versions=backend.versions(), **host)
+
+
+def _train_and_read(cfg: RunConfig, splits: Splits, backend: Backend, device: str,
+                    plugins: Any) -> dict[str, np.ndarray]:
     trainer = Trainer(cfg, splits, backend, device, plugins)
     data = trainer.train_data
     loss, grads = model.loss_and_grad(trainer.params, data.X, data.Y, trainer.l2)
@@ -124,15 +134,12 @@ def capture(cfg: RunConfig, splits: Splits, backend: Backend, device: str,
     result = trainer.fit()
     _, X, y = eval_split(splits)
     test = DeviceData.put(backend, device, X, y, splits.n_classes, cfg.dtype)
-    proba = np.asarray(backend.to_host(model.predict_proba(trainer.params, test.X)),
-                       dtype=np.float64)
-    backend.release(device)
-    return Capture(
-        backend=backend.name, device=device, dtype=cfg.dtype, init_loss=init_loss,
-        init_grad=init_grad,
-        loss_curve=np.array([r["train_loss"] for r in result.history], dtype=np.float64),
-        final_params=_flat(result.params), proba=proba, versions=backend.versions(),
-    )
+    proba = backend.to_host(model.predict_proba(trainer.params, test.X))
+    return {
+        "init_loss": init_loss, "init_grad": init_grad,
+        "loss_curve": np.array([r["train_loss"] for r in result.history], dtype=np.float64),
+        "final_params": _flat(result.params), "proba": np.asarray(proba, dtype=np.float64),
+    }
 
 
 def compare(value: np.ndarray, ref: np.ndarray, atol: float, rtol: float) -> dict[str, Any]:

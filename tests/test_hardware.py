@@ -43,7 +43,8 @@ class FakeGpu(NumpyBackend):
 
     def device_info(self):
         return [{"device": d, "name": "Fake GPU 9000", "memory_gib": 8.0,
-                 "compute_capability": "9.0", "driver": "12040"} for d in self.devices()]
+                 "compute_capability": "9.0", "driver": "550.54.15 (CUDA 12.4)"}
+                for d in self.devices()]
 
 
 def plugins_with(backend=None) -> Plugins:
@@ -144,8 +145,11 @@ def fake_cupy(count=None, error=None):
             raise FakeCudaError(error)
         return count
 
-    runtime = types.SimpleNamespace(getDeviceCount=get_count)
-    return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
+    props = {"name": b"NVIDIA Fake H100", "totalGlobalMem": 80 * 2**30, "major": 9, "minor": 0}
+    runtime = types.SimpleNamespace(
+        getDeviceCount=get_count, getDeviceProperties=lambda i: props,
+        driverGetVersion=lambda: 12040, runtimeGetVersion=lambda: 12020)
+    return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime), __version__="13.6.0")
 
 
 def _raise(exc):
@@ -184,14 +188,34 @@ def test_cupy_reasons(monkeypatch, importer, needles):
         cupy_backend._probe.cache_clear()
 
 
-def test_cupy_usable_when_a_device_is_seen(monkeypatch):
+def test_cupy_usable_when_a_device_is_seen(monkeypatch, tmp_path):
     monkeypatch.setattr(cupy_backend, "_import", lambda: fake_cupy(count=2))
+    monkeypatch.setattr(cupy_backend, "_nvidia_kernel_driver", lambda: "550.54.15")
     cupy_backend._probe.cache_clear()
     try:
-        assert cupy_backend.CupyBackend().unavailable_reason() is None
+        backend = cupy_backend.CupyBackend()
+        assert backend.unavailable_reason() is None
+        assert backend.devices() == ["cuda:0", "cuda:1"]
+        assert backend.resolve_device("cuda") == "cuda:0"
+        assert backend.resolve_device("cuda:1") == "cuda:1"
+        info = backend.device_info()
+        assert [d["device"] for d in info] == ["cuda:0", "cuda:1"]
+        assert info[0] | {"device": None} == {
+            "device": None, "name": "NVIDIA Fake H100", "memory_gib": 80.0,
+            "compute_capability": "9.0", "driver": "550.54.15 (CUDA 12.4)"}
+        assert backend.versions() == {"cupy": "13.6.0", "cuda_runtime": "12.2",
+                                      "cuda_driver": "12.4"}
     finally:
         monkeypatch.undo()
         cupy_backend._probe.cache_clear()
+
+
+def test_nvidia_kernel_driver_version_is_parsed(tmp_path):
+    version = tmp_path / "version"
+    version.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 "
+                       "22:23:56 UTC 2024\nGCC version:  gcc version 12.3.0\n")
+    assert cupy_backend._nvidia_kernel_driver(str(version)) == "550.54.15"
+    assert cupy_backend._nvidia_kernel_driver(str(tmp_path / "missing")) is None
 
 
 # --- smx info --------------------------------------------------------------------------------
@@ -202,7 +226,8 @@ def test_info_lists_cpu_blas_and_backends(no_cupy, monkeypatch, capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("CPU: ") and "logical cores" in out and "BLAS: " in out
-    assert "GPU cuda:1 (fakegpu): Fake GPU 9000, 8.0 GiB" in out and "driver 12040" in out
+    assert "GPU cuda:1 (fakegpu): Fake GPU 9000, 8.0 GiB" in out
+    assert "driver 550.54.15 (CUDA 12.4)" in out
     rows = {line.split()[0]: line for line in out.splitlines() if line.split()}
     assert "CuPy is not installed" in rows["cupy"] and " no " in rows["cupy"]
     assert "yes" in rows["numpy"] and "cpu, device1, device2" in rows["array-api-strict"]

@@ -111,3 +111,16 @@ def test_labels_count_only_rows_decided_beyond_tolerance():
 
 def test_parse_backends():
     assert parse_backends("numpy, cupy@cuda:1") == [("numpy", "auto"), ("cupy", "cuda:1")]
+
+
+def test_another_reference_backend_in_process():
+    from smx.config import load_config
+    from smx.parity import run_parity
+    from smx.plugins import Plugins
+
+    plugins = Plugins(entry_points=False)
+    cfg = load_config(CONFIG, ["epochs=2", "dtype=float64"], plugins=plugins)
+    report = run_parity(cfg, [("numpy", "auto")], plugins, reference="array-api-strict")
+    assert report.passed
+    assert (report.reference.backend, report.reference.dtype) == ("array-api-strict", "float64")
+    assert len(report.reference.loss_curve) == 2 and report.reference.proba.shape[1] == 10

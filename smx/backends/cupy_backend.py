@@ -106,16 +106,20 @@ class CupyBackend(Backend):
         rt = cupy.cuda.runtime
         return {
             "cupy": cupy.__version__,
-            "cuda_runtime": str(rt.runtimeGetVersion()),
-            "cuda_driver": str(rt.driverGetVersion()),
+            "cuda_runtime": _cuda_version(rt.runtimeGetVersion()),
+            "cuda_driver": _cuda_version(rt.driverGetVersion()),
         }
 
     def device_info(self) -> list[dict[str, Any]]:
         """Name, memory and driver of each GPU, for `smx info`."""
         cupy = self._cupy()
+        rt = cupy.cuda.runtime
+        driver = f"CUDA {_cuda_version(rt.driverGetVersion())}"
+        if kernel := _nvidia_kernel_driver():
+            driver = f"{kernel} ({driver})"
         out = []
-        for i in range(cupy.cuda.runtime.getDeviceCount()):
-            props = cupy.cuda.runtime.getDeviceProperties(i)
+        for i in range(rt.getDeviceCount()):
+            props = rt.getDeviceProperties(i)
             name = props["name"]
             out.append(
                 {
@@ -123,10 +127,28 @@ class CupyBackend(Backend):
                     "name": name.decode() if isinstance(name, bytes) else str(name),
                     "memory_gib": round(props["totalGlobalMem"] / 2**30, 1),
                     "compute_capability": f"{props['major']}.{props['minor']}",
-                    "driver": str(cupy.cuda.runtime.driverGetVersion()),
+                    "driver": driver,
                 }
             )
         return out
+
+
+def _cuda_version(v: int) -> str:
+    """CUDA's integer versions: 12040 -> '12.4'."""
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def _nvidia_kernel_driver(path: str = "/proc/driver/nvidia/version") -> str | None:
+    """The NVIDIA driver's own version (e.g. 550.54.15), where Linux exposes it."""
+    import re
+    from pathlib import Path
+
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    found = re.search(r"Kernel Module\s+(?:for \S+\s+)?([0-9][0-9.]+)", text)
+    return found.group(1) if found else None
 
 
 @smx.hookimpl
