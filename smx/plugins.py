@@ -101,6 +101,13 @@ class Plugins:
                 )
         return dict(sorted(found.items()))
 
+    def register(self, obj: Any, name: str) -> None:
+        """Add a plugin object at run time (tests, embedding applications), re-collecting all."""
+        self.pm.register(obj, name=name)
+        self.versions.setdefault(name, "(registered at run time)")
+        for kind in KINDS:
+            self._records[kind] = self._collect(kind)
+
     def names(self, kind: str) -> list[str]:
         return list(self._records[kind])
 
