@@ -154,3 +154,17 @@ def test_bad_early_stopping_keys_are_one_line(override, needles):
         load_config({}, [override], plugins=PLUGINS)
     for needle in needles:
         assert needle in str(info.value), (needle, str(info.value))
+
+
+def test_the_readme_config_example_is_valid():
+    import re
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
+    (example,) = [b for b in blocks if "early_stopping:" in b]
+    cfg = load_config(yaml.safe_load(example), plugins=PLUGINS)
+    assert cfg.early_stopping.patience == 5 and cfg.early_stopping.restore_best
+    assert cfg.clip_grad_norm == 1.0
