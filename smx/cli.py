@@ -55,7 +55,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{s['train_seconds']:.2f}s training)"
     )
     if s.get("stop_reason", "max_epochs") != "max_epochs":
-        print(f"stopped after {s['epochs']} epochs: {s['stop_reason']}")
+        print(f"stopped after epoch {s['epochs']}: {s['stop_reason']}")
+    if s.get("restored_epoch") is not None:
+        print(f"parameters restored from epoch {s['restored_epoch']} (early_stopping.restore_best)")
     return 0
 
 

@@ -46,6 +46,14 @@ def load_data(cfg: RunConfig, plugins: Any) -> Splits:
             f"{cfg.batch_size} is larger than the training set ({n} rows); use at most {n}",
             where="batch_size",
         )
+    es = cfg.early_stopping
+    if (es.patience is not None or es.restore_best) and es.monitor.startswith("val_") \
+            and len(splits.y_val) == 0:
+        raise ConfigError(f"{es.monitor} needs a validation split; set data.val_fraction > 0 "
+                          "or monitor train_loss", where="early_stopping.monitor")
+    if cfg.clip_grad_norm is not None and opt.full_batch:
+        raise ConfigError(f"cannot be used with the full-batch optimizer {opt.name!r}: its "
+                          "line search needs the true gradient", where="clip_grad_norm")
     return splits
 
 
@@ -195,6 +203,7 @@ def run(
         "optimizer": cfg.optimizer.name,
         "epochs": len(result.history),
         "stop_reason": result.stop_reason,
+        "restored_epoch": result.restored_epoch,
         "steps": result.steps,
         "l2": result.l2,
         "n_train": len(splits.y_train), "n_val": len(splits.y_val),

@@ -24,6 +24,8 @@ from smx import model
 from smx.config import RunConfig
 from smx.datasets.split import Splits
 from smx.errors import DivergenceError
+from smx.optimizers.clipping import clip_by_global_norm
+from smx.stopping import EarlyStopping, StopRule, optimizer_converged
 from smx.types import Array, Backend, Params
 
 
@@ -79,6 +81,8 @@ class TrainResult:
     train_seconds: float = 0.0
     l2: float = 0.0
     stop_reason: str = "max_epochs"
+    #: the epoch whose parameters these are, when early_stopping.restore_best chose them
+    restored_epoch: int | None = None
 
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -128,10 +132,27 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.last_finite = float("nan")
         self.elapsed = 0.0  # training seconds, summed over epochs (and over resumed runs)
+        # stopping rules, each asked after every epoch (should_stop); append more to compose
+        self.early_stopping = EarlyStopping.from_config(cfg.early_stopping)
+        self.stop_rules: list[StopRule] = [optimizer_converged]
+        if self.early_stopping:
+            self.stop_rules.append(self.early_stopping)
 
     def closure(self, X: Array, Y: Array) -> Callable[[Params], tuple[Array, Params]]:
-        l2 = self.l2
-        return lambda p: model.loss_and_grad(p, X, Y, l2)
+        """Loss and gradient of a batch; with ``clip_grad_norm``, the gradient clipped.
+
+        Clipping here, not in the optimizers, gives every optimizer (plugins too) the
+        same rule; it runs on the device, so the hot loop gains no host read.
+        """
+        l2, max_norm = self.l2, self.cfg.clip_grad_norm
+        if max_norm is None:
+            return lambda p: model.loss_and_grad(p, X, Y, l2)
+
+        def clipped(p: Params) -> tuple[Array, Params]:
+            loss, grads = model.loss_and_grad(p, X, Y, l2)
+            return loss, clip_by_global_norm(grads, max_norm)
+
+        return clipped
 
     def lr(self, step: int) -> float:
         return self.base_lr * self.schedule(step)
@@ -197,12 +218,21 @@ class Trainer:
         return record
 
     def should_stop(self) -> str | None:
-        """A reason to stop before ``epochs`` (None: go on)."""
-        # a full-batch optimizer (lbfgs) records why it converged as a host string in its state
-        converged = self.opt_state.get("converged") if isinstance(self.opt_state, dict) else None
-        if converged:
-            return f"converged: {converged}"
-        return None
+        """A reason to stop before ``epochs`` (None: go on).
+
+        Every rule is asked, even after one fires, so each sees every epoch (the
+        best epoch is then known when another rule ends the run); the first reason wins.
+        """
+        reasons = [reason for rule in self.stop_rules if (reason := rule(self))]
+        return reasons[0] if reasons else None
+
+    def restore_best(self) -> int | None:
+        """With ``early_stopping.restore_best``, go back to the best epoch's parameters."""
+        es = self.early_stopping
+        if es is None or es.best_params is None:
+            return None
+        self.params = es.best_params
+        return es.best_epoch
 
     def host_params(self) -> dict[str, np.ndarray]:
         return {name: np.asarray(self.backend.to_host(v)) for name, v in self.params.items()}
@@ -219,9 +249,11 @@ class Trainer:
             if reason := self.should_stop():
                 stop_reason = reason
                 break
+        restored = self.restore_best()
         self.backend.synchronize(self.device)
         return TrainResult(params=self.host_params(), history=self.history, steps=self.step,
-                           train_seconds=self.elapsed, l2=self.l2, stop_reason=stop_reason)
+                           train_seconds=self.elapsed, l2=self.l2, stop_reason=stop_reason,
+                           restored_epoch=restored)
 
 
 def train(
