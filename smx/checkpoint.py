@@ -27,20 +27,27 @@ FILENAME = "checkpoint.npz"
 _SCALARS = (bool, int, float, str, type(None))
 
 
-def flatten_tree(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
-    """A JSON-able description of ``tree``; its (host) arrays go into ``arrays``."""
+def flatten_tree(tree: Any, arrays: dict[str, np.ndarray],
+                 _seen: dict[int, str] | None = None) -> Any:
+    """A JSON-able description of ``tree``; its (host) arrays go into ``arrays``.
+
+    One array object reached twice is stored once and comes back as one object, so
+    identity that state relies on (L-BFGS keeps ``params`` in its state) survives.
+    """
+    seen = {} if _seen is None else _seen
     if isinstance(tree, dict):
         if not all(isinstance(k, str) for k in tree):
             raise TypeError(f"checkpoint trees need string keys, got {list(tree)!r}")
-        return {"dict": {k: flatten_tree(v, arrays) for k, v in tree.items()}}
+        return {"dict": {k: flatten_tree(v, arrays, seen) for k, v in tree.items()}}
     if isinstance(tree, (list, tuple)):
         kind = "list" if isinstance(tree, list) else "tuple"
-        return {kind: [flatten_tree(v, arrays) for v in tree]}
+        return {kind: [flatten_tree(v, arrays, seen) for v in tree]}
     if isinstance(tree, _SCALARS):
         return {"value": tree}  # float repr round-trips exactly, NaN/inf included
-    key = f"a{len(arrays)}"
-    arrays[key] = np.asarray(tree)
-    return {"array": key}
+    if id(tree) not in seen:
+        seen[id(tree)] = key = f"a{len(arrays)}"
+        arrays[key] = tree if isinstance(tree, np.ndarray) else np.asarray(tree)
+    return {"array": seen[id(tree)]}
 
 
 def unflatten_tree(spec: Any, arrays: dict[str, np.ndarray]) -> Any:
@@ -57,15 +64,22 @@ def unflatten_tree(spec: Any, arrays: dict[str, np.ndarray]) -> Any:
     raise ValueError(f"unknown tree node {kind!r}")
 
 
-def map_arrays(tree: Any, fn: Any) -> Any:
-    """Apply ``fn`` to every non-scalar leaf (an array), keeping the structure."""
+def map_arrays(tree: Any, fn: Any, memo: dict[int, Any] | None = None) -> Any:
+    """Apply ``fn`` to every non-scalar leaf (an array), keeping the structure.
+
+    ``memo`` (id of a leaf -> result) maps one object reached twice to one result;
+    share it between calls to keep identity across several trees.
+    """
+    memo = {} if memo is None else memo
     if isinstance(tree, dict):
-        return {k: map_arrays(v, fn) for k, v in tree.items()}
+        return {k: map_arrays(v, fn, memo) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return type(tree)(map_arrays(v, fn) for v in tree)
+        return type(tree)(map_arrays(v, fn, memo) for v in tree)
     if isinstance(tree, _SCALARS):
         return tree
-    return fn(tree)
+    if id(tree) not in memo:
+        memo[id(tree)] = fn(tree)
+    return memo[id(tree)]
 
 
 def checksum(arrays: dict[str, np.ndarray]) -> str:

@@ -56,6 +56,19 @@ class ScheduleConfig(PluginSection):
     name: str = "constant"
 
 
+class EarlyStoppingConfig(Section):
+    """Stop on a plateau of the validation loss (or another monitored metric)."""
+
+    patience: int | None = Field(
+        None, ge=1, description="epochs without improvement before stopping; null: never stop"
+    )
+    min_delta: float = Field(0.0, ge=0, description="a change this small is no improvement")
+    monitor: Literal["val_loss", "val_accuracy", "train_loss"] = "val_loss"
+    restore_best: bool = Field(
+        False, description="end with the best epoch's parameters instead of the last"
+    )
+
+
 class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -65,6 +78,10 @@ class RunConfig(Section):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     epochs: int = Field(20, ge=1, le=1_000_000)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    clip_grad_norm: float | None = Field(
+        None, gt=0, description="rescale each step's gradient to this global L2 norm at most"
+    )
     batch_size: int = Field(64, ge=1, description="rows per step (full-batch optimizers ignore it)")
     seed: int = Field(0, ge=0, lt=2**32, description="seeds the split, init and batch order")
     dtype: Literal["float32", "float64"] = "float32"

@@ -8,6 +8,9 @@ Objective (per batch of n rows, weights w, summing to 1 after normalising)::
 
     L(W, b) = Σ_i w_i · (−log softmax(x_i W + b)[y_i]) + (l2/2)·‖W‖²
 
+scikit-learn's ``LogisticRegression(C)`` minimises ``C·Σ loss + ½‖W‖²``, the same
+function times ``C·n``: the optima agree when ``l2 = 1/(C·n)`` (``model.C`` in a config).
+
 Its gradient is the seed's dℓ/dθ_ij = (softmax(z)_j − y_j)·x_i, averaged:
 ``G = (softmax(Z) − onehot(y)) · w``; ``dW = Xᵀ G + l2·W``; ``db = Σ_i G_i``.
 """

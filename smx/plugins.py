@@ -26,6 +26,10 @@ BUILTINS: dict[str, str] = {
     "cupy": "smx.backends.cupy_backend",
     "sgd": "smx.optimizers.sgd",
     "adam": "smx.optimizers.adam",
+    "adamw": "smx.optimizers.adamw",
+    "rmsprop": "smx.optimizers.rmsprop",
+    "adagrad": "smx.optimizers.adagrad",
+    "lbfgs": "smx.optimizers.lbfgs",
     "schedules": "smx.schedules",
     "datasets": "smx.datasets.builtin",
 }
@@ -96,6 +100,13 @@ class Plugins:
                     version=self.versions.get(plugin, "?"),
                 )
         return dict(sorted(found.items()))
+
+    def register(self, obj: Any, name: str) -> None:
+        """Add a plugin object at run time (tests, embedding applications), re-collecting all."""
+        self.pm.register(obj, name=name)
+        self.versions.setdefault(name, "(registered at run time)")
+        for kind in KINDS:
+            self._records[kind] = self._collect(kind)
 
     def names(self, kind: str) -> list[str]:
         return list(self._records[kind])

@@ -62,6 +62,14 @@ def load_data(cfg: RunConfig, plugins: Any) -> Splits:
             f"{cfg.batch_size} is larger than the training set ({n} rows); use at most {n}",
             where="batch_size",
         )
+    es = cfg.early_stopping
+    if (es.patience is not None or es.restore_best) and es.monitor.startswith("val_") \
+            and len(splits.y_val) == 0:
+        raise ConfigError(f"{es.monitor} needs a validation split; set data.val_fraction > 0 "
+                          "or monitor train_loss", where="early_stopping.monitor")
+    if cfg.clip_grad_norm is not None and opt.full_batch:
+        raise ConfigError(f"cannot be used with the full-batch optimizer {opt.name!r}: its "
+                          "line search needs the true gradient", where="clip_grad_norm")
     return splits
 
 
@@ -239,7 +247,9 @@ def _train_and_finish(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Sp
     def on_epoch(record: dict[str, Any]) -> None:
         metrics.write(json.dumps(record) + "\n")
         metrics.flush()
-        if cfg.checkpoint_every and trainer.epoch % cfg.checkpoint_every == 0:
+        # the last epoch's checkpoint is taken here, before restore_best swaps the parameters
+        if trainer.finished or (cfg.checkpoint_every and
+                                trainer.epoch % cfg.checkpoint_every == 0):
             checkpoint()
         bar.on_epoch(record)
 
@@ -258,8 +268,6 @@ def _train_and_finish(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Sp
     finally:
         bar.close()
         metrics.close()
-    if saved["epoch"] != trainer.epoch:
-        checkpoint()
 
     final = final_metrics(cfg, splits, backend, device, result)
     fitted = FittedModel(
@@ -280,6 +288,8 @@ def _train_and_finish(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Sp
         "dtype": cfg.dtype,
         "optimizer": cfg.optimizer.name,
         "epochs": len(result.history),
+        "stop_reason": result.stop_reason,
+        "restored_epoch": result.restored_epoch,
         "steps": result.steps,
         "l2": result.l2,
         "n_train": len(splits.y_train), "n_val": len(splits.y_val),

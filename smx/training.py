@@ -25,6 +25,8 @@ from smx.checkpoint import map_arrays
 from smx.config import RunConfig
 from smx.datasets.split import Splits
 from smx.errors import DivergenceError, ModelFileError
+from smx.optimizers.clipping import clip_by_global_norm
+from smx.stopping import EarlyStopping, StopRule, optimizer_converged
 from smx.types import Array, Backend, Params
 
 
@@ -80,6 +82,8 @@ class TrainResult:
     train_seconds: float = 0.0
     l2: float = 0.0
     stop_reason: str = "max_epochs"
+    #: the epoch whose parameters these are, when early_stopping.restore_best chose them
+    restored_epoch: int | None = None
 
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -129,10 +133,28 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.last_finite = float("nan")
         self.elapsed = 0.0  # training seconds, summed over epochs (and over resumed runs)
+        self.stop_reason: str | None = None  # set when a stop rule ends the run early
+        # stopping rules, each asked after every epoch (should_stop); append more to compose
+        self.early_stopping = EarlyStopping.from_config(cfg.early_stopping)
+        self.stop_rules: list[StopRule] = [optimizer_converged]
+        if self.early_stopping:
+            self.stop_rules.append(self.early_stopping)
 
     def closure(self, X: Array, Y: Array) -> Callable[[Params], tuple[Array, Params]]:
-        l2 = self.l2
-        return lambda p: model.loss_and_grad(p, X, Y, l2)
+        """Loss and gradient of a batch; with ``clip_grad_norm``, the gradient clipped.
+
+        Clipping here, not in the optimizers, gives every optimizer (plugins too) the
+        same rule; it runs on the device, so the hot loop gains no host read.
+        """
+        l2, max_norm = self.l2, self.cfg.clip_grad_norm
+        if max_norm is None:
+            return lambda p: model.loss_and_grad(p, X, Y, l2)
+
+        def clipped(p: Params) -> tuple[Array, Params]:
+            loss, grads = model.loss_and_grad(p, X, Y, l2)
+            return loss, clip_by_global_norm(grads, max_norm)
+
+        return clipped
 
     def lr(self, step: int) -> float:
         return self.base_lr * self.schedule(step)
@@ -212,8 +234,21 @@ class Trainer:
         return record
 
     def should_stop(self) -> str | None:
-        """A reason to stop before ``epochs`` (None: go on)."""
-        return None
+        """A reason to stop before ``epochs`` (None: go on).
+
+        Every rule is asked, even after one fires, so each sees every epoch (the
+        best epoch is then known when another rule ends the run); the first reason wins.
+        """
+        reasons = [reason for rule in self.stop_rules if (reason := rule(self))]
+        return reasons[0] if reasons else None
+
+    def restore_best(self) -> int | None:
+        """With ``early_stopping.restore_best``, go back to the best epoch's parameters."""
+        es = self.early_stopping
+        if es is None or es.best_params is None:
+            return None
+        self.params = es.best_params
+        return es.best_epoch
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run bit for bit, on the host (for checkpoints).
@@ -224,15 +259,21 @@ class Trainer:
         def to_host(a: Array) -> np.ndarray:
             return np.asarray(self.backend.to_host(a))
 
+        memo: dict[int, Any] = {}  # one device array seen twice stays one array
+        es = self.early_stopping
         return {
-            "params": self.host_params(),
-            "opt_state": map_arrays(self.opt_state, to_host),
+            "params": map_arrays(self.params, to_host, memo),
+            "opt_state": map_arrays(self.opt_state, to_host, memo),
             "step": self.step,
             "epoch": self.epoch,
             "elapsed": self.elapsed,
             "last_finite": self.last_finite,
             "rng": self.rng.bit_generator.state,
             "history": [dict(r) for r in self.history],
+            "stop_reason": self.stop_reason,
+            "early_stopping": None if es is None else {
+                "best": es.best, "best_epoch": es.best_epoch, "wait": es.wait,
+                "best_params": map_arrays(es.best_params, to_host, memo)},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -247,31 +288,42 @@ class Trainer:
         def put(a: np.ndarray) -> Array:
             return self.backend.from_host(a, self.device, np.asarray(a).dtype.name)
 
-        self.params = {k: put(v) for k, v in params.items()}
-        self.opt_state = map_arrays(state["opt_state"], put)
+        memo: dict[int, Any] = {}
+        self.params = map_arrays(params, put, memo)
+        self.opt_state = map_arrays(state["opt_state"], put, memo)
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.elapsed, self.last_finite = float(state["elapsed"]), float(state["last_finite"])
         self.rng.bit_generator.state = state["rng"]
         self.history = [dict(r) for r in state["history"]]
+        self.stop_reason = state["stop_reason"]
+        if self.early_stopping is not None and state["early_stopping"] is not None:
+            es, saved = self.early_stopping, state["early_stopping"]
+            es.best, es.best_epoch, es.wait = saved["best"], saved["best_epoch"], saved["wait"]
+            es.best_params = map_arrays(saved["best_params"], put, memo)
 
     def host_params(self) -> dict[str, np.ndarray]:
         return {name: np.asarray(self.backend.to_host(v)) for name, v in self.params.items()}
 
     def fit(self, *, on_epoch: EpochCallback | None = None,
             on_log: LogCallback | None = None) -> TrainResult:
-        stop_reason = "max_epochs"
-        while self.epoch < self.cfg.epochs:
+        while self.stop_reason is None and self.epoch < self.cfg.epochs:
             t0 = time.perf_counter()
             train_loss = self.run_epoch(on_log)
             record = self.end_epoch(train_loss, time.perf_counter() - t0)
+            # decided before on_epoch, so a checkpoint taken there holds the decision
+            self.stop_reason = self.should_stop()
             if on_epoch:
                 on_epoch(record)
-            if reason := self.should_stop():
-                stop_reason = reason
-                break
+        restored = self.restore_best()
         self.backend.synchronize(self.device)
         return TrainResult(params=self.host_params(), history=self.history, steps=self.step,
-                           train_seconds=self.elapsed, l2=self.l2, stop_reason=stop_reason)
+                           train_seconds=self.elapsed, l2=self.l2,
+                           stop_reason=self.stop_reason or "max_epochs", restored_epoch=restored)
+
+    @property
+    def finished(self) -> bool:
+        """No epoch is left to run: ``epochs`` reached or a stop rule fired."""
+        return self.stop_reason is not None or self.epoch >= self.cfg.epochs
 
 
 def train(

@@ -87,38 +87,45 @@ def test_unsupported_leaves_are_refused_on_save(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def _cfg(backend: str, optimizer: dict, epochs: int = 4):
+def _cfg(backend: str, optimizer: dict, epochs: int = 4, **extra):
     return load_config({"data": {"name": "iris"}, "backend": backend, "epochs": epochs,
                         "batch_size": 16, "log_every": 3, "optimizer": optimizer,
-                        "schedule": {"name": "cosine", "warmup_epochs": 1}}, plugins=PLUGINS)
+                        "schedule": {"name": "cosine", "warmup_epochs": 1}, **extra},
+                       plugins=PLUGINS)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "array-api-strict",
-                                     pytest.param("cupy", marks=pytest.mark.gpu)])
-@pytest.mark.parametrize("optimizer", [
-    {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
-    {"name": "adam", "lr": 0.01},
-])
-def test_trainer_resumes_bit_for_bit(tmp_path, backend, optimizer):
-    """Stop after 2 epochs, save, restore into a fresh Trainer, finish: same as straight through."""
+class Killed(Exception):
+    pass
+
+
+def _straight_and_resumed(tmp_path, cfg, backend: str, kill_after: int = 2):
+    """The same config run straight through, and killed after ``kill_after`` epochs (its
+    checkpoint taken where the runner takes it, in on_epoch) then resumed in a new Trainer."""
     be = PLUGINS.get("backend", backend)
     if reason := be.unavailable_reason():
         pytest.skip(f"{backend} unavailable: {reason}")
-    cfg = _cfg(backend, optimizer)
     splits = load_data(cfg, PLUGINS)
     device = be.resolve_device("auto")
-
     straight = Trainer(cfg, splits, be, device, PLUGINS).fit()
 
     first = Trainer(cfg, splits, be, device, PLUGINS)
-    first.cfg = cfg.model_copy(update={"epochs": 2})  # stop early, as if killed after epoch 2
-    first.fit()
-    save_checkpoint(tmp_path / "c.npz", first.state_dict())
+
+    def on_epoch(record):
+        if first.epoch == kill_after:
+            save_checkpoint(tmp_path / "c.npz", first.state_dict())
+            raise Killed
+
+    with pytest.raises(Killed):
+        first.fit(on_epoch=on_epoch)
     second = Trainer(cfg, splits, be, device, PLUGINS)
     second.load_state_dict(load_checkpoint(tmp_path / "c.npz"))
-    assert second.epoch == 2 and second.step == first.step
-    resumed = second.fit()
+    assert second.epoch == kill_after and second.step == first.step
+    return be, straight, second.fit()
 
+
+def _assert_same(be, straight, resumed):
+    assert straight.stop_reason == resumed.stop_reason
+    assert straight.restored_epoch == resumed.restored_epoch
     for k in straight.params:
         assert straight.params[k].dtype == resumed.params[k].dtype
         if be.deterministic:
@@ -129,6 +136,37 @@ def test_trainer_resumes_bit_for_bit(tmp_path, backend, optimizer):
     if be.deterministic:
         assert strip == [{k: v for k, v in r.items() if k != "elapsed"}
                          for r in resumed.history]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array-api-strict",
+                                     pytest.param("cupy", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("optimizer", PLUGINS.names("optimizer"))
+def test_trainer_resumes_bit_for_bit(tmp_path, backend, optimizer):
+    """Every optimizer's state (lbfgs's history lists and its params alias included) crosses
+    the host and comes back exactly: killed after epoch 2 and resumed == straight through."""
+    options = {"sgd": {"momentum": 0.9, "nesterov": True}}.get(optimizer, {})
+    cfg = _cfg(backend, {"name": optimizer, **options})
+    _assert_same(*_straight_and_resumed(tmp_path, cfg, backend))
+
+
+def test_early_stopping_state_is_resumed(tmp_path):
+    """min_delta 1 on the training loss: no improvement after epoch 1, so patience 3 stops the
+    run at epoch 4, two epochs after the kill, and restore_best goes back to epoch 1."""
+    cfg = _cfg("numpy", {"name": "adam", "lr": 0.01}, epochs=10,
+               early_stopping={"patience": 3, "min_delta": 1.0, "monitor": "train_loss",
+                               "restore_best": True})
+    be, straight, resumed = _straight_and_resumed(tmp_path, cfg, "numpy")
+    assert len(straight.history) == 4 and straight.restored_epoch == 1
+    _assert_same(be, straight, resumed)
+
+
+def test_a_run_stopped_by_a_rule_stays_stopped(tmp_path):
+    """Killed right after the stopping epoch's checkpoint: resuming trains no further."""
+    cfg = _cfg("numpy", {"name": "adam", "lr": 0.01}, epochs=10,
+               early_stopping={"patience": 3, "min_delta": 1.0, "monitor": "train_loss"})
+    be, straight, resumed = _straight_and_resumed(tmp_path, cfg, "numpy", kill_after=4)
+    assert resumed.stop_reason.startswith("early_stopping") and len(resumed.history) == 4
+    _assert_same(be, straight, resumed)
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):

@@ -20,7 +20,7 @@ CASES = [
     ("optimizer:\n  name: sgd\n  beta: 1\n", [], ["optimizer.beta: unknown key",
                                                   "lr, momentum, nesterov, weight_decay"]),
     ("optimizer:\n  name: sgdd\n", [], ["optimizer.name:", "unknown optimizer 'sgdd'",
-                                        "adam, sgd"]),
+                                        "adagrad, adam, adamw, lbfgs"]),
     ("schedule:\n  name: cosine\n  gamma: 0.5\n", [], ["schedule.gamma: unknown key",
                                                        "min_factor"]),
     ("data:\n  name: synthetic\n  k: 1\n", [], ["data.k:", "greater than or equal to 2"]),
