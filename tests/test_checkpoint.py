@@ -216,3 +216,19 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]  # no temporary left
+
+
+@pytest.mark.parametrize(("every", "saved_at"), [(2, [2, 4, 5]), (0, [5]), (1, [1, 2, 3, 4, 5])])
+def test_checkpoint_every(every, saved_at, tmp_path, monkeypatch):
+    """Every N epochs and always at the end (0: only at the end)."""
+    import smx.runner
+
+    epochs = []
+    real = smx.runner.save_checkpoint
+    monkeypatch.setattr(smx.runner, "save_checkpoint",
+                        lambda path, state: (epochs.append(state["epoch"]), real(path, state)))
+    cfg = load_config({"data": {"name": "iris"}, "epochs": 5, "checkpoint_every": every,
+                       "output": str(tmp_path / "out")}, plugins=PLUGINS)
+    smx.runner.run(cfg, plugins=PLUGINS, progress=False)
+    assert epochs == saved_at
+    assert load_checkpoint(tmp_path / "out" / "checkpoint.npz")["epoch"] == 5
