@@ -236,14 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # overrides may follow options (`smx run c.yaml --quiet epochs=5`): argparse leaves them over
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except SmxError as exc:
         print(f"smx: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("smx: interrupted", file=sys.stderr)
+        print("smx: interrupted (a run folder with a checkpoint continues with "
+              "`smx run --resume RUN_DIR`)", file=sys.stderr)
         return 130
 
 
