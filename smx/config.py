@@ -92,6 +92,9 @@ class RunConfig(Section):
 
 
 PLUGIN_SECTIONS = {"data": "dataset", "optimizer": "optimizer", "schedule": "schedule"}
+SECTION_MODELS: dict[str, type[PluginSection]] = {
+    "data": DataConfig, "optimizer": OptimizerConfig, "schedule": ScheduleConfig,
+}
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
@@ -155,25 +158,41 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override {item!r} must look like key.sub=value", where="overrides")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``optimizer.lr=0.05`` style overrides; values are parsed as YAML scalars."""
+    """``optimizer.lr=0.05`` style overrides; values are parsed as YAML scalars.
+
+    Switching a plugin (``optimizer.name=adam``) starts that section afresh, keeping
+    only the keys every plugin of the kind shares: the file's options belong to
+    the plugin it named. Name switches apply first, so their order does not matter.
+    """
     out = dict(data)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key or any(not p for p in key.split(".")):
-            raise ConfigError(f"override {item!r} must look like key.sub=value", where="overrides")
-        try:
-            value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            value = raw
+    parsed = [_parse_override(item) for item in overrides]
+    switches = [(k, v) for k, v in parsed if len(k) == 2 and k[1] == "name"
+                and k[0] in PLUGIN_SECTIONS]
+    for (section, _), value in switches:
+        old = out.get(section)
+        if isinstance(old, dict) and old.get("name", value) != value:
+            shared = set(SECTION_MODELS[section].model_fields) - {"name"}
+            out[section] = {k: v for k, v in old.items() if k in shared}
+    for parts, value in parsed:
         node = out
-        parts = key.split(".")
         for p in parts[:-1]:
             child = node.get(p)
             if child is None:
                 child = {}
             elif not isinstance(child, dict):
-                raise ConfigError(f"{p!r} is not a section", where=key)
+                raise ConfigError(f"{p!r} is not a section", where=".".join(parts))
             node[p] = child = dict(child)
             node = child
         node[parts[-1]] = value
