@@ -37,23 +37,33 @@ def resolve_config_path(arg: str | None) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from smx.config import load_config
-    from smx.runner import run
+    from smx.runner import resume, run
 
     # `smx run optimizer.lr=0.1` : a first argument with '=' is an override, not a file
     config_arg, overrides = args.config, list(args.overrides)
     if config_arg is not None and "=" in config_arg:
         overrides.insert(0, config_arg)
         config_arg = None
-    path = resolve_config_path(config_arg)
-    cfg = load_config(path, overrides)
-    outcome = run(cfg, config_name=path.stem, overwrite=args.overwrite,
-                  progress=not args.quiet)
+    if args.resume is not None:
+        if config_arg is not None or overrides or args.overwrite:
+            raise ConfigError("continues the run folder with its own config.yaml; it takes no "
+                              "config, overrides or --overwrite", where="--resume")
+        outcome = resume(args.resume, progress=not args.quiet)
+    else:
+        path = resolve_config_path(config_arg)
+        cfg = load_config(path, overrides)
+        outcome = run(cfg, config_name=path.stem, overwrite=args.overwrite,
+                      progress=not args.quiet)
     s = outcome.summary
     print(
         f"{outcome.folder}: test accuracy {s['test_accuracy']:.4f}, test loss "
         f"{s['test_loss']:.4f} ({s['backend']} on {s['device']}, {s['dtype']}, "
         f"{s['train_seconds']:.2f}s training)"
     )
+    if s.get("stop_reason", "max_epochs") != "max_epochs":
+        print(f"stopped after epoch {s['epochs']}: {s['stop_reason']}")
+    if s.get("restored_epoch") is not None:
+        print(f"parameters restored from epoch {s['restored_epoch']} (early_stopping.restore_best)")
     return 0
 
 
@@ -91,6 +101,55 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for name, dist, error in plugins.broken:
         rows.append(["(broken)", name, name, dist, f"failed to load: {error}", ""])
     print(_table(rows, ["kind", "name", "plugin", "version", "status", "options"]))
+    return 0
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from smx import parity
+    from smx.config import load_config
+    from smx.plugins import get_plugins
+
+    path = resolve_config_path(args.config)
+    overrides = list(args.overrides) + ([f"dtype={args.dtype}"] if args.dtype else [])
+    cfg = load_config(path, overrides)
+    out = parity.output_path(args.output, path.stem, cfg.dtype)
+    parity.check_writable(out, args.overwrite)
+    report = parity.run_parity(cfg, parity.parse_backends(args.backends), get_plugins(),
+                               reference=args.reference, config_name=str(path))
+    ref = report.reference
+    print(f"parity of {path} in {cfg.dtype}, against {ref.backend} on {ref.device} in "
+          f"{ref.dtype}")
+    print(_table(report.rows(), ["backend", "quantity", "max abs err", "max rel err",
+                                 "atol/rtol", "result"]))
+    parity.write_report(report, out)
+    print(f"{'all backends agree' if report.passed else 'MISMATCH'}; written to {out}")
+    parity.raise_on_mismatch(report)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import json
+
+    from smx.hardware import backend_report, cpu_info
+    from smx.plugins import get_plugins
+
+    cpu, backends = cpu_info(), backend_report(get_plugins())
+    if args.json:
+        print(json.dumps({"cpu": cpu, "backends": backends}, indent=2))
+        return 0
+    print(f"CPU: {cpu['model']}, {cpu['cores']} logical cores")
+    for b in cpu["blas"] or [{"library": "(not detected)"}]:
+        extra = ", ".join(f"{k} {b[k]}" for k in ("version", "threads", "architecture") if b.get(k))
+        print(f"  BLAS: {b['library']}" + (f" ({extra})" if extra else ""))
+    gpus = [(b["name"], d) for b in backends for d in b.get("device_info", [])]
+    if not gpus:
+        print("GPUs: none usable")
+    for name, d in gpus:
+        print(f"GPU {d['device']} ({name}): {d['name']}, {d['memory_gib']} GiB, "
+              f"compute capability {d['compute_capability']}, driver {d['driver']}")
+    rows = [[b["name"], "gpu" if b["gpu"] else "cpu", "yes" if b["usable"] else "no",
+             ", ".join(b["devices"]) if b["usable"] else b["reason"]] for b in backends]
+    print(_table(rows, ["backend", "kind", "usable", "devices (or why not)"]))
     return 0
 
 
@@ -162,11 +221,33 @@ def build_parser() -> argparse.ArgumentParser:
                    f"(default: {DEFAULT_CONFIG})")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a stopped run from its last checkpoint")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plugins", help="list backends, optimizers, schedules and datasets")
     p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("parity", help="train one config on several backends and compare them "
+                       "with a float64 reference")
+    p.add_argument("config", help="YAML file or shipped config name")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    p.add_argument("--backends", default="numpy,array-api-strict",
+                   help="comma-separated backends, each optionally name@device "
+                   "(default: numpy,array-api-strict)")
+    p.add_argument("--reference", default="numpy", help="backend run in float64 as the "
+                   "reference (default: numpy)")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="dtype of the compared "
+                   "runs (default: the config's)")
+    p.add_argument("-o", "--output", help="parity.json path, or a folder to write it in "
+                   "(default: runs/parity-<config>-<dtype>-<time>/)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing parity.json")
+    p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser("info", help="the CPU, BLAS and GPUs seen, and which backends can run")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("predict", help="predict labels for a data file with a saved model")
     p.add_argument("model", help="model.npz from a run folder")
@@ -193,14 +274,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # overrides may follow options (`smx run c.yaml --quiet epochs=5`): argparse leaves them over
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except SmxError as exc:
         print(f"smx: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("smx: interrupted", file=sys.stderr)
+        print("smx: interrupted (a run folder with a checkpoint continues with "
+              "`smx run --resume RUN_DIR`)", file=sys.stderr)
         return 130
 
 

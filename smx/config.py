@@ -8,6 +8,7 @@ checks as a built-in one.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +56,19 @@ class ScheduleConfig(PluginSection):
     name: str = "constant"
 
 
+class EarlyStoppingConfig(Section):
+    """Stop on a plateau of the validation loss (or another monitored metric)."""
+
+    patience: int | None = Field(
+        None, ge=1, description="epochs without improvement before stopping; null: never stop"
+    )
+    min_delta: float = Field(0.0, ge=0, description="a change this small is no improvement")
+    monitor: Literal["val_loss", "val_accuracy", "train_loss"] = "val_loss"
+    restore_best: bool = Field(
+        False, description="end with the best epoch's parameters instead of the last"
+    )
+
+
 class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -64,14 +78,23 @@ class RunConfig(Section):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     epochs: int = Field(20, ge=1, le=1_000_000)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    clip_grad_norm: float | None = Field(
+        None, gt=0, description="rescale each step's gradient to this global L2 norm at most"
+    )
     batch_size: int = Field(64, ge=1, description="rows per step (full-batch optimizers ignore it)")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds the split, init and batch order")
     dtype: Literal["float32", "float64"] = "float32"
     log_every: int = Field(50, ge=1, description="steps between reading the loss on the host")
+    checkpoint_every: int = Field(
+        1, ge=0, description="epochs between checkpoints (0: only at the end); see --resume")
     output: str | None = Field(None, description="run folder (default runs/<config>-<time>)")
 
 
 PLUGIN_SECTIONS = {"data": "dataset", "optimizer": "optimizer", "schedule": "schedule"}
+SECTION_MODELS: dict[str, type[PluginSection]] = {
+    "data": DataConfig, "optimizer": OptimizerConfig, "schedule": ScheduleConfig,
+}
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
@@ -85,6 +108,11 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return sorted(getattr(model, "model_fields", {}))
 
 
+_SHORT = reprlib.Repr()  # a value shown in an error stays short (YAML aliases can nest deep)
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlevel = 3
+
+
 def _format(exc: ValidationError, prefix: str = "", allowed: list[str] | None = None) -> str:
     err = exc.errors()[0]
     loc = tuple(err["loc"])
@@ -95,7 +123,9 @@ def _format(exc: ValidationError, prefix: str = "", allowed: list[str] | None = 
     if err["type"] == "missing":
         return f"{path}: required key is missing"
     got = err.get("input")
-    shown = f" (got {got!r})" if not isinstance(got, dict) else ""
+    text = _SHORT.repr(got)
+    text = text if len(text) <= 120 else f"{text[:117]}..."
+    shown = f" (got {text})" if not isinstance(got, dict) else ""
     return f"{path}: {err['msg']}{shown}"
 
 
@@ -118,6 +148,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"malformed YAML: {exc.problem}", where=where) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"malformed YAML: {exc}", where=str(path)) from None
+    except RecursionError:
+        raise ConfigError("malformed YAML: nested too deeply", where=str(path)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -126,25 +158,41 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override {item!r} must look like key.sub=value", where="overrides")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``optimizer.lr=0.05`` style overrides; values are parsed as YAML scalars."""
+    """``optimizer.lr=0.05`` style overrides; values are parsed as YAML scalars.
+
+    Switching a plugin (``optimizer.name=adam``) starts that section afresh, keeping
+    only the keys every plugin of the kind shares: the file's options belong to
+    the plugin it named. Name switches apply first, so their order does not matter.
+    """
     out = dict(data)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key or any(not p for p in key.split(".")):
-            raise ConfigError(f"override {item!r} must look like key.sub=value", where="overrides")
-        try:
-            value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            value = raw
+    parsed = [_parse_override(item) for item in overrides]
+    switches = [(k, v) for k, v in parsed if len(k) == 2 and k[1] == "name"
+                and k[0] in PLUGIN_SECTIONS]
+    for (section, _), value in switches:
+        old = out.get(section)
+        if isinstance(old, dict) and old.get("name", value) != value:
+            shared = set(SECTION_MODELS[section].model_fields) - {"name"}
+            out[section] = {k: v for k, v in old.items() if k in shared}
+    for parts, value in parsed:
         node = out
-        parts = key.split(".")
         for p in parts[:-1]:
             child = node.get(p)
             if child is None:
                 child = {}
             elif not isinstance(child, dict):
-                raise ConfigError(f"{p!r} is not a section", where=key)
+                raise ConfigError(f"{p!r} is not a section", where=".".join(parts))
             node[p] = child = dict(child)
             node = child
         node[parts[-1]] = value
@@ -157,6 +205,8 @@ def validate(data: dict[str, Any], plugins: Any = None) -> RunConfig:
         cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format(exc)) from None
+    except RecursionError:
+        raise ConfigError("the config is nested too deeply") from None
     if plugins is None:
         from smx.plugins import get_plugins
 

@@ -10,7 +10,8 @@ class SmxError(Exception):
 
     def __init__(self, message: str, *, where: str | None = None) -> None:
         self.where = where
-        super().__init__(f"{where}: {message}" if where else message)
+        text = f"{where}: {message}" if where else message
+        super().__init__(" ".join(text.splitlines()))  # the CLI prints exactly one line
 
 
 class ConfigError(SmxError):

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import platform
 import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from smx.config import RunConfig
 from smx.errors import BackendUnavailable
@@ -67,3 +72,48 @@ def _select(cfg: RunConfig, plugins) -> Placement:
             "a GPU backend", where="device",
         )
     return Placement(backend, backend.resolve_device(device))
+
+
+# --- what `smx info` reports -------------------------------------------------------------
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model and core count, and the BLAS libraries NumPy uses (via threadpoolctl)."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                model = line.split(":", 1)[1].strip()
+                break
+    blas = []
+    with contextlib.suppress(Exception):  # threadpoolctl only inspects; never fatal
+        import numpy  # noqa: F401  (load NumPy's BLAS so threadpoolctl can see it)
+        from threadpoolctl import threadpool_info
+
+        blas = [
+            {"library": i.get("internal_api"), "version": i.get("version"),
+             "threads": i.get("num_threads"), "architecture": i.get("architecture")}
+            for i in threadpool_info() if i.get("user_api") == "blas"
+        ]
+    return {"model": model, "cores": os.cpu_count(), "blas": blas}
+
+
+def backend_report(plugins) -> list[dict[str, Any]]:
+    """Each backend: usable or why not, its devices, and (GPUs) each device's details."""
+    out = []
+    for reg in plugins.registrations("backend"):
+        backend: Backend = reg.record
+        reason = backend.unavailable_reason()
+        entry: dict[str, Any] = {"name": backend.name, "gpu": backend.is_gpu,
+                                 "usable": reason is None, "reason": reason, "devices": []}
+        if reason is None:
+            try:
+                entry["devices"] = backend.devices()
+                details = getattr(backend, "device_info", None)
+                if details is not None:
+                    entry["device_info"] = details()
+                entry["versions"] = backend.versions()
+            except Exception as exc:  # a backend that passed its probe but fails here
+                entry.update(usable=False, reason=f"{type(exc).__name__}: {exc}")
+        out.append(entry)
+    return out

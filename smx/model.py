@@ -8,6 +8,9 @@ Objective (per batch of n rows, weights w, summing to 1 after normalising)::
 
     L(W, b) = Σ_i w_i · (−log softmax(x_i W + b)[y_i]) + (l2/2)·‖W‖²
 
+scikit-learn's ``LogisticRegression(C)`` minimises ``C·Σ loss + ½‖W‖²``, the same
+function times ``C·n``: the optima agree when ``l2 = 1/(C·n)`` (``model.C`` in a config).
+
 Its gradient is the seed's dℓ/dθ_ij = (softmax(z)_j − y_j)·x_i, averaged:
 ``G = (softmax(Z) − onehot(y)) · w``; ``dW = Xᵀ G + l2·W``; ``db = Σ_i G_i``.
 """
@@ -62,8 +65,7 @@ def loss_and_grad(
 
     Works in the transposed (K, n) layout: the row max and row sums of the
     logits become reductions over axis 0 of a C-ordered array, which NumPy
-    vectorises (a reduction over a length-K last axis costs ~30x more at K=10),
-    and BLAS runs ``Wᵀ Xᵀ`` and ``Gᵀ X`` at least as fast as ``X W`` and ``Xᵀ G``.
+    vectorises (a reduction over a length-K last axis costs ~30x more at K=10).
     Temporaries are updated in place (a fresh array, never an input; on an
     immutable library such as JAX ``a -= b`` just rebinds).
     """
@@ -89,10 +91,12 @@ def loss_and_grad(
         data_loss = xp.sum((xp.log(s)[0, :] - xp.sum(Yt * Zt, axis=0)) * w)
         Pt *= w[None, :]
         scale = 1.0
-    dWt = Pt @ X  # (K, d)
+    # (d, K) directly, not the transpose of a (K, d) product: a transposed view's
+    # layout would reach optimizer state (and the order of later reductions over it)
+    dW = X.T @ Pt.T
     if scale != 1.0:
-        dWt *= scale
-    grads: Params = {"W": dWt.T}
+        dW *= scale
+    grads: Params = {"W": dW}
     if l2:
         data_loss = data_loss + (0.5 * l2) * _vdot(xp, W, W)
         grads["W"] = grads["W"] + l2 * W

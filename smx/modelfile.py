@@ -72,7 +72,11 @@ def load_model(path: str | Path) -> FittedModel:
     if not path.exists():
         raise ModelFileError("model file not found", where=str(path))
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise ModelFileError("not an smx model file (a single array, not an .npz archive)",
+                                 where=str(path))
+        with loaded as f:
             arrays = {k: f[k] for k in f.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise ModelFileError(f"corrupted or truncated model file ({exc})", where=str(path)) \

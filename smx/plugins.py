@@ -26,6 +26,10 @@ BUILTINS: dict[str, str] = {
     "cupy": "smx.backends.cupy_backend",
     "sgd": "smx.optimizers.sgd",
     "adam": "smx.optimizers.adam",
+    "adamw": "smx.optimizers.adamw",
+    "rmsprop": "smx.optimizers.rmsprop",
+    "adagrad": "smx.optimizers.adagrad",
+    "lbfgs": "smx.optimizers.lbfgs",
     "schedules": "smx.schedules",
     "datasets": "smx.datasets.builtin",
 }
@@ -97,6 +101,13 @@ class Plugins:
                 )
         return dict(sorted(found.items()))
 
+    def register(self, obj: Any, name: str) -> None:
+        """Add a plugin object at run time (tests, embedding applications), re-collecting all."""
+        self.pm.register(obj, name=name)
+        self.versions.setdefault(name, "(registered at run time)")
+        for kind in KINDS:
+            self._records[kind] = self._collect(kind)
+
     def names(self, kind: str) -> list[str]:
         return list(self._records[kind])
 
@@ -108,7 +119,12 @@ class Plugins:
             return self._records[kind][name].record
         except KeyError:
             valid = ", ".join(self.names(kind)) or "(none installed)"
-            raise PluginError(f"unknown {kind} {name!r}; valid: {valid}", where=where) from None
+            hint = ""
+            if self.broken:  # the name may live in a plugin that failed to load
+                hint = "; failed to load (so not searched): " + ", ".join(
+                    f"plugin {plugin!r} ({dist}: {error})" for plugin, dist, error in self.broken)
+            raise PluginError(f"unknown {kind} {name!r}; valid: {valid}{hint}",
+                              where=where) from None
 
     def backend(self, name: str, *, where: str | None = "backend") -> Backend:
         """A usable backend, or BackendUnavailable saying why it is not."""

@@ -7,6 +7,7 @@ behind. Each file in the folder is written atomically.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import shutil
@@ -21,19 +22,34 @@ import numpy as np
 
 import smx
 from smx import hardware
+from smx.checkpoint import FILENAME as CHECKPOINT
+from smx.checkpoint import load_checkpoint, save_checkpoint
 from smx.config import RunConfig, to_yaml
 from smx.datasets.split import Splits, prepare
-from smx.errors import ConfigError, DataError, RunFolderError
+from smx.errors import (
+    ConfigError,
+    DataError,
+    DivergenceError,
+    ModelFileError,
+    RunFolderError,
+    SmxError,
+)
 from smx.io import atomic_write_json, atomic_write_text
 from smx.modelfile import FittedModel
-from smx.training import DeviceData, TrainResult, evaluate, train
+from smx.training import DeviceData, Trainer, TrainResult, evaluate
 
-RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json")
+RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", CHECKPOINT)
 
 
 def load_data(cfg: RunConfig, plugins: Any) -> Splits:
     spec = plugins.get("dataset", cfg.data.name, where="data.name")
-    X, y = spec.load(**cfg.data.params())
+    try:
+        X, y = spec.load(**cfg.data.params())
+    except SmxError:
+        raise
+    except Exception as exc:  # a dataset plugin's own failure: one line naming it
+        raise DataError(f"the dataset failed to load: {type(exc).__name__}: {exc}",
+                        where=f"data ({cfg.data.name})") from None
     splits = prepare(
         np.asarray(X), np.asarray(y), val_fraction=cfg.data.val_fraction,
         test_fraction=cfg.data.test_fraction, seed=cfg.seed, standardize=cfg.data.standardize,
@@ -46,6 +62,14 @@ def load_data(cfg: RunConfig, plugins: Any) -> Splits:
             f"{cfg.batch_size} is larger than the training set ({n} rows); use at most {n}",
             where="batch_size",
         )
+    es = cfg.early_stopping
+    if (es.patience is not None or es.restore_best) and es.monitor.startswith("val_") \
+            and len(splits.y_val) == 0:
+        raise ConfigError(f"{es.monitor} needs a validation split; set data.val_fraction > 0 "
+                          "or monitor train_loss", where="early_stopping.monitor")
+    if cfg.clip_grad_norm is not None and opt.full_batch:
+        raise ConfigError(f"cannot be used with the full-batch optimizer {opt.name!r}: its "
+                          "line search needs the true gradient", where="clip_grad_norm")
     return splits
 
 
@@ -119,11 +143,11 @@ class RunOutcome:
 class Progress:
     """A tqdm bar over epochs showing the latest loss and validation accuracy."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, enabled: bool, initial: int = 0) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, unit="epoch", disable=not enabled, dynamic_ncols=True,
-                        file=sys.stderr)
+        self.bar = tqdm(total=total, initial=initial, unit="epoch", disable=not enabled,
+                        dynamic_ncols=True, file=sys.stderr)
         self.loss = float("nan")
 
     def on_log(self, step: int, loss: float) -> None:
@@ -152,25 +176,95 @@ def run(
     t0 = time.perf_counter()
     plugins = plugins or get_plugins()
     placement = hardware.select(cfg, plugins)
-    backend, device = placement.backend, placement.device
     splits = load_data(cfg, plugins)
     folder = Path(cfg.output) if cfg.output else default_output(config_name)
     prepare_folder(folder, overwrite)
     resolved = cfg.model_copy(update={"output": str(folder)})
     atomic_write_text(folder / "config.yaml", to_yaml(resolved))
+    trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
+    return _train_and_finish(cfg, folder, trainer, splits, placement, progress, t0)
 
-    metrics_path = folder / "metrics.jsonl"
-    metrics = metrics_path.open("a")
-    bar = Progress(cfg.epochs, progress)
+
+def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -> RunOutcome:
+    """Continue the run in ``run_dir`` from its checkpoint, exactly where it was saved.
+
+    The config comes from the folder's ``config.yaml``; the checkpoint's checksum and
+    its fit to that config are verified before anything in the folder changes.
+    """
+    from smx.config import load_config
+    from smx.plugins import get_plugins
+
+    t0 = time.perf_counter()
+    plugins = plugins or get_plugins()
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise RunFolderError("no such run folder to resume", where=str(folder))
+    if not (folder / "config.yaml").is_file():
+        raise RunFolderError("not an smx run folder (no config.yaml)", where=str(folder))
+    cfg = load_config(folder / "config.yaml", plugins=plugins)
+    cfg = cfg.model_copy(update={"output": str(folder)})
+    state = load_checkpoint(folder / CHECKPOINT)
+    if state.get("config") != config_fingerprint(cfg):
+        raise RunFolderError("config.yaml was changed after the checkpoint was written; "
+                             "resume needs the config the run started with",
+                             where=str(folder / "config.yaml"))
+    placement = hardware.select(cfg, plugins)
+    splits = load_data(cfg, plugins)
+    trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
+    try:
+        trainer.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelFileError(f"checkpoint contents do not fit this run ({type(exc).__name__}: "
+                             f"{exc})", where=str(folder / CHECKPOINT)) from None
+    # metrics.jsonl may hold epochs past the checkpoint: keep exactly the checkpoint's history
+    atomic_write_text(folder / "metrics.jsonl",
+                      "".join(json.dumps(r) + "\n" for r in trainer.history))
+    (folder / "summary.json").unlink(missing_ok=True)
+    for stale in folder.glob(".*.tmp"):  # a write cut short by the kill
+        stale.unlink()
+    return _train_and_finish(cfg, folder, trainer, splits, placement, progress, t0)
+
+
+def config_fingerprint(cfg: RunConfig) -> str:
+    """What a checkpoint must agree with to be resumed (the output folder may move)."""
+    text = to_yaml(cfg.model_copy(update={"output": None}))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _train_and_finish(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Splits,
+                      placement: hardware.Placement, progress: bool, t0: float) -> RunOutcome:
+    backend, device = placement.backend, placement.device
+    fingerprint = config_fingerprint(cfg)
+    saved = {"epoch": trainer.epoch if (folder / CHECKPOINT).exists() else -1}
+
+    def checkpoint() -> None:
+        save_checkpoint(folder / CHECKPOINT, {**trainer.state_dict(), "config": fingerprint})
+        saved["epoch"] = trainer.epoch
+
+    metrics = (folder / "metrics.jsonl").open("a")
+    bar = Progress(cfg.epochs, progress, initial=trainer.epoch)
 
     def on_epoch(record: dict[str, Any]) -> None:
         metrics.write(json.dumps(record) + "\n")
         metrics.flush()
+        # the last epoch's checkpoint is taken here, before restore_best swaps the parameters
+        if trainer.finished or (cfg.checkpoint_every and
+                                trainer.epoch % cfg.checkpoint_every == 0):
+            checkpoint()
         bar.on_epoch(record)
 
     try:
-        result = train(cfg, splits, backend, device, plugins, on_epoch=on_epoch,
-                       on_log=bar.on_log)
+        # overflow is caught by the divergence check, with a clearer message than NumPy's
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            result = trainer.fit(on_epoch=on_epoch, on_log=bar.on_log)
+    except DivergenceError as exc:
+        # the last good checkpoint stays as it is: a NaN state is never saved
+        atomic_write_json(folder / "summary.json", {
+            "status": "diverged", "error": str(exc), "epochs": trainer.epoch,
+            "steps": trainer.step, "checkpoint_epoch": saved["epoch"] if saved["epoch"] >= 0
+            else None,
+        })
+        raise
     finally:
         bar.close()
         metrics.close()
@@ -194,6 +288,8 @@ def run(
         "dtype": cfg.dtype,
         "optimizer": cfg.optimizer.name,
         "epochs": len(result.history),
+        "stop_reason": result.stop_reason,
+        "restored_epoch": result.restored_epoch,
         "steps": result.steps,
         "l2": result.l2,
         "n_train": len(splits.y_train), "n_val": len(splits.y_val),
@@ -221,4 +317,4 @@ def final_metrics(cfg: RunConfig, splits: Splits, backend: Any, device: str,
     return out
 
 
-__all__ = ["DataError", "RunOutcome", "load_data", "run"]
+__all__ = ["DataError", "RunOutcome", "load_data", "resume", "run"]

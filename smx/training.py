@@ -21,9 +21,12 @@ from typing import Any
 import numpy as np
 
 from smx import model
+from smx.checkpoint import map_arrays
 from smx.config import RunConfig
 from smx.datasets.split import Splits
-from smx.errors import DivergenceError
+from smx.errors import DivergenceError, ModelFileError
+from smx.optimizers.clipping import clip_by_global_norm
+from smx.stopping import EarlyStopping, StopRule, optimizer_converged
 from smx.types import Array, Backend, Params
 
 
@@ -79,6 +82,8 @@ class TrainResult:
     train_seconds: float = 0.0
     l2: float = 0.0
     stop_reason: str = "max_epochs"
+    #: the epoch whose parameters these are, when early_stopping.restore_best chose them
+    restored_epoch: int | None = None
 
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -130,11 +135,30 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.last_finite = float("nan")
         self.elapsed = 0.0  # training seconds, summed over epochs (and over resumed runs)
+        self.stop_reason: str | None = None  # set when a stop rule ends the run early
+        # stopping rules, each asked after every epoch (should_stop); append more to compose
+        self.early_stopping = EarlyStopping.from_config(cfg.early_stopping)
+        self.stop_rules: list[StopRule] = [optimizer_converged]
+        if self.early_stopping:
+            self.stop_rules.append(self.early_stopping)
 
     def closure(self, X: Array, y: Array) -> Callable[[Params], tuple[Array, Params]]:
-        """Loss and gradient on rows ``X`` with class indices ``y`` (or one-hot targets)."""
-        l2, fn = self.l2, self.loss_and_grad
-        return lambda p: fn(p, X, y, l2)
+        """Loss and gradient of a batch (class indices ``y``, or one-hot targets); with
+        ``clip_grad_norm``, the gradient clipped.
+
+        The loss and gradient come from the backend's fused kernel when it offers one.
+        Clipping here, not in the optimizers, gives every optimizer (plugins too) the
+        same rule; it runs on the device, so the hot loop gains no host read.
+        """
+        l2, max_norm, fn = self.l2, self.cfg.clip_grad_norm, self.loss_and_grad
+        if max_norm is None:
+            return lambda p: fn(p, X, y, l2)
+
+        def clipped(p: Params) -> tuple[Array, Params]:
+            loss, grads = fn(p, X, y, l2)
+            return loss, clip_by_global_norm(grads, max_norm)
+
+        return clipped
 
     def lr(self, step: int) -> float:
         return self.base_lr * self.schedule(step)
@@ -150,7 +174,7 @@ class Trainer:
             running = loss  # batch_size == n
             step += 1
             if step % cfg.log_every == 0:
-                self._logged(step, float(backend.to_host(loss)), on_log)
+                self._logged(step, loss, params, on_log)
         else:
             running = None  # device scalar: Σ batch loss · batch rows / batch_size
             bs = self.batch_size
@@ -165,26 +189,41 @@ class Trainer:
                 running = weighted if running is None else running + weighted
                 step += 1
                 if step % cfg.log_every == 0:
-                    self._logged(step, float(backend.to_host(loss)), on_log)
+                    self._logged(step, loss, params, on_log)
         self.params, self.opt_state, self.step = params, state, step
-        train_loss = float(backend.to_host(running)) * self.batch_size / n
+        guarded = float(backend.to_host(self._guarded(running, params)))
+        train_loss = guarded * self.batch_size / n
         if not math.isfinite(train_loss):
-            self._diverged()
+            self._diverged(running, params)
         self.last_finite = train_loss
         return train_loss
 
-    def _logged(self, step: int, value: float, on_log: LogCallback | None) -> None:
+    def _guarded(self, value: Array, params: Params) -> Array:
+        """``value + 0·Σparams``: exactly ``value`` while the parameters are finite, NaN once
+        they are not. One device reduction, read back with the loss in the same host read."""
+        for p in params.values():
+            value = value + 0.0 * self.xp.sum(p)
+        return value
+
+    def _logged(self, step: int, loss: Array, params: Params, on_log: LogCallback | None) -> None:
+        value = float(self.backend.to_host(self._guarded(loss, params)))
         if not math.isfinite(value):
             self.step = step
-            self._diverged()
+            self._diverged(loss, params)
         self.last_finite = value
         if on_log:
             on_log(step, value)
 
-    def _diverged(self) -> None:
+    def _diverged(self, loss: Array, params: Params) -> None:
+        """Raise DivergenceError; a second host read (only here) says whether loss or params."""
+        what = "the loss is NaN/inf"
+        if math.isfinite(float(self.backend.to_host(loss))):
+            bad = [k for k, p in params.items()
+                   if not math.isfinite(float(self.backend.to_host(self.xp.sum(p))))]
+            what = f"the parameters ({', '.join(bad)}) contain NaN/inf"
         last = f"{self.last_finite:.6g}" if math.isfinite(self.last_finite) else "none yet"
         raise DivergenceError(
-            f"training diverged at step {self.step}: the loss is NaN/inf (last finite loss: "
+            f"training diverged at step {self.step}: {what} (last finite loss: "
             f"{last}); lower optimizer.lr or add a schedule with warmup",
             where="train",
         )
@@ -202,27 +241,96 @@ class Trainer:
         return record
 
     def should_stop(self) -> str | None:
-        """A reason to stop before ``epochs`` (None: go on)."""
-        return None
+        """A reason to stop before ``epochs`` (None: go on).
+
+        Every rule is asked, even after one fires, so each sees every epoch (the
+        best epoch is then known when another rule ends the run); the first reason wins.
+        """
+        reasons = [reason for rule in self.stop_rules if (reason := rule(self))]
+        return reasons[0] if reasons else None
+
+    def restore_best(self) -> int | None:
+        """With ``early_stopping.restore_best``, go back to the best epoch's parameters."""
+        es = self.early_stopping
+        if es is None or es.best_params is None:
+            return None
+        self.params = es.best_params
+        return es.best_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run bit for bit, on the host (for checkpoints).
+
+        Optimizer state leaves are arrays of the backend or Python scalars; the arrays
+        cross to the host through the backend, so any backend's state can be saved.
+        """
+        def to_host(a: Array) -> np.ndarray:
+            return np.asarray(self.backend.to_host(a))
+
+        memo: dict[int, Any] = {}  # one device array seen twice stays one array
+        es = self.early_stopping
+        return {
+            "params": map_arrays(self.params, to_host, memo),
+            "opt_state": map_arrays(self.opt_state, to_host, memo),
+            "step": self.step,
+            "epoch": self.epoch,
+            "elapsed": self.elapsed,
+            "last_finite": self.last_finite,
+            "rng": self.rng.bit_generator.state,
+            "history": [dict(r) for r in self.history],
+            "stop_reason": self.stop_reason,
+            "early_stopping": None if es is None else {
+                "best": es.best, "best_epoch": es.best_epoch, "wait": es.wait,
+                "best_params": map_arrays(es.best_params, to_host, memo)},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (each array keeps its saved dtype)."""
+        params = state["params"]
+        expected = {k: tuple(v.shape) for k, v in self.params.items()}
+        got = {k: tuple(np.shape(v)) for k, v in params.items()}
+        if got != expected:
+            raise ModelFileError(f"checkpoint parameters {got} do not fit this run's "
+                                 f"model {expected}", where="checkpoint")
+
+        def put(a: np.ndarray) -> Array:
+            return self.backend.from_host(a, self.device, np.asarray(a).dtype.name)
+
+        memo: dict[int, Any] = {}
+        self.params = map_arrays(params, put, memo)
+        self.opt_state = map_arrays(state["opt_state"], put, memo)
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.elapsed, self.last_finite = float(state["elapsed"]), float(state["last_finite"])
+        self.rng.bit_generator.state = state["rng"]
+        self.history = [dict(r) for r in state["history"]]
+        self.stop_reason = state["stop_reason"]
+        if self.early_stopping is not None and state["early_stopping"] is not None:
+            es, saved = self.early_stopping, state["early_stopping"]
+            es.best, es.best_epoch, es.wait = saved["best"], saved["best_epoch"], saved["wait"]
+            es.best_params = map_arrays(saved["best_params"], put, memo)
 
     def host_params(self) -> dict[str, np.ndarray]:
         return {name: np.asarray(self.backend.to_host(v)) for name, v in self.params.items()}
 
     def fit(self, *, on_epoch: EpochCallback | None = None,
             on_log: LogCallback | None = None) -> TrainResult:
-        stop_reason = "max_epochs"
-        while self.epoch < self.cfg.epochs:
+        while self.stop_reason is None and self.epoch < self.cfg.epochs:
             t0 = time.perf_counter()
             train_loss = self.run_epoch(on_log)
             record = self.end_epoch(train_loss, time.perf_counter() - t0)
+            # decided before on_epoch, so a checkpoint taken there holds the decision
+            self.stop_reason = self.should_stop()
             if on_epoch:
                 on_epoch(record)
-            if reason := self.should_stop():
-                stop_reason = reason
-                break
+        restored = self.restore_best()
         self.backend.synchronize(self.device)
         return TrainResult(params=self.host_params(), history=self.history, steps=self.step,
-                           train_seconds=self.elapsed, l2=self.l2, stop_reason=stop_reason)
+                           train_seconds=self.elapsed, l2=self.l2,
+                           stop_reason=self.stop_reason or "max_epochs", restored_epoch=restored)
+
+    @property
+    def finished(self) -> bool:
+        """No epoch is left to run: ``epochs`` reached or a stop rule fired."""
+        return self.stop_reason is not None or self.epoch >= self.cfg.epochs
 
 
 def train(

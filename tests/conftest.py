@@ -47,3 +47,17 @@ def assert_one_line_error(proc, *needles: str, code: int = 2) -> str:
 def write_yaml(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip, saying why, when CuPy cannot use a GPU here."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    from smx.backends.cupy_backend import CupyBackend
+
+    reason = CupyBackend().unavailable_reason()
+    if reason:
+        skip = pytest.mark.skip(reason=f"no usable GPU: {reason}")
+        for item in gpu_items:
+            item.add_marker(skip)

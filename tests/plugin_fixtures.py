@@ -46,3 +46,40 @@ DUPLICATE_SGD = '''
 BROKEN = '''
     raise RuntimeError("this plugin is broken on purpose")
 '''
+
+# Test-only schedules (constant lr otherwise): ``pause-at`` blocks at one step while the
+# file named by SMX_TEST_PAUSE_FLAG exists, after creating FLAG.paused, so a test can kill
+# a run at a known point without timing; ``nan-at`` makes the lr NaN from a step on.
+TEST_SCHEDULES = '''
+    import os
+    import time
+
+    import smx
+
+    class AtStep(smx.PluginParams):
+        at_step: int = 0
+
+    def pause_at(*, total_steps, steps_per_epoch, at_step=0):
+        def fn(t):
+            flag = os.environ.get("SMX_TEST_PAUSE_FLAG")
+            if t == at_step and flag and os.path.exists(flag):
+                open(flag + ".paused", "w").close()
+                while True:
+                    time.sleep(0.05)
+            return 1.0
+        return fn
+
+    def nan_at(*, total_steps, steps_per_epoch, at_step=0):
+        return lambda t: float("nan") if t >= at_step else 1.0
+
+    @smx.hookimpl
+    def smx_schedules():
+        yield smx.ScheduleSpec("pause-at", pause_at, AtStep, "test: blocks at a step")
+        yield smx.ScheduleSpec("nan-at", nan_at, AtStep, "test: NaN lr from a step on")
+'''
+
+
+def install_test_schedules(site: Path) -> Path:
+    return install_fake_dist(site, "smx-test-schedules", "0.1",
+                             {"smx_test_schedules": TEST_SCHEDULES},
+                             {"test-schedules": "smx_test_schedules"})

@@ -12,7 +12,8 @@ import yaml
 from smx.modelfile import load_model
 from tests.conftest import ROOT, assert_one_line_error, run_smx
 
-RUN_FILES = {"config.yaml", "metrics.jsonl", "model.npz", "summary.json", "loss.png"}
+RUN_FILES = {"config.yaml", "metrics.jsonl", "model.npz", "summary.json", "loss.png",
+             "checkpoint.npz"}
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +121,11 @@ def test_cli_bad_inputs(tmp_path, args, needles):
     proc = run_smx("run", *args, "--quiet", cwd=tmp_path)
     assert_one_line_error(proc, *needles)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_options_may_come_before_overrides(tmp_path):
+    proc = run_smx("run", "digits", "--quiet", "epochs=2", "output=o", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "epochs: 2" in (tmp_path / "o" / "config.yaml").read_text()
+    proc = run_smx("run", "--bogus", cwd=tmp_path)
+    assert proc.returncode == 2 and "unrecognized arguments: --bogus" in proc.stderr

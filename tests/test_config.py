@@ -20,7 +20,7 @@ CASES = [
     ("optimizer:\n  name: sgd\n  beta: 1\n", [], ["optimizer.beta: unknown key",
                                                   "lr, momentum, nesterov, weight_decay"]),
     ("optimizer:\n  name: sgdd\n", [], ["optimizer.name:", "unknown optimizer 'sgdd'",
-                                        "adam, sgd"]),
+                                        "adagrad, adam, adamw, lbfgs"]),
     ("schedule:\n  name: cosine\n  gamma: 0.5\n", [], ["schedule.gamma: unknown key",
                                                        "min_factor"]),
     ("data:\n  name: synthetic\n  k: 1\n", [], ["data.k:", "greater than or equal to 2"]),
@@ -91,3 +91,17 @@ def test_cli_missing_config_file(tmp_path):
     proc = run_smx("run", "missing.yaml", cwd=tmp_path)
     assert_one_line_error(proc, "missing.yaml", "not found")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_switching_a_plugin_by_override_starts_its_section_afresh():
+    base = {"optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
+            "data": {"name": "digits", "val_fraction": 0.3},
+            "schedule": {"name": "cosine", "warmup_epochs": 1}}
+    out = apply_overrides(base, ["optimizer.lr=0.01", "optimizer.name=adam",
+                                 "data.name=synthetic", "data.k=4"])
+    assert out["optimizer"] == {"name": "adam", "lr": 0.01}
+    assert out["data"] == {"name": "synthetic", "val_fraction": 0.3, "k": 4}
+    assert out["schedule"] == base["schedule"]
+    assert apply_overrides(base, ["optimizer.name=sgd"])["optimizer"] == base["optimizer"]
+    cfg = load_config(base, ["optimizer.name=lbfgs"])
+    assert cfg.optimizer.name == "lbfgs" and cfg.optimizer.params()["history"] == 10

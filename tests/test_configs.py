@@ -17,8 +17,9 @@ PLUGINS = Plugins(entry_points=False)
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_config_opens_with_its_command_and_trains(path, in_tmp):
     first = path.read_text().splitlines()[0]
-    assert first == f"# smx run {path.relative_to(ROOT)}" or first.startswith(
-        f"# smx run {path.relative_to(ROOT)} "), first
+    command = "parity" if path.stem.startswith("parity") else "run"  # parity configs: smx parity
+    assert first == f"# smx {command} {path.relative_to(ROOT)}" or first.startswith(
+        f"# smx {command} {path.relative_to(ROOT)} "), first
     cfg = load_config(path, ["epochs=2", "output=out"], plugins=PLUGINS)
     outcome = run(cfg, plugins=PLUGINS, progress=False)
     assert outcome.summary["test_accuracy"] > 0.5

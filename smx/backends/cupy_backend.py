@@ -11,24 +11,37 @@ from smx.types import Array, Backend
 INSTALL_HINT = "pip install 'smx[cuda12]' (CUDA 12) or 'smx[cuda13]' (CUDA 13)"
 
 
+def _import() -> Any:
+    """Import CuPy (a seam: tests replace it to simulate every way CuPy can be missing)."""
+    import cupy
+
+    return cupy
+
+
 @cache
 def _probe() -> tuple[Any, str | None]:
     """(cupy module or None, reason it is unusable or None). Cached: probing CUDA is slow."""
     try:
-        import cupy
-    except ModuleNotFoundError:
-        return None, f"CuPy is not installed; {INSTALL_HINT}"
+        cupy = _import()
+    except ModuleNotFoundError as exc:
+        if exc.name in (None, "cupy"):
+            return None, f"CuPy is not installed; {INSTALL_HINT}"
+        # CuPy is there but one of its own dependencies is not
+        return None, f"CuPy failed to import: {type(exc).__name__}: {exc}"
     except Exception as exc:  # CuPy present but broken (wrong CUDA wheel, missing libs)
         return None, f"CuPy failed to import: {type(exc).__name__}: {exc}"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:
-        text = str(exc)
-        if "driver" in text.lower() or "InsufficientDriver" in text:
-            return None, f"no usable CUDA driver ({text.strip()})"
-        return None, f"CUDA is not usable: {type(exc).__name__}: {text.strip()}"
+        text = str(exc).strip()
+        if "NoDevice" in text or "no CUDA-capable device" in text:
+            return None, f"no CUDA device is visible ({text}); check nvidia-smi and " \
+                         "CUDA_VISIBLE_DEVICES"
+        if "driver" in text.lower():
+            return None, f"no usable CUDA driver ({text}); install or update the NVIDIA driver"
+        return None, f"CUDA is not usable: {type(exc).__name__}: {text}"
     if count == 0:
-        return None, "no CUDA device is visible (check CUDA_VISIBLE_DEVICES and nvidia-smi)"
+        return None, "no CUDA device is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
     return cupy, None
 
 
@@ -70,8 +83,9 @@ class CupyBackend(Backend):
         import numpy as np
 
         cupy = self._cupy()
-        with cupy.cuda.Device(self._index(device)):
-            return cupy.asarray(np.asarray(array, dtype=dtype))
+        # make it the current device too: the run's kernels then launch where its data lives
+        cupy.cuda.Device(self._index(device)).use()
+        return cupy.asarray(np.asarray(array, dtype=dtype))
 
     def to_host(self, array: Array) -> Any:
         return self._cupy().asnumpy(array)
@@ -92,16 +106,20 @@ class CupyBackend(Backend):
         rt = cupy.cuda.runtime
         return {
             "cupy": cupy.__version__,
-            "cuda_runtime": str(rt.runtimeGetVersion()),
-            "cuda_driver": str(rt.driverGetVersion()),
+            "cuda_runtime": _cuda_version(rt.runtimeGetVersion()),
+            "cuda_driver": _cuda_version(rt.driverGetVersion()),
         }
 
     def device_info(self) -> list[dict[str, Any]]:
         """Name, memory and driver of each GPU, for `smx info`."""
         cupy = self._cupy()
+        rt = cupy.cuda.runtime
+        driver = f"CUDA {_cuda_version(rt.driverGetVersion())}"
+        if kernel := _nvidia_kernel_driver():
+            driver = f"{kernel} ({driver})"
         out = []
-        for i in range(cupy.cuda.runtime.getDeviceCount()):
-            props = cupy.cuda.runtime.getDeviceProperties(i)
+        for i in range(rt.getDeviceCount()):
+            props = rt.getDeviceProperties(i)
             name = props["name"]
             out.append(
                 {
@@ -109,10 +127,28 @@ class CupyBackend(Backend):
                     "name": name.decode() if isinstance(name, bytes) else str(name),
                     "memory_gib": round(props["totalGlobalMem"] / 2**30, 1),
                     "compute_capability": f"{props['major']}.{props['minor']}",
-                    "driver": str(cupy.cuda.runtime.driverGetVersion()),
+                    "driver": driver,
                 }
             )
         return out
+
+
+def _cuda_version(v: int) -> str:
+    """CUDA's integer versions: 12040 -> '12.4'."""
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def _nvidia_kernel_driver(path: str = "/proc/driver/nvidia/version") -> str | None:
+    """The NVIDIA driver's own version (e.g. 550.54.15), where Linux exposes it."""
+    import re
+    from pathlib import Path
+
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    found = re.search(r"Kernel Module\s+(?:for \S+\s+)?([0-9][0-9.]+)", text)
+    return found.group(1) if found else None
 
 
 @smx.hookimpl

@@ -26,7 +26,8 @@ class NumpyBackend(Backend):
     def from_host(self, array: Any, device: str, dtype: str | None = None) -> Array:
         import numpy as np
 
-        return np.ascontiguousarray(array, dtype=dtype)
+        # not ascontiguousarray: it turns 0-d arrays (optimizer scalars) into shape (1,)
+        return np.asarray(array, dtype=dtype, order="C")
 
     def to_host(self, array: Array) -> Any:
         import numpy as np

@@ -45,9 +45,10 @@ def loss_and_grad(params: Params, X: np.ndarray, y: np.ndarray,
     loss = (np.log(s).sum() - Zt.ravel()[flat].sum()) * inv_n
     Pt /= s
     Pt.ravel()[flat] -= dt(1)  # softmax − onehot
-    dWt = Pt @ X  # (K, d)
-    dWt *= inv_n
-    dW = dWt.T
+    # (K, d) product, scaled while copied to a C-ordered (d, K): the gradient's memory
+    # layout reaches optimizer state, and reductions over it must not depend on how it
+    # was made (a resumed run, whose state comes back C-ordered, must match bit for bit)
+    dW = np.multiply((Pt @ X).T, inv_n, order="C")
     grads: Params = {"W": dW}
     if l2:
         loss = loss + dt(0.5 * l2) * np.vdot(W, W)

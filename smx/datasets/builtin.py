@@ -30,7 +30,7 @@ class SyntheticParams(PluginParams):
     d: int = Field(20, ge=1, description="features")
     k: int = Field(3, ge=2, description="classes")
     separation: float = Field(2.0, ge=0, description="distance scale between class means")
-    seed: int = Field(0, description="generator seed (independent of the run's seed)")
+    seed: int = Field(0, ge=0, description="generator seed (independent of the run's seed)")
 
 
 def synthetic(n: int = 2000, d: int = 20, k: int = 3, separation: float = 2.0,

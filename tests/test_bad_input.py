@@ -1,0 +1,349 @@
+"""Every bad input through the CLI: one ``smx: error:`` line naming what and where, exit 2,
+no traceback, and nothing half-written (the working folder is byte-for-byte unchanged).
+
+The CLI's ``main`` runs in process here (a subprocess per case would cost a second each);
+``tests/test_cli.py`` and ``tests/test_resume.py`` check the real process exit codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smx.cli import main
+from smx.datasets.split import Standardizer
+from smx.modelfile import FittedModel
+from smx.plugins import get_plugins
+from tests.plugin_fixtures import install_fake_dist
+
+GOOD_CSV = "a,b,label\n" + "".join(f"{i % 7}.5,{i % 3},{i % 2}\n" for i in range(40))
+NAN_CSV = GOOD_CSV.replace("3.5,0,1\n", "nan,inf,1\n", 1)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def _model_bytes(n_features: int = 2) -> bytes:
+    """A valid model file's bytes (saved through FittedModel, as a run does)."""
+    import tempfile
+
+    fitted = FittedModel(np.zeros((n_features, 2)), np.zeros(2), np.array([0, 1]),
+                         Standardizer.identity(n_features))
+    with tempfile.TemporaryDirectory() as tmp:
+        fitted.save(Path(tmp) / "m.npz")
+        return (Path(tmp) / "m.npz").read_bytes()
+
+
+MODEL = _model_bytes()
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under root with a hash of its bytes (folders marked as such)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def check_error(code: int, err: str, needles: list[str], exit_code: int = 2) -> str:
+    assert code == exit_code, (code, err)
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("smx: error:")]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def _file(name: str, content: str | bytes) -> dict[str, str | bytes]:
+    return {name: content}
+
+
+FILE_DATA = ["data.name=file", "data.label_column=label"]
+
+RUN_CASES = {
+    # id: (files to create, `smx run` arguments, words expected in the error line)
+    "malformed-yaml": (_file("c.yaml", "epochs: 2\noptimizer:\n  name: [sgd\n"), ["c.yaml"],
+                       ["c.yaml:4:1: malformed YAML"]),
+    "malformed-yaml-indent": (_file("c.yaml", "epochs: 2\n  bad: 1\n"), ["c.yaml"],
+                              ["c.yaml:2:6: malformed YAML", "mapping values"]),
+    "unknown-key": (_file("c.yaml", "epochs: 2\nepoch: 3\n"), ["c.yaml"],
+                    ["epoch: unknown key; allowed:", "epochs"]),
+    "unknown-optimizer-key": ({}, ["optimizer.betas=1"],
+                              ["optimizer.betas: unknown key", "momentum"]),
+    "wrong-type": (_file("c.yaml", "epochs: many\n"), ["c.yaml"],
+                   ["epochs:", "valid integer", "'many'"]),
+    "wrong-type-section": ({}, ["model=3"], ["model:", "valid dictionary"]),
+    "negative-lr": ({}, ["optimizer.lr=-0.1"], ["optimizer.lr:", "greater than 0", "-0.1"]),
+    "batch-size-0": ({}, ["batch_size=0"], ["batch_size:", "greater than or equal to 1"]),
+    "batch-size-too-large": ({}, ["data.name=iris", "batch_size=5000"],
+                             ["batch_size: 5000 is larger than the training set"]),
+    "missing-config": ({}, ["missing.yaml"], ["missing.yaml: config file not found"]),
+    "missing-data-file": ({}, ["data.name=file", "data.path=nope.npz"],
+                          ["nope.npz: file not found"]),
+    "config-is-a-folder": ({"c.yaml/x": ""}, ["c.yaml"], ["c.yaml: is a directory"]),
+    "data-is-a-folder": ({"d.csv/x": ""}, [*FILE_DATA, "data.path=d.csv"],
+                         ["d.csv: is a directory"]),
+    "nan-in-x": (_file("d.csv", NAN_CSV), [*FILE_DATA, "data.path=d.csv"],
+                 ["2 NaN/inf value(s) in 1 row(s); first at row 3, column 0"]),
+    "single-class": (_file("d.csv", "a,label\n" + "1,0\n2,0\n3,0\n" * 5),
+                     [*FILE_DATA, "data.path=d.csv"], ["only one class"]),
+    "label-column-missing": (_file("d.csv", GOOD_CSV), [*FILE_DATA[:1], "data.path=d.csv",
+                                                        "data.label_column=target"],
+                             ["label column 'target' not in the header", "a, b, label"]),
+    "label-column-not-given": (_file("d.csv", GOOD_CSV), [*FILE_DATA[:1], "data.path=d.csv"],
+                               ["data.label_column"]),
+    "ragged-csv": (_file("d.csv", GOOD_CSV + "1,2\n"), [*FILE_DATA, "data.path=d.csv"],
+                   ["d.csv:42: 2 fields, expected 3 (ragged CSV)"]),
+    "not-a-number": (_file("d.csv", GOOD_CSV + "x,2,1\n"), [*FILE_DATA, "data.path=d.csv"],
+                     ["d.csv:42: column 'a' is not a number: 'x'"]),
+    "x-y-lengths": ({"X.npy": _npy(np.ones((10, 2))), "y.npy": _npy(np.arange(9) % 2)},
+                    ["data.name=file", "data.path=X.npy", "data.labels=y.npy"],
+                    ["X has 10 rows but y has 9 labels"]),
+    "empty-csv": (_file("d.csv", "a,label\n"), [*FILE_DATA, "data.path=d.csv"],
+                  ["the dataset is empty (0 rows)"]),
+    "empty-file": (_file("d.csv", ""), [*FILE_DATA, "data.path=d.csv"],
+                   ["d.csv: empty file"]),
+    "corrupt-npz-data": (_file("d.npz", b"PK\x03\x04garbage"), ["data.name=file",
+                                                                "data.path=d.npz"],
+                         ["d.npz: corrupted or unreadable"]),
+    "seed-out-of-range": ({}, ["seed=4294967296"], ["seed:", "less than 4294967296"]),
+    "negative-dataset-seed": ({}, ["data.name=synthetic", "data.seed=-1"],
+                              ["data.seed:", "greater than or equal to 0"]),
+    "dataset-plugin-fails": ({}, ["data.name=synthetic", "data.n=100000000000000", "data.d=1"],
+                             ["data (synthetic): the dataset failed to load: MemoryError"]),
+    "unavailable-backend": ({}, ["backend=cupy"], ["backend: backend 'cupy' is unavailable"]),
+    "unknown-backend": ({}, ["backend=tpu"], ["unknown backend 'tpu'", "numpy"]),
+    "unusable-device": ({}, ["backend=numpy", "device=tpu"],
+                        ["device: backend 'numpy' has no device 'tpu'"]),
+    "gpu-device-on-cpu-backend": ({}, ["backend=numpy", "device=cuda:0"],
+                                  ["device:", "runs on the CPU"]),
+}
+
+
+def _write(root: Path, files: dict[str, str | bytes]) -> None:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
+@pytest.mark.parametrize(("files", "args", "needles"), list(RUN_CASES.values()),
+                         ids=list(RUN_CASES))
+def test_bad_run_input(files, args, needles, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, files)
+    before = snapshot(tmp_path)
+    code, _, err = cli(["run", *args, "output=out", "--quiet"], capsys)
+    check_error(code, err, needles)
+    assert snapshot(tmp_path) == before  # no run folder, nothing else
+
+
+PREDICT_CASES = {
+    "corrupted-model": ({"m.npz": b"PK\x03\x04" + b"\x00" * 64}, ["m.npz", "X.npy"],
+                        ["m.npz: corrupted or truncated model file"]),
+    "truncated-model": ({"m.npz": MODEL[: len(MODEL) // 2]}, ["m.npz", "X.npy"],
+                        ["m.npz: corrupted or truncated model file"]),
+    "not-a-model": ({"m.npz": _npy(np.ones(3))}, ["m.npz", "X.npy"],
+                    ["m.npz: not an smx model file"]),
+    "model-is-a-folder": ({"m.npz/x": ""}, ["m.npz", "X.npy"], ["m.npz: corrupted"]),
+    "missing-model": ({}, ["m.npz", "X.npy"], ["m.npz: model file not found"]),
+    "feature-mismatch": ({"m.npz": MODEL}, ["m.npz", "X5.npy"],
+                         ["X5.npy: the model expects 2 features, the data has 5"]),
+    "nan-at-predict": ({"m.npz": MODEL}, ["m.npz", "Xnan.npy"],
+                       ["Xnan.npy: X has 1 NaN/inf value(s)", "first at row 1"]),
+}
+
+
+@pytest.mark.parametrize(("files", "args", "needles"), list(PREDICT_CASES.values()),
+                         ids=list(PREDICT_CASES))
+def test_bad_predict_input(files, args, needles, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    xnan = np.ones((3, 2))
+    xnan[1, 1] = np.nan
+    _write(tmp_path, {"X.npy": _npy(np.ones((3, 2))), "X5.npy": _npy(np.ones((3, 5))),
+                      "Xnan.npy": _npy(xnan), **files})
+    before = snapshot(tmp_path)
+    code, out, err = cli(["predict", *args, "-o", "pred.csv"], capsys)
+    check_error(code, err, needles)
+    assert snapshot(tmp_path) == before and out == ""
+
+
+def test_good_predict_input_works(tmp_path, monkeypatch, capsys):
+    """The fixtures above are right except for the one thing each case breaks."""
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, {"m.npz": MODEL, "X.npy": _npy(np.ones((3, 2)))})
+    code, _, err = cli(["predict", "m.npz", "X.npy", "-o", "pred.csv"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "pred.csv").read_text().splitlines()[0] == "prediction"
+
+
+@pytest.mark.parametrize("target", ["config", "data"])
+def test_unreadable_file(target, tmp_path, monkeypatch, capsys):
+    """Tests run as root, so chmod 000 would not stop a read: simulate EACCES instead."""
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, {"c.yaml": "epochs: 2\n", "d.csv": GOOD_CSV})
+    locked = tmp_path / ("c.yaml" if target == "config" else "d.csv")
+    real_open = Path.open
+
+    def guarded(self, *args, **kwargs):
+        if self.resolve() == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    before = snapshot(tmp_path)
+    monkeypatch.setattr(Path, "open", guarded)
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: guarded(self).read())
+    code, _, err = cli(["run", "c.yaml", *FILE_DATA, "data.path=d.csv", "output=out",
+                        "--quiet"], capsys)
+    check_error(code, err, [locked.name, "cannot read", "Permission denied"])
+    monkeypatch.undo()
+    assert snapshot(tmp_path) == before
+
+
+BROKEN_OPTIMIZER = '''
+    import smx
+    from smx.optimizers.sgd import SGD
+
+    @smx.hookimpl
+    def smx_optimizers():
+        yield smx.OptimizerSpec(name="lion", factory=SGD)
+
+    raise ImportError("lion needs a library that is not installed")
+'''
+
+
+@pytest.fixture
+def broken_plugin(tmp_path, monkeypatch):
+    site = install_fake_dist(tmp_path / "site", "smx-lion", "0.3", {"smx_lion": BROKEN_OPTIMIZER},
+                             {"lion": "smx_lion"})
+    monkeypatch.syspath_prepend(str(site))
+    get_plugins.cache_clear()
+    yield
+    get_plugins.cache_clear()
+
+
+def test_plugin_raising_on_import_is_a_warning_and_the_run_goes_on(
+        broken_plugin, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(["run", "data.name=iris", "epochs=1", "output=out", "--quiet"], capsys)
+    assert code == 0, err
+    warning = [ln for ln in err.splitlines() if ln.startswith("smx: warning:")]
+    assert len(warning) == 1 and "plugin 'lion' (smx-lion 0.3) failed to import" in warning[0]
+    assert "lion needs a library" in warning[0] and "Traceback" not in err
+    assert (tmp_path / "out" / "model.npz").exists()
+
+
+def test_unknown_name_mentions_the_broken_plugin(broken_plugin, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(["run", "optimizer.name=lion", "output=out", "--quiet"], capsys)
+    check_error(code, err, ["optimizer.name: unknown optimizer 'lion'; valid: ", "sgd",
+                            "failed to load", "plugin 'lion' (smx-lion 0.3",
+                            "lion needs a library"])
+    assert [p.name for p in tmp_path.iterdir()] == ["site"]
+
+
+# --- resume and the run folder ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A small finished run folder, built once; tests copy it."""
+    from smx.config import load_config
+    from smx.runner import run
+
+    root = tmp_path_factory.mktemp("finished")
+    cfg = load_config({"data": {"name": "iris"}, "epochs": 2, "output": str(root / "out")})
+    run(cfg, progress=False)
+    return root / "out"
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(finished_run, tmp_path / "out")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "out"
+
+
+def _corrupt_checkpoint(folder: Path) -> None:
+    """One flipped bit in the parameters' bytes, the zip rewritten with fresh CRCs."""
+    import zipfile
+
+    path = folder / "checkpoint.npz"
+    with zipfile.ZipFile(path) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    data = bytearray(entries["a0.npy"])
+    data[-1] ^= 0x01
+    entries["a0.npy"] = bytes(data)
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, content in entries.items():
+            zf.writestr(name, content)
+
+
+def _flip_byte(folder: Path) -> None:
+    data = bytearray((folder / "checkpoint.npz").read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    (folder / "checkpoint.npz").write_bytes(bytes(data))
+
+
+RESUME_CASES = {
+    "tampered-checkpoint": (_corrupt_checkpoint, ["--resume", "out"],
+                            ["out/checkpoint.npz: checkpoint checksum mismatch"]),
+    "bit-flipped-checkpoint": (_flip_byte, ["--resume", "out"],
+                               ["out/checkpoint.npz:", "corrupted"]),
+    "checkpoint-is-an-array": (lambda f: (f / "checkpoint.npz").write_bytes(_npy(np.ones(2))),
+                               ["--resume", "out"], ["out/checkpoint.npz: not an smx checkpoint"]),
+    "truncated-checkpoint": (
+        lambda f: (f / "checkpoint.npz").write_bytes((f / "checkpoint.npz").read_bytes()[:300]),
+        ["--resume", "out"], ["out/checkpoint.npz: corrupted or truncated checkpoint"]),
+    "no-checkpoint": (lambda f: (f / "checkpoint.npz").unlink(), ["--resume", "out"],
+                      ["out/checkpoint.npz: no checkpoint here"]),
+    "edited-config": (lambda f: (f / "config.yaml").write_text(
+        (f / "config.yaml").read_text().replace("epochs: 2", "epochs: 3")),
+        ["--resume", "out"], ["config.yaml was changed after the checkpoint"]),
+    "no-such-folder": (lambda f: None, ["--resume", "elsewhere"],
+                       ["elsewhere: no such run folder to resume"]),
+    "not-a-run-folder": (lambda f: (f / "config.yaml").unlink(), ["--resume", "out"],
+                         ["out: not an smx run folder"]),
+    "resume-with-overwrite": (lambda f: None, ["--resume", "out", "--overwrite"],
+                              ["--resume:", "no config, overrides or --overwrite"]),
+    "resume-with-overrides": (lambda f: None, ["epochs=9", "--resume", "out"],
+                              ["--resume:", "no config, overrides or --overwrite"]),
+    "existing-folder": (lambda f: None, ["data.name=iris", "output=out"],
+                        ["out: run folder already exists; pass --overwrite"]),
+}
+
+
+@pytest.mark.parametrize(("damage", "args", "needles"), list(RESUME_CASES.values()),
+                         ids=list(RESUME_CASES))
+def test_bad_resume_leaves_the_folder_unchanged(damage, args, needles, run_copy, capsys):
+    damage(run_copy)
+    before = snapshot(run_copy.parent)
+    code, _, err = cli(["run", *args, "--quiet"], capsys)
+    check_error(code, err, needles)
+    assert snapshot(run_copy.parent) == before
+
+
+def test_resume_of_a_finished_run_changes_nothing_that_matters(run_copy, capsys):
+    before = snapshot(run_copy)
+    code, out, err = cli(["run", "--resume", "out", "--quiet"], capsys)
+    assert code == 0, err and "test accuracy" in out
+    after = snapshot(run_copy)
+    for name in ("config.yaml", "metrics.jsonl", "model.npz", "checkpoint.npz"):
+        assert after[name] == before[name], name

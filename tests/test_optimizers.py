@@ -1,0 +1,411 @@
+"""Each optimizer against an independent reference, on numpy and array-api-strict.
+
+The references are hand-written NumPy transcriptions of PyTorch's documented
+update rules (``torch.optim``; torch itself is not a test dependency), with
+the gradient computed here too, so neither the model nor the optimizer code
+is reused. As in smx, weight decay applies to W and never to the intercept.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import array_api_strict
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from smx import model
+from smx.config import load_config
+from smx.errors import ConfigError
+from smx.optimizers.lbfgs import LBFGS, two_loop
+from smx.plugins import Plugins
+from smx.runner import load_data
+from smx.training import Trainer, train
+from tests.conftest import run_smx, write_yaml
+
+PLUGINS = Plugins(entry_points=False)
+OPTIMIZERS = ["adagrad", "adam", "adamw", "lbfgs", "rmsprop", "sgd"]
+L2 = 1e-2
+
+
+def problem(seed: int = 0, n: int = 40, d: int = 5, k: int = 3):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = rng.integers(0, k, size=n)
+    params = {"W": rng.normal(scale=0.3, size=(d, k)), "b": rng.normal(scale=0.1, size=k)}
+    return X, y, params
+
+
+def np_loss_grad(params, X, y, l2=L2):
+    """Independent NumPy objective: mean cross-entropy + l2/2·‖W‖²."""
+    Z = X @ params["W"] + params["b"]
+    Z = Z - Z.max(axis=1, keepdims=True)
+    P = np.exp(Z) / np.exp(Z).sum(axis=1, keepdims=True)
+    n = X.shape[0]
+    loss = -np.log(P[np.arange(n), y]).mean() + 0.5 * l2 * np.sum(params["W"] ** 2)
+    G = P.copy()
+    G[np.arange(n), y] -= 1.0
+    G /= n
+    return loss, {"W": X.T @ G + l2 * params["W"], "b": G.sum(axis=0)}
+
+
+# --- PyTorch's update rules, transcribed ----------------------------------------------------
+
+
+def decayed(g, p, wd, k):
+    return g + wd * p if (wd and k == "W") else g
+
+
+def ref_sgd(params, grads_fn, lrs, momentum=0.0, nesterov=False, weight_decay=0.0):
+    p = {k: v.copy() for k, v in params.items()}
+    buf = {}
+    for t, lr in enumerate(lrs):
+        _, g = grads_fn(p)
+        for k in p:
+            gk = decayed(g[k], p[k], weight_decay, k)
+            if momentum:
+                buf[k] = gk.copy() if t == 0 else momentum * buf[k] + gk
+                gk = gk + momentum * buf[k] if nesterov else buf[k]
+            p[k] = p[k] - lr * gk
+    return p
+
+
+def ref_adam(params, grads_fn, lrs, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+             decoupled=False):
+    p = {k: v.copy() for k, v in params.items()}
+    m = {k: np.zeros_like(v) for k, v in p.items()}
+    v = {k: np.zeros_like(x) for k, x in p.items()}
+    for t, lr in enumerate(lrs, start=1):
+        _, g = grads_fn(p)
+        for k in p:
+            if decoupled:
+                gk = g[k]
+                if k == "W":
+                    p[k] = p[k] * (1 - lr * weight_decay)
+            else:
+                gk = decayed(g[k], p[k], weight_decay, k)
+            m[k] = beta1 * m[k] + (1 - beta1) * gk
+            v[k] = beta2 * v[k] + (1 - beta2) * gk * gk
+            denom = np.sqrt(v[k]) / math.sqrt(1 - beta2**t) + eps
+            p[k] = p[k] - (lr / (1 - beta1**t)) * m[k] / denom
+    return p
+
+
+def ref_rmsprop(params, grads_fn, lrs, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
+                weight_decay=0.0):
+    p = {k: v.copy() for k, v in params.items()}
+    sq = {k: np.zeros_like(v) for k, v in p.items()}
+    ga = {k: np.zeros_like(v) for k, v in p.items()}
+    buf = {k: np.zeros_like(v) for k, v in p.items()}
+    for lr in lrs:
+        _, g = grads_fn(p)
+        for k in p:
+            gk = decayed(g[k], p[k], weight_decay, k)
+            sq[k] = alpha * sq[k] + (1 - alpha) * gk * gk
+            if centered:
+                ga[k] = alpha * ga[k] + (1 - alpha) * gk
+                avg = np.sqrt(sq[k] - ga[k] ** 2) + eps
+            else:
+                avg = np.sqrt(sq[k]) + eps
+            if momentum:
+                buf[k] = momentum * buf[k] + gk / avg
+                p[k] = p[k] - lr * buf[k]
+            else:
+                p[k] = p[k] - lr * gk / avg
+    return p
+
+
+def ref_adagrad(params, grads_fn, lrs, lr_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
+                weight_decay=0.0):
+    p = {k: v.copy() for k, v in params.items()}
+    acc = {k: np.full_like(v, initial_accumulator_value) for k, v in p.items()}
+    for t, lr in enumerate(lrs, start=1):
+        _, g = grads_fn(p)
+        for k in p:
+            gk = decayed(g[k], p[k], weight_decay, k)
+            clr = lr / (1 + (t - 1) * lr_decay)
+            acc[k] = acc[k] + gk * gk
+            p[k] = p[k] - clr * gk / (np.sqrt(acc[k]) + eps)
+    return p
+
+
+CASES = [
+    ("sgd", {}, ref_sgd, {}),
+    ("sgd", {"momentum": 0.9}, ref_sgd, {"momentum": 0.9}),
+    ("sgd", {"momentum": 0.8, "nesterov": True, "weight_decay": 0.1}, ref_sgd,
+     {"momentum": 0.8, "nesterov": True, "weight_decay": 0.1}),
+    ("adam", {}, ref_adam, {}),
+    ("adam", {"beta1": 0.8, "weight_decay": 0.1}, ref_adam, {"beta1": 0.8, "weight_decay": 0.1}),
+    ("adamw", {}, ref_adam, {"weight_decay": 0.01, "decoupled": True}),
+    ("adamw", {"weight_decay": 0.5, "beta2": 0.99}, ref_adam,
+     {"weight_decay": 0.5, "beta2": 0.99, "decoupled": True}),
+    ("rmsprop", {}, ref_rmsprop, {}),
+    ("rmsprop", {"centered": True, "momentum": 0.9, "weight_decay": 0.1}, ref_rmsprop,
+     {"centered": True, "momentum": 0.9, "weight_decay": 0.1}),
+    ("rmsprop", {"alpha": 0.9, "momentum": 0.5}, ref_rmsprop, {"alpha": 0.9, "momentum": 0.5}),
+    ("adagrad", {}, ref_adagrad, {}),
+    ("adagrad", {"lr_decay": 0.1, "initial_accumulator_value": 0.5, "weight_decay": 0.1},
+     ref_adagrad, {"lr_decay": 0.1, "initial_accumulator_value": 0.5, "weight_decay": 0.1}),
+]
+LRS = [0.1, 0.05, 0.08, 0.02, 0.1, 0.03]  # as a schedule would vary them
+
+
+def make(name: str, options: dict):
+    spec = PLUGINS.get("optimizer", name)
+    return spec.factory(**spec.params.model_validate(options).model_dump())
+
+
+def smx_steps(name, options, params, X, y, lrs, xp=np):
+    K = params["W"].shape[1]
+    Xd, Yd = xp.asarray(X), xp.asarray(np.eye(K)[y])
+    p = {k: xp.asarray(v) for k, v in params.items()}
+    opt = make(name, options)
+    state = opt.init(p)
+    losses = []
+    for lr in lrs:
+        p, state, loss = opt.update(p, state, lambda q: model.loss_and_grad(q, Xd, Yd, L2), lr)
+        losses.append(float(loss))
+    return {k: np.asarray(v) for k, v in p.items()}, losses
+
+
+@pytest.mark.parametrize(("name", "options", "ref", "ref_options"), CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_first_steps_match_the_pytorch_rule(name, options, ref, ref_options):
+    X, y, params = problem()
+    expected = ref(params, lambda p: np_loss_grad(p, X, y), LRS, **ref_options)
+    got, _ = smx_steps(name, options, params, X, y, LRS)
+    for k in params:
+        np.testing.assert_allclose(got[k], expected[k], rtol=1e-12, atol=1e-13)
+        assert not np.allclose(got[k], params[k])  # it moved
+
+
+@pytest.mark.parametrize("xp", [np, array_api_strict], ids=["numpy", "array-api-strict"])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_lowers_the_loss(name, xp):
+    X, y, params = problem(seed=1)
+    lr = {"sgd": 0.5, "lbfgs": 1.0}.get(name, 0.05)
+    got, losses = smx_steps(name, {}, params, X, y, [lr] * 8, xp=xp)
+    start, _ = np_loss_grad(params, X, y)
+    end, _ = np_loss_grad(got, X, y)
+    assert end < 0.9 * start, (start, end)
+    assert losses[-1] < losses[0]
+
+
+def test_strict_and_numpy_take_identical_steps():
+    X, y, params = problem(seed=2)
+    for name in OPTIMIZERS:
+        a, _ = smx_steps(name, {}, params, X, y, LRS)
+        b, _ = smx_steps(name, {}, params, X, y, LRS, xp=array_api_strict)
+        np.testing.assert_allclose(a["W"], b["W"], rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+# --- L-BFGS ---------------------------------------------------------------------------------
+
+
+def test_two_loop_is_the_bfgs_inverse_hessian_product():
+    """Against the dense BFGS recursion H ← (I − ρsyᵀ) H (I − ρysᵀ) + ρssᵀ from H₀ = γI."""
+    rng = np.random.default_rng(3)
+    n, m = 7, 4
+    A = rng.normal(size=(n, n))
+    A = A @ A.T + n * np.eye(n)  # s, y pairs of a convex quadratic: positive curvature
+    S = [rng.normal(size=n) for _ in range(m)]
+    Ys = [A @ s for s in S]
+    g = rng.normal(size=n)
+    gamma = float(S[-1] @ Ys[-1] / (Ys[-1] @ Ys[-1]))
+    H = gamma * np.eye(n)
+    for s, yv in zip(S, Ys, strict=True):
+        r = 1.0 / (yv @ s)
+        V = np.eye(n) - r * np.outer(yv, s)
+        H = V.T @ H @ V + r * np.outer(s, s)
+    tree = lambda v: {"W": v[:5].reshape(5, 1), "b": v[5:]}  # noqa: E731
+    d = two_loop(tree(g), [tree(s) for s in S], [tree(v) for v in Ys],
+                 [1.0 / float(v @ s) for s, v in zip(S, Ys, strict=True)], gamma)
+    np.testing.assert_allclose(np.concatenate([d["W"].ravel(), d["b"]]), -H @ g, rtol=1e-12)
+
+
+def test_every_lbfgs_step_meets_the_strong_wolfe_conditions():
+    X, y, params = problem(seed=4, n=60, d=6, k=4)
+    opt = LBFGS(c1=1e-4, c2=0.9, tol=0.0, ftol=0.0)
+    K = params["W"].shape[1]
+    Y = np.eye(K)[y]
+    state, p = opt.init(params), params
+    for _ in range(12):
+        new, state, _ = opt.update(p, state, lambda q: model.loss_and_grad(q, X, Y, L2), 1.0)
+        if state["converged"]:
+            break
+        f0, g0 = np_loss_grad(p, X, y)
+        f1, g1 = np_loss_grad(new, X, y)
+        s = {k: new[k] - p[k] for k in p}
+        g0s = sum(np.sum(g0[k] * s[k]) for k in s)
+        g1s = sum(np.sum(g1[k] * s[k]) for k in s)
+        assert g0s < 0  # a descent direction
+        assert f1 <= f0 + 1e-4 * g0s  # sufficient decrease
+        assert abs(g1s) <= 0.9 * abs(g0s) + 1e-15  # strong curvature
+        p = new
+
+
+def test_lbfgs_reads_only_a_few_scalars_per_iteration(monkeypatch):
+    """Vectors stay on the device: the host sees 0-d values, 7 + 2 per loss evaluation."""
+    from smx.optimizers import lbfgs
+
+    reads = []
+
+    def counting(x):
+        assert getattr(x, "ndim", 0) == 0
+        reads.append(x)
+        return float(x)
+
+    monkeypatch.setattr(lbfgs, "host_float", counting)
+    X, y, params = problem(seed=6)
+    Xd, Yd = array_api_strict.asarray(X), array_api_strict.asarray(np.eye(3)[y])
+    p = {k: array_api_strict.asarray(v) for k, v in params.items()}
+    opt = LBFGS(tol=0.0, ftol=0.0)
+    state = opt.init(p)
+    for _ in range(6):
+        before, evals = len(reads), state["evals"]
+        p, state, _ = opt.update(p, state, lambda q: model.loss_and_grad(q, Xd, Yd, L2), 1.0)
+        new_evals = state["evals"] - evals
+        assert 1 <= new_evals <= 3
+        assert len(reads) - before <= 7 + 2 * new_evals
+
+
+def test_lbfgs_line_search_recovers_from_a_huge_first_step():
+    X, y, params = problem(seed=7)
+    got, losses = smx_steps("lbfgs", {}, params, X, y, [1e8] * 5)
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < np_loss_grad(params, X, y)[0]
+    assert all(np.isfinite(v).all() for v in got.values())
+
+
+def test_lbfgs_reaches_the_scipy_optimum_and_says_why_it_stopped():
+    X, y, params = problem(seed=5, n=80, d=6, k=4)
+    shapes = {k: v.shape for k, v in params.items()}
+
+    def flat_fg(v):
+        p = {"W": v[:24].reshape(shapes["W"]), "b": v[24:]}
+        f, g = np_loss_grad(p, X, y)
+        return f, np.concatenate([g["W"].ravel(), g["b"]])
+
+    x0 = np.concatenate([params["W"].ravel(), params["b"]])
+    ref = minimize(flat_fg, x0, jac=True, method="L-BFGS-B",
+                   options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10_000})
+    opt = LBFGS(tol=1e-8, ftol=0.0)
+    Y = np.eye(4)[y]
+    state, p = opt.init(params), params
+    for _ in range(500):
+        p, state, loss = opt.update(p, state, lambda q: model.loss_and_grad(q, X, Y, L2), 1.0)
+        if state["converged"]:
+            break
+    assert state["converged"].startswith("gradient max-abs")
+    assert float(loss) == pytest.approx(ref.fun, rel=1e-12)
+    np.testing.assert_allclose(np.concatenate([p["W"].ravel(), p["b"]]), ref.x, atol=1e-7)
+    # once converged, further updates are no-ops
+    again, _, _ = opt.update(p, state, lambda q: model.loss_and_grad(q, X, Y, L2), 1.0)
+    assert again is p
+
+
+def test_lbfgs_matches_scikit_learn_on_standardized_digits():
+    """All 1797 digits rows (val/test fractions 0), standardized by smx, float64, C=1.
+
+    scikit-learn's objective C·Σloss + ½‖W‖² is smx's mean loss + l2/2·‖W‖² times C·n, with
+    l2 = 1/(C·n) (``model.C``). The reference is fitted tightly (tol=1e-10): its default
+    tol stops a few percent away from the optimum (see DESIGN.md).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    cfg = load_config({
+        "data": {"name": "digits", "val_fraction": 0, "test_fraction": 0},
+        "model": {"C": 1.0}, "dtype": "float64",
+        "optimizer": {"name": "lbfgs", "tol": 1e-10}, "epochs": 1000,
+    }, plugins=PLUGINS)
+    splits = load_data(cfg, PLUGINS)
+    result = train(cfg, splits, PLUGINS.backend("numpy"), "cpu", PLUGINS)
+    assert result.stop_reason.startswith("converged")
+    assert len(result.history) < 1000
+
+    X, y = splits.X_train, splits.y_train
+    assert X.shape == (1797, 64) and result.l2 == pytest.approx(1 / 1797)
+    sk = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(X, y)
+    Y = np.eye(10)[y]
+    ours = float(model.loss(result.params, X, Y, result.l2))
+    theirs = float(model.loss({"W": sk.coef_.T, "b": sk.intercept_}, X, Y, result.l2))
+    assert ours == pytest.approx(theirs, rel=1e-6)
+    W, W_sk = result.params["W"], sk.coef_.T
+    assert np.abs(W - W_sk).max() <= 1e-3 * np.abs(W_sk).max()
+    b, b_sk = result.params["b"], sk.intercept_
+    b, b_sk = b - b.mean(), b_sk - b_sk.mean()
+    assert np.abs(b - b_sk).max() <= 1e-3 * np.abs(b_sk).max()
+
+
+def test_converged_run_records_the_reason(in_tmp):
+    from smx.runner import run
+
+    cfg = load_config({"data": {"name": "iris"}, "optimizer": {"name": "lbfgs", "tol": 1e-4},
+                       "epochs": 500, "output": "out"}, plugins=PLUGINS)
+    outcome = run(cfg, plugins=PLUGINS, progress=False)
+    assert outcome.summary["stop_reason"].startswith("converged: gradient max-abs")
+    assert outcome.summary["epochs"] < 500
+
+
+# --- every optimizer trains digits on both backends -----------------------------------------
+
+TRAIN = {
+    "sgd": ({"lr": 0.1, "momentum": 0.9}, 3),
+    "adam": ({"lr": 0.01}, 3),
+    "adamw": ({"lr": 0.01}, 3),
+    "rmsprop": ({"lr": 0.005}, 3),
+    "adagrad": ({"lr": 0.1}, 3),
+    "lbfgs": ({}, 25),
+}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array-api-strict"])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_trains_digits(name, backend):
+    options, epochs = TRAIN[name]
+    cfg = load_config({"data": {"name": "digits"}, "backend": backend, "epochs": epochs,
+                       "optimizer": {"name": name, **options}}, plugins=PLUGINS)
+    splits = load_data(cfg, PLUGINS)
+    trainer = Trainer(cfg, splits, PLUGINS.backend(backend), "cpu", PLUGINS)
+    result = trainer.fit()
+    assert result.history[-1]["val_accuracy"] >= 0.9, result.history[-1]
+
+
+# --- options: listed with defaults, unknown ones rejected with the valid names ---------------
+
+OPTIONS = {
+    "adamw": "lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.01",
+    "rmsprop": "lr=0.01, alpha=0.99, eps=1e-08, momentum=0.0, centered=False, weight_decay=0.0",
+    "adagrad": "lr=0.01, lr_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, "
+               "weight_decay=0.0",
+    "lbfgs": "lr=1.0, history=10, tol=1e-06, ftol=1e-12, max_ls=25, c1=0.0001, c2=0.9",
+}
+
+
+def test_plugins_command_shows_each_optimizers_options(tmp_path):
+    proc = run_smx("plugins", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for name, options in OPTIONS.items():
+        line = next(ln for ln in proc.stdout.splitlines() if f" {name} " in ln)
+        assert line.startswith("optimizer") and options in line, line
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_unknown_option_names_the_key_and_the_valid_ones(name):
+    valid = ", ".join(sorted(part.split("=")[0] for part in OPTIONS[name].split(", ")))
+    with pytest.raises(ConfigError, match=rf"^optimizer\.bogus: unknown key; allowed: {valid}$"):
+        load_config({"optimizer": {"name": name, "bogus": 1}}, plugins=PLUGINS)
+
+
+def test_lbfgs_rejects_c1_not_below_c2():
+    with pytest.raises(ConfigError, match=r"c1 \(0.95\) must be less than c2 \(0.9\)"):
+        load_config({"optimizer": {"name": "lbfgs", "c1": 0.95}}, plugins=PLUGINS)
+
+
+def test_cli_says_why_a_run_stopped_early(tmp_path):
+    cfg = write_yaml(tmp_path / "l.yaml", "data:\n  name: iris\noptimizer:\n  name: lbfgs\n"
+                     "  tol: 1.0e-4\nepochs: 500\n")
+    proc = run_smx("run", str(cfg), "output=out", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"stopped after epoch \d+: converged: gradient max-abs", proc.stdout)
