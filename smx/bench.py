@@ -453,13 +453,18 @@ def bench_memory(bc: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
 
 
 def card_bandwidth(cupy: Any) -> float | None:
-    """Theoretical memory bandwidth (bytes/s) from the device attributes, if reported."""
+    """Theoretical memory bandwidth (bytes/s): 2 x memory clock x bus width, if reported."""
     rt = cupy.cuda.runtime
+    clock_khz = bus_bits = None
     try:
         clock_khz = rt.deviceGetAttribute(rt.cudaDevAttrMemoryClockRate, 0)
         bus_bits = rt.deviceGetAttribute(rt.cudaDevAttrGlobalMemoryBusWidth, 0)
-    except Exception:
-        return None
+    except Exception:  # older CuPy without the constants, or CUDA dropped the attribute
+        try:
+            props = rt.getDeviceProperties(0)
+            clock_khz, bus_bits = props.get("memoryClockRate"), props.get("memoryBusWidth")
+        except Exception:
+            return None
     return 2.0 * clock_khz * 1e3 * bus_bits / 8 if clock_khz and bus_bits else None
 
 

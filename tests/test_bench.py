@@ -176,3 +176,14 @@ def test_an_optimizer_that_stalls_gives_up_instead_of_running_on():
     updates, best = bench.lbfgs_steps_to(spec, {"W": np.zeros((2, 2))}, lambda p: (0.0, p),
                                          target=0.5, value=value)
     assert (updates, best) == (-1, 1.0) and len(calls) == 11
+
+
+def test_card_bandwidth_falls_back_to_device_properties():
+    from types import SimpleNamespace
+
+    props = {"memoryClockRate": 2_619_000, "memoryBusWidth": 5120}  # an H100's HBM3
+    rt = SimpleNamespace(getDeviceProperties=lambda i: props)
+    bw = bench.card_bandwidth(SimpleNamespace(cuda=SimpleNamespace(runtime=rt)))
+    assert bw == 2 * 2_619_000e3 * 5120 / 8
+    rt_none = SimpleNamespace(getDeviceProperties=lambda i: {})
+    assert bench.card_bandwidth(SimpleNamespace(cuda=SimpleNamespace(runtime=rt_none))) is None
