@@ -6,8 +6,9 @@ core stays Array-API-only. What it does that the standard cannot express:
 - the product orientation follows the size: for a batch that fits in cache
   (``X`` up to 4 MiB) OpenBLAS runs ``X @ W`` about 1.8x faster than ``Wᵀ Xᵀ``,
   and the (n, K) logits are copied once into the (K, n) layout, where the row
-  max and row sums are fast axis-0 reductions; for a full batch ``Wᵀ Xᵀ`` and
-  ``Gᵀ X`` are faster (up to 2x in float64 at 200,000 x 256);
+  max and row sums are fast axis-0 reductions, and the gradient is ``Xᵀ G``;
+  for a full batch ``Wᵀ Xᵀ`` and ``Gᵀ X`` are faster (up to 2x in float64 at
+  200,000 x 256);
 - the label terms are picked and subtracted through flat indices
   (``y·n + i``) instead of building a one-hot matrix;
 - scalars are cast to the array dtype, so float32 stays float32.
@@ -45,10 +46,14 @@ def loss_and_grad(params: Params, X: np.ndarray, y: np.ndarray,
     loss = (np.log(s).sum() - Zt.ravel()[flat].sum()) * inv_n
     Pt /= s
     Pt.ravel()[flat] -= dt(1)  # softmax − onehot
-    # (K, d) product, scaled while copied to a C-ordered (d, K): the gradient's memory
-    # layout reaches optimizer state, and reductions over it must not depend on how it
-    # was made (a resumed run, whose state comes back C-ordered, must match bit for bit)
-    dW = np.multiply((Pt @ X).T, inv_n, order="C")
+    # the gradient must come out C-ordered: its layout reaches optimizer state, and later
+    # reductions over it must not depend on how it was made (a resumed run, whose state
+    # comes back C-ordered, must match bit for bit)
+    if small:
+        dW = X.T @ Pt.T  # ~12 % faster than Gᵀ X at a cached batch
+        dW *= inv_n
+    else:  # (K, d) product, scaled while copied to (d, K)
+        dW = np.multiply((Pt @ X).T, inv_n, order="C")
     grads: Params = {"W": dW}
     if l2:
         loss = loss + dt(0.5 * l2) * np.vdot(W, W)
