@@ -409,3 +409,38 @@ def test_cli_says_why_a_run_stopped_early(tmp_path):
     proc = run_smx("run", str(cfg), "output=out", "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"stopped after epoch \d+: converged: gradient max-abs", proc.stdout)
+
+
+def nan_beyond(xp, c: float):
+    """(x − 1)² with its minimum at 1, NaN (an overflow, say) for x > c."""
+    def closure(p):
+        x = p["W"]
+        bad = x > c
+        loss = xp.sum(xp.where(bad, xp.nan, (x - 1.0) ** 2))
+        return loss, {"W": xp.where(bad, xp.nan, 2.0 * (x - 1.0))}
+    return closure
+
+
+@pytest.mark.parametrize("xp", [np, array_api_strict], ids=["numpy", "array-api-strict"])
+@pytest.mark.parametrize(("c", "lr"), [(3.0, 5.0), (1.5, 100.0), (2.0, 30.0)])
+def test_lbfgs_line_search_steps_back_from_a_nan_region(xp, c, lr):
+    """A NaN end of the bracket is its worst end, and a NaN trial step is rejected."""
+    closure = nan_beyond(xp, c)
+    opt = LBFGS(lr=lr, tol=1e-8)
+    p = {"W": xp.asarray([0.0])}
+    state = opt.init(p)
+    for _ in range(30):
+        p, state, _ = opt.update(p, state, closure, lr)
+        if state["converged"]:
+            break
+    assert state["converged"].startswith(("gradient max-abs", "relative loss change"))
+    assert abs(float(p["W"][0]) - 1.0) < 1e-4
+
+
+def test_lbfgs_says_when_the_line_search_ran_out_of_evaluations():
+    closure = nan_beyond(np, 1.5)
+    opt = LBFGS(max_ls=2)
+    p0 = {"W": np.asarray([0.0])}
+    p, state, loss = opt.update(p0, opt.init(p0), closure, 1e6)
+    assert state["converged"] == "line search found no decrease in 2 evaluations"
+    assert p is p0 and float(loss) == 1.0

@@ -10,7 +10,8 @@ and directional derivative at each trial step, ``sᵀy``, ``max|d|`` and
 
 Convergence is recorded in the state as ``state["converged"]``, a short host
 string saying why (gradient max-abs ≤ ``tol``, relative loss change ≤
-``ftol``, or no further progress along a descent direction); the Trainer's
+``ftol``, no further progress along a descent direction, or a line search that
+found no decrease in ``max_ls`` evaluations); the Trainer's
 ``should_stop`` reads it and ends the run with that reason.
 
 The line search follows Nocedal & Wright (Alg. 3.5/3.6) as PyTorch's and
@@ -130,6 +131,11 @@ class _Point:
         self.gtd = host_float(vdot(g, d))
 
 
+def _finite_f(p: _Point) -> float:
+    """The loss for comparisons, a non-finite one (NaN, overflow) counted as +inf."""
+    return p.f if math.isfinite(p.f) else math.inf
+
+
 def strong_wolfe(closure: LossAndGrad, x: Params, t: float, d: Params, start: _Point,
                  c1: float, c2: float, max_ls: int, tol_change: float = 1e-12
                  ) -> tuple[_Point, int]:
@@ -183,8 +189,10 @@ def strong_wolfe(closure: LossAndGrad, x: Params, t: float, d: Params, start: _P
             insufficient = False
         new = at(step)
         evals += 1
-        low, high = (0, 1) if bracket[0].f <= bracket[1].f else (1, 0)
-        if new.f > f0 + c1 * new.t * gtd0 or new.f >= bracket[low].f:
+        # a non-finite end (NaN or overflow) is the worst end: NaN compares False both ways
+        low, high = (0, 1) if _finite_f(bracket[0]) <= _finite_f(bracket[1]) else (1, 0)
+        if (not math.isfinite(new.f) or new.f > f0 + c1 * new.t * gtd0
+                or new.f >= bracket[low].f):
             bracket[high] = new
         else:
             if abs(new.gtd) <= -c2 * gtd0:
@@ -192,7 +200,7 @@ def strong_wolfe(closure: LossAndGrad, x: Params, t: float, d: Params, start: _P
             elif new.gtd * (bracket[high].t - bracket[low].t) >= 0:
                 bracket[high] = bracket[low]
             bracket[low] = new
-    best = min(bracket, key=lambda p: p.f if math.isfinite(p.f) else math.inf)
+    best = min(bracket, key=_finite_f)
     return best, evals
 
 
@@ -244,8 +252,10 @@ class LBFGS:
         state["iter"] += 1
 
         if not math.isfinite(new.f) or new.f >= start.f:
-            state.update(x=params, loss=loss, g=g,
-                         converged="no decrease along a descent direction (at machine precision)")
+            why = (f"line search found no decrease in {self.max_ls} evaluations"
+                   if evals >= self.max_ls
+                   else "no decrease along a descent direction (at machine precision)")
+            state.update(x=params, loss=loss, g=g, converged=why)
             return params, state, loss
 
         x_new = axpy(new.t, d, params)
