@@ -444,3 +444,18 @@ def test_lbfgs_says_when_the_line_search_ran_out_of_evaluations():
     p, state, loss = opt.update(p0, opt.init(p0), closure, 1e6)
     assert state["converged"] == "line search found no decrease in 2 evaluations"
     assert p is p0 and float(loss) == 1.0
+
+
+@pytest.mark.parametrize("xp", [np, array_api_strict], ids=["numpy", "array-api-strict"])
+def test_centered_rmsprop_stays_finite_under_a_steady_float32_gradient(xp):
+    """s − m² tends to 0 for a constant gradient; rounding must not take it below 0 (NaN)."""
+    from smx.optimizers.rmsprop import RMSprop
+
+    g = xp.asarray(np.arange(1, 101, dtype=np.float32) / 100)
+    opt = RMSprop(lr=1e-3, centered=True)
+    p = {"W": xp.zeros(100, dtype=xp.float32)}
+    state = opt.init(p)
+    for _ in range(1500):
+        p, state, _ = opt.update(p, state, lambda q: (xp.sum(q["W"] * g), {"W": g}), 1e-3)
+    assert p["W"].dtype == xp.float32
+    assert bool(xp.all(xp.isfinite(p["W"])))

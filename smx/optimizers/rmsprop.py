@@ -21,6 +21,14 @@ class RMSpropParams(PluginParams):
     weight_decay: float = Field(0.0, ge=0, description="L2 decay added to the gradient of W")
 
 
+def nonnegative(v: Array) -> Array:
+    """``v`` with negatives set to 0: the variance estimate s − m² is ≥ 0 only in exact
+    arithmetic; for a steady gradient it tends to 0 and rounding makes it slightly
+    negative (float32, ~1000 steps), and its square root NaN."""
+    xp = array_namespace(v)
+    return xp.where(v > 0, v, xp.zeros_like(v))
+
+
 class RMSprop:
     def __init__(
         self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
@@ -48,7 +56,8 @@ class RMSprop:
         if self.centered:
             avg = tree_map(lambda m, g: a * m + (1.0 - a) * g, state["avg"], grads)
             new["avg"] = avg
-            denom = tree_map(lambda s, m: array_namespace(s).sqrt(s - m * m) + eps, sq, avg)
+            denom = tree_map(lambda s, m: array_namespace(s).sqrt(nonnegative(s - m * m)) + eps,
+                             sq, avg)
         else:
             denom = tree_map(lambda s: array_namespace(s).sqrt(s) + eps, sq)
         scaled = tree_map(lambda g, d: g / d, grads, denom)
