@@ -79,3 +79,14 @@ def test_class_indices_give_the_one_hot_results_on_strict(rng, weighted):
     for name in params:
         np.testing.assert_allclose(np.asarray(by_index[1][name]), np.asarray(one_hot[1][name]),
                                    rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("label_dtype", [np.int8, np.int16, np.int32, np.uint8])
+def test_numpy_kernel_takes_narrow_integer_labels(rng, label_dtype):
+    """The flat index y·n + i must not be computed in the labels' own (narrow) dtype."""
+    params, X, y, Y = problem(rng, np.float64, n=100)
+    ref_loss, ref = model.loss_and_grad(params, X, Y)
+    loss, grads = numpy_kernel(params, X, y.astype(label_dtype))
+    np.testing.assert_allclose(loss, ref_loss, **tol(np.float64))
+    for k in ref:
+        np.testing.assert_allclose(grads[k], ref[k], **tol(np.float64))

@@ -42,7 +42,9 @@ def loss_and_grad(params: Params, X: np.ndarray, y: np.ndarray,
     Zt -= Zt.max(axis=0)
     Pt = np.exp(Zt)
     s = Pt.sum(axis=0)
-    flat = y * n + np.arange(n)  # position of (y_i, i) in the flattened (K, n) arrays
+    # position of (y_i, i) in the flattened (K, n) arrays; in intp, since y·n overflows
+    # narrow label dtypes (int8 wraps at n = 100 already)
+    flat = y.astype(np.intp, copy=False) * n + np.arange(n)
     loss = (np.log(s).sum() - Zt.ravel()[flat].sum()) * inv_n
     Pt /= s
     Pt.ravel()[flat] -= dt(1)  # softmax − onehot
