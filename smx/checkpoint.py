@@ -129,3 +129,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return unflatten_tree(json.loads(str(arrays["tree"])), arrays)
     except (ValueError, KeyError, AttributeError, TypeError) as exc:
         raise ModelFileError(f"malformed checkpoint contents ({exc})", where=where) from None
+    except RecursionError:  # a tree nested deeper than any state smx writes
+        raise ModelFileError("malformed checkpoint contents (tree nested too deeply)",
+                             where=where) from None

@@ -232,3 +232,18 @@ def test_checkpoint_every(every, saved_at, tmp_path, monkeypatch):
     smx.runner.run(cfg, plugins=PLUGINS, progress=False)
     assert epochs == saved_at
     assert load_checkpoint(tmp_path / "out" / "checkpoint.npz")["epoch"] == 5
+
+
+@pytest.mark.parametrize("depth", [1_000, 200_000], ids=["past-python", "past-json"])
+def test_deeply_nested_tree_is_refused_cleanly(tmp_path, depth):
+    """A crafted tree (valid checksum) nested past the recursion limit is a ModelFileError."""
+    from smx.checkpoint import FORMAT, checksum
+    from smx.io import npz_bytes
+
+    tree = '{"list": [' * depth + '{"value": 1}' + "]}" * depth
+    arrays = {"tree": np.asarray(tree), "format": np.asarray(FORMAT)}
+    arrays["sha256"] = np.asarray(checksum(arrays))
+    path = tmp_path / "c.npz"
+    path.write_bytes(npz_bytes(arrays))
+    with pytest.raises(ModelFileError, match="nested too deeply"):
+        load_checkpoint(path)
