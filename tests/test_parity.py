@@ -126,3 +126,40 @@ def test_another_reference_backend_in_process():
     assert report.passed
     assert (report.reference.backend, report.reference.dtype) == ("array-api-strict", "float64")
     assert len(report.reference.loss_curve) == 2 and report.reference.proba.shape[1] == 10
+
+
+def test_a_wrong_fused_kernel_fails_init_grad():
+    """init_loss/init_grad come from the function training calls, so a kernel bug shows."""
+    import smx
+    from smx.backends import numpy_kernels
+    from smx.backends.numpy_backend import NumpyBackend
+    from smx.config import load_config
+    from smx.parity import run_parity
+    from smx.plugins import Plugins
+
+    def zero_db(params, X, y, l2=0.0):
+        loss, grads = numpy_kernels.loss_and_grad(params, X, y, l2)
+        return loss, {**grads, "b": np.zeros_like(grads["b"])}
+
+    class BadKernel(NumpyBackend):
+        name = "bad-kernel"
+        deterministic = False  # recorded in parity.json
+
+        def loss_and_grad_kernel(self):
+            return zero_db
+
+    class Plugin:
+        @smx.hookimpl
+        def smx_backends(self):
+            yield BadKernel()
+
+    plugins = Plugins(entry_points=False)
+    plugins.register(Plugin(), "bad-kernel")
+    cfg = load_config(CONFIG, ["epochs=1", "dtype=float64"], plugins=plugins)
+    report = run_parity(cfg, [("numpy", "auto"), ("bad-kernel", "auto")], plugins)
+    numpy_res, bad = report.results
+    assert all(r["passed"] for r in numpy_res.values())
+    assert not bad["init_grad"]["passed"] and bad["init_loss"]["passed"]
+    js = report.to_json()
+    assert js["reference"]["deterministic"] is True
+    assert [b["deterministic"] for b in js["backends"]] == [True, False]
