@@ -155,6 +155,8 @@ def test_gpu_part_says_why_it_is_skipped():
     reason = PLUGINS.get("backend", "cupy").unavailable_reason()
     if reason is not None:
         assert out == {"skipped": f"no usable GPU: {reason}"}
+    else:  # a usable GPU: the part ran, and says nothing about being skipped
+        assert "skipped" not in out and {"card", "epoch", "bandwidth"} <= out.keys()
 
 
 class Stuck:
@@ -187,3 +189,40 @@ def test_card_bandwidth_falls_back_to_device_properties():
     assert bw == 2 * 2_619_000e3 * 5120 / 8
     rt_none = SimpleNamespace(getDeviceProperties=lambda i: {})
     assert bench.card_bandwidth(SimpleNamespace(cuda=SimpleNamespace(runtime=rt_none))) is None
+
+
+def test_lbfgs_part_times_the_kernel_a_run_uses():
+    """The fused kernel a Trainer would call, not the portable core, is what gets timed."""
+    from smx.backends import numpy_kernels
+    from smx.backends.numpy_backend import NumpyBackend
+
+    calls = []
+
+    def counting(*args):
+        calls.append(1)
+        return numpy_kernels.loss_and_grad(*args)
+
+    class Counting(NumpyBackend):
+        def loss_and_grad_kernel(self):
+            return counting
+
+    class WithCountingKernel(WithLbfgs):
+        def backend(self, name, where=None):
+            return Counting()
+
+    bc = bench.BenchConfig(rows=200, features=4, classes=3, repeats=1, lbfgs_rows=200)
+    bench.bench_lbfgs(bc, WithCountingKernel(), log=lambda _: None)
+    assert calls
+
+
+def test_memory_budget_counts_a_device_copy_only_where_there_is_one():
+    probe = {"data_bytes": 1000, "extra_peak_bytes": 300}
+    shared = bench.memory_ratio({**probe, "device_copy_shares_host": True})
+    assert shared["ratio"] == 1.3 and shared["budget_bytes"] == 1000
+    copied = bench.memory_ratio({**probe, "device_copy_shares_host": False})
+    assert copied["ratio"] == 0.65 and copied["budget_bytes"] == 2000
+
+
+def test_bench_data_is_float32():
+    X, y = bench.make_data(50, 3, 2, seed=0)
+    assert X.dtype == np.float32 and X.shape == (50, 3) and set(np.unique(y)) <= {0, 1}
