@@ -25,23 +25,49 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 import smx
 from smx.io import atomic_write_json, atomic_write_text
 
-#: the issue's targets: (key in "ratios", description, limit)
+
+class Target(NamedTuple):
+    """One of the issue's targets, and where its figures live in the results."""
+
+    key: str
+    text: str
+    limit: float
+    value: tuple[str, ...]  # keys leading to the paired-median value (what "met" judges)
+    best: tuple[str, ...] | None = None  # keys leading to the best-case (min/min) value
+    at_least: bool = False  # met when value ≥ limit, not ≤
+
+
+def _sgd(key: str) -> dict[str, Any]:
+    return {"value": ("sgd", "ratios", key), "best": ("sgd", "min_ratios", key)}
+
+
+#: the issue's targets
 TARGETS = [
-    ("smx_numpy/gemm_floor", "smx NumPy epoch / GEMM floor", 2.0),
-    ("smx_numpy/torch_cpu", "smx NumPy epoch / PyTorch CPU epoch", 0.35),
-    ("overhead", "smx overhead per step (Trainer vs bare loop)", 0.05),
-    ("lbfgs_float32/sklearn", "smx lbfgs / scikit-learn time to the same objective, float32", 0.7),
-    ("lbfgs_float64/sklearn", "smx lbfgs / scikit-learn time to the same objective, float64", 1.0),
-    ("memory", "peak memory / (training data + its device copy unless shared)", 1.3),
-    ("gpu_cupy/torch_cuda", "CuPy epoch / PyTorch CUDA epoch", 1.0),
-    ("gpu_bandwidth_fraction", "full-batch loss+grad: X bytes / time / card bandwidth (≥)", 0.5),
+    Target("smx_numpy/gemm_floor", "smx NumPy epoch / GEMM floor", 2.0,
+           **_sgd("smx_numpy/gemm_floor")),
+    Target("smx_numpy/torch_cpu", "smx NumPy epoch / PyTorch CPU epoch", 0.35,
+           **_sgd("smx_numpy/torch_cpu")),
+    Target("overhead", "smx overhead per step (Trainer vs bare loop)", 0.05, **_sgd("overhead")),
+    Target("lbfgs_float32/sklearn",
+           "smx lbfgs / scikit-learn time to the same objective, float32", 0.7,
+           ("lbfgs", "float32", "ratio"), ("lbfgs", "float32", "min_ratio")),
+    Target("lbfgs_float64/sklearn",
+           "smx lbfgs / scikit-learn time to the same objective, float64", 1.0,
+           ("lbfgs", "float64", "ratio"), ("lbfgs", "float64", "min_ratio")),
+    Target("memory", "peak memory / (training data + its device copy unless shared)", 1.3,
+           ("memory", "ratio")),
+    Target("gpu_cupy/torch_cuda", "CuPy epoch / PyTorch CUDA epoch", 1.0,
+           ("gpu", "epoch", "ratio"), ("gpu", "epoch", "min_ratio")),
+    Target("gpu_bandwidth_fraction",
+           "full-batch loss+grad: X bytes / time / card bandwidth (≥)", 0.5,
+           ("gpu", "bandwidth", "fraction"), at_least=True),
 ]
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
             "MKL_NUM_THREADS")
@@ -110,6 +136,24 @@ def min_ratio(timings: dict[str, Timing], a: str, b: str) -> float | None:
     if a not in timings or b not in timings:
         return None
     return min(timings[a].runs) / min(timings[b].runs)
+
+
+def ratio_pair(timings: dict[str, Timing], a: str, b: str
+               ) -> tuple[float | None, float | None]:
+    """(paired-median ratio, min/min ratio) of case ``a`` to case ``b``."""
+    return paired_ratio(timings, a, b), min_ratio(timings, a, b)
+
+
+def ratio_tables(timings: dict[str, Timing], pairs: dict[str, tuple[str, str, float]]
+                 ) -> tuple[dict[str, float], dict[str, float]]:
+    """``{key: (a, b, minus)}`` -> ({key: paired ratio − minus}, {key: min ratio − minus}),
+    leaving out pairs with a case that did not run."""
+    ratios, mins = {}, {}
+    for key, (a, b, minus) in pairs.items():
+        r, best = ratio_pair(timings, a, b)
+        if r is not None and best is not None:
+            ratios[key], mins[key] = r - minus, best - minus
+    return ratios, mins
 
 
 def make_data(n: int, d: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -252,6 +296,17 @@ def torch_epoch(X: Any, y: Any, k: int, bs: int, lr: float, l2: float, seed: int
     return run
 
 
+#: the SGD part's ratios: key -> (case, baseline case, subtracted from the ratio)
+SGD_RATIOS = {
+    "smx_numpy/gemm_floor": ("smx_numpy", "gemm_floor", 0.0),
+    "smx_numpy/gemm_floor_kn": ("smx_numpy", "gemm_floor_kn", 0.0),
+    "shuffle_gather/gemm_floor": ("shuffle_gather", "gemm_floor", 0.0),
+    "smx_numpy/torch_cpu": ("smx_numpy", "torch_cpu", 0.0),
+    "bare_loop/gemm_floor": ("bare_loop", "gemm_floor", 0.0),
+    "overhead": ("smx_numpy", "bare_loop", 1.0),  # the Trainer's share on top of the bare loop
+}
+
+
 def bench_sgd(bc: BenchConfig, plugins: Any, log: Callable[[str], None]) -> dict[str, Any]:
     X, y = make_data(bc.rows, bc.features, bc.classes, bc.seed)
     cases: dict[str, Callable[[], Any]] = {
@@ -276,18 +331,7 @@ def bench_sgd(bc: BenchConfig, plugins: Any, log: Callable[[str], None]) -> dict
                                                   plugins)[0]
     log(f"sgd: {len(cases)} cases x {bc.repeats} rounds on {bc.rows:,} x {bc.features}")
     timings = interleaved(cases, bc.repeats)
-    ratios = {
-        "smx_numpy/gemm_floor": paired_ratio(timings, "smx_numpy", "gemm_floor"),
-        "smx_numpy/gemm_floor_kn": paired_ratio(timings, "smx_numpy", "gemm_floor_kn"),
-        "shuffle_gather/gemm_floor": paired_ratio(timings, "shuffle_gather", "gemm_floor"),
-        "smx_numpy/torch_cpu": paired_ratio(timings, "smx_numpy", "torch_cpu"),
-        "bare_loop/gemm_floor": paired_ratio(timings, "bare_loop", "gemm_floor"),
-    }
-    over = paired_ratio(timings, "smx_numpy", "bare_loop")
-    ratios["overhead"] = None if over is None else over - 1.0
-    mins = {k: min_ratio(timings, *k.split("/")) for k in ratios if "/" in k}
-    best = min_ratio(timings, "smx_numpy", "bare_loop")
-    mins["overhead"] = None if best is None else best - 1.0
+    ratios, mins = ratio_tables(timings, SGD_RATIOS)
     if "smx_array_api_strict" in timings:  # per row, since it ran on fewer rows
         m = min(bc.strict_rows, bc.rows)
         ratios["smx_array_api_strict/smx_numpy_per_row"] = (
@@ -297,8 +341,8 @@ def bench_sgd(bc: BenchConfig, plugins: Any, log: Callable[[str], None]) -> dict
         "rows": bc.rows, "features": bc.features, "classes": bc.classes, "batch": bc.batch,
         "steps_per_epoch": steps, "strict_rows": min(bc.strict_rows, bc.rows),
         "cases": {k: t.summary() for k, t in timings.items()},
-        "ratios": {k: v for k, v in ratios.items() if v is not None},
-        "min_ratios": {k: v for k, v in mins.items() if v is not None},
+        "ratios": ratios,
+        "min_ratios": mins,
         "skipped": skipped,
     }
 
@@ -326,6 +370,12 @@ def sklearn_fit(X: np.ndarray, y: np.ndarray, C: float) -> Callable[[], Any]:
     return run
 
 
+def default_optimizer(spec: Any) -> tuple[Any, float]:
+    """A fresh optimizer with its default options, and its default lr (1.0 if it has none)."""
+    opt_params = spec.params().model_dump()
+    return spec.factory(**opt_params), float(opt_params.get("lr", 1.0))
+
+
 def lbfgs_steps_to(spec: Any, params0: dict[str, Any], closure: Any, target: float,
                    value: Callable[[dict[str, Any]], float], max_updates: int = 500,
                    patience: int = 10) -> tuple[int, float]:
@@ -334,9 +384,7 @@ def lbfgs_steps_to(spec: Any, params0: dict[str, Any], closure: Any, target: flo
     Gives up (-1) after ``max_updates``, or after ``patience`` updates without progress,
     so an optimizer that stalls just above the target cannot hold the bench for hours.
     """
-    opt_params = spec.params().model_dump()
-    opt = spec.factory(**opt_params)
-    lr = float(opt_params.get("lr", 1.0))
+    opt, lr = default_optimizer(spec)
     params, state = dict(params0), opt.init(params0)
     best, since = value(params), 0
     for i in range(1, max_updates + 1):
@@ -392,20 +440,16 @@ def bench_lbfgs(bc: BenchConfig, plugins: Any, log: Callable[[str], None]) -> di
             entry["note"] = "smx lbfgs did not reach scikit-learn's objective"
             timings = interleaved({"sklearn": fit}, bc.repeats)
         else:
-            opt_params = spec.params().model_dump()
-            lr = float(opt_params.get("lr", 1.0))
-
-            def smx_fit(updates: int = updates, opt_params: dict[str, Any] = opt_params,
-                        lr: float = lr, closure: Any = closure, params0: Any = params0) -> None:
-                opt = spec.factory(**opt_params)
+            def smx_fit(updates: int = updates, closure: Any = closure,
+                        params0: Any = params0) -> None:
+                opt, lr = default_optimizer(spec)
                 params, state = params0, opt.init(params0)
                 for _ in range(updates):
                     params, state, _ = opt.update(params, state, closure, lr)
 
             log(f"lbfgs {dtype}: sklearn vs smx ({updates} updates) x {bc.repeats} rounds")
             timings = interleaved({"sklearn": fit, "smx_lbfgs": smx_fit}, bc.repeats)
-            entry["ratio"] = paired_ratio(timings, "smx_lbfgs", "sklearn")
-            entry["min_ratio"] = min_ratio(timings, "smx_lbfgs", "sklearn")
+            entry["ratio"], entry["min_ratio"] = ratio_pair(timings, "smx_lbfgs", "sklearn")
         entry["cases"] = {k: t.summary() for k, t in timings.items()}
         out[dtype] = entry
     return out
@@ -538,9 +582,9 @@ def bench_gpu(bc: BenchConfig, plugins: Any, log: Callable[[str], None]) -> dict
     timings = interleaved(cases, bc.repeats, sync=sync)
     out["epoch"] = {"rows": bc.gpu_rows, "features": bc.gpu_features, "skipped": skipped,
                     "cases": {k: t.summary() for k, t in timings.items()}}
-    if (r := paired_ratio(timings, "smx_cupy", "torch_cuda")) is not None:
-        out["epoch"]["ratio"] = r
-        out["epoch"]["min_ratio"] = min_ratio(timings, "smx_cupy", "torch_cuda")
+    ratio, best = ratio_pair(timings, "smx_cupy", "torch_cuda")
+    if ratio is not None:
+        out["epoch"]["ratio"], out["epoch"]["min_ratio"] = ratio, best
     del trainer, cases, timings
 
     out["bandwidth"] = gpu_bandwidth(bc, backend, cupy)
@@ -601,27 +645,25 @@ def meta(bc: BenchConfig) -> dict[str, Any]:
     }
 
 
+def _dig(tree: Any, path: tuple[str, ...] | None) -> Any:
+    """``tree[path[0]][path[1]]...``, or None where a part is missing (or skipped)."""
+    if path is None:
+        return None
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target's paired-median value (what "met" judges) and its best-case (min) value."""
-    values: dict[str, tuple[Any, Any]] = {}
-    sgd = results.get("sgd", {})
-    for k in ("smx_numpy/gemm_floor", "smx_numpy/torch_cpu", "overhead"):
-        values[k] = (sgd.get("ratios", {}).get(k), sgd.get("min_ratios", {}).get(k))
-    lb, gpu = results.get("lbfgs", {}), results.get("gpu", {})
-    for dtype in ("float32", "float64"):
-        e = lb.get(dtype, {})
-        values[f"lbfgs_{dtype}/sklearn"] = (e.get("ratio"), e.get("min_ratio"))
-    values["memory"] = (results.get("memory", {}).get("ratio"), None)
-    ep = gpu.get("epoch", {})
-    values["gpu_cupy/torch_cuda"] = (ep.get("ratio"), ep.get("min_ratio"))
-    values["gpu_bandwidth_fraction"] = (gpu.get("bandwidth", {}).get("fraction"), None)
     rows = []
-    for key, text, limit in TARGETS:
-        v, best = values.get(key, (None, None))
-        at_least = key == "gpu_bandwidth_fraction"
-        met = None if v is None else (v >= limit if at_least else v <= limit)
-        rows.append({"key": key, "target": text, "limit": limit, "value": v,
-                     "best_case": best, "met": met})
+    for t in TARGETS:
+        v = _dig(results, t.value)
+        met = None if v is None else (v >= t.limit if t.at_least else v <= t.limit)
+        rows.append({"key": t.key, "target": t.text, "limit": t.limit, "value": v,
+                     "best_case": _dig(results, t.best), "met": met})
     return rows
 
 
@@ -639,6 +681,18 @@ def _case_table(cases: dict[str, Any]) -> list[str]:
         lines.append(f"| {name} | {_ms(c['median_s'])} | {_ms(c['min_s'])} | "
                      f"{_ms(c['max_s'])} | {c['runs']} |")
     return lines
+
+
+def _section(lines: list[str], title: str, part: dict[str, Any] | None) -> bool:
+    """Add a part's heading to ``lines``; True when its figures follow, False when the part
+    was not run or was skipped (then the reason is added)."""
+    if part is None:
+        return False
+    lines += ["", title, ""]
+    if "skipped" in part:
+        lines.append(f"Skipped: {part['skipped']}.")
+        return False
+    return True
 
 
 def render(results: dict[str, Any]) -> str:
@@ -676,52 +730,40 @@ def render(results: dict[str, Any]) -> str:
         if "smx_array_api_strict" in sgd["cases"]:
             lines.append(f"- smx_array_api_strict ran on the first {sgd['strict_rows']:,} rows")
     lb = results.get("lbfgs")
-    if lb is not None:
-        lines += ["", "## L-BFGS vs scikit-learn LogisticRegression(lbfgs), same C", ""]
-        if "skipped" in lb:
-            lines.append(f"Skipped: {lb['skipped']}.")
-        else:
-            lines.append(f"{lb['rows']:,} rows, C={lb['C']} (l2 = 1/(C·n) = {lb['l2']:.3g}); "
-                         "smx's time is the updates needed to reach scikit-learn's final "
-                         "objective (to 1e-6 relative in float32, 1e-9 in float64, both "
-                         "evaluated in float64); one update is one iteration of the optimizer.")
-            for dtype in ("float32", "float64"):
-                e = lb[dtype]
-                lines += ["", f"### {dtype}", "",
-                          f"- scikit-learn objective {e['sklearn_objective']:.8g} after "
-                          f"{e['sklearn_n_iter']} iterations; smx reached {e['smx_objective']:.8g}"
-                          f" in {e['smx_updates']} updates"
-                          + (f"; ratio {e['ratio']:.3f}" if "ratio" in e else ""),
-                          *([f"- {e['note']}"] if "note" in e else []), "",
-                          *_case_table(e["cases"])]
+    if _section(lines, "## L-BFGS vs scikit-learn LogisticRegression(lbfgs), same C", lb):
+        lines.append(f"{lb['rows']:,} rows, C={lb['C']} (l2 = 1/(C·n) = {lb['l2']:.3g}); "
+                     "smx's time is the updates needed to reach scikit-learn's final "
+                     "objective (to 1e-6 relative in float32, 1e-9 in float64, both "
+                     "evaluated in float64); one update is one iteration of the optimizer.")
+        for dtype in ("float32", "float64"):
+            e = lb[dtype]
+            lines += ["", f"### {dtype}", "",
+                      f"- scikit-learn objective {e['sklearn_objective']:.8g} after "
+                      f"{e['sklearn_n_iter']} iterations; smx reached {e['smx_objective']:.8g}"
+                      f" in {e['smx_updates']} updates"
+                      + (f"; ratio {e['ratio']:.3f}" if "ratio" in e else ""),
+                      *([f"- {e['note']}"] if "note" in e else []), "",
+                      *_case_table(e["cases"])]
     mem = results.get("memory")
-    if mem is not None:
-        lines += ["", "## Peak memory (one epoch, NumPy, fresh process)", ""]
-        if "skipped" in mem:
-            lines.append(f"Skipped: {mem['skipped']}.")
-        else:
-            shared = mem["device_copy_shares_host"]
-            lines.append(
-                f"- training data {mem['data_bytes'] / 2**20:,.1f} MiB; smx allocated "
-                f"{mem['extra_peak_bytes'] / 2**20:,.1f} MiB more at its peak (tracemalloc); "
-                f"the NumPy device copy {'shares' if shared else 'does not share'} the host "
-                f"array, so peak / (data{'' if shared else ' + device copy'}) = "
-                f"{mem['ratio']:.3f}; max RSS {mem['max_rss_bytes'] / 2**20:,.0f} MiB (the "
-                f"whole process: interpreter, libraries, BLAS buffers, making the data)")
+    if _section(lines, "## Peak memory (one epoch, NumPy, fresh process)", mem):
+        shared = mem["device_copy_shares_host"]
+        lines.append(
+            f"- training data {mem['data_bytes'] / 2**20:,.1f} MiB; smx allocated "
+            f"{mem['extra_peak_bytes'] / 2**20:,.1f} MiB more at its peak (tracemalloc); "
+            f"the NumPy device copy {'shares' if shared else 'does not share'} the host "
+            f"array, so peak / (data{'' if shared else ' + device copy'}) = "
+            f"{mem['ratio']:.3f}; max RSS {mem['max_rss_bytes'] / 2**20:,.0f} MiB (the "
+            f"whole process: interpreter, libraries, BLAS buffers, making the data)")
     gpu = results.get("gpu")
-    if gpu is not None:
-        lines += ["", "## GPU", ""]
-        if "skipped" in gpu:
-            lines.append(f"Skipped: {gpu['skipped']}.")
-        else:
-            ep, bw = gpu["epoch"], gpu["bandwidth"]
-            lines += [f"Card: {gpu['card']}", "",
-                      f"Epoch {ep['rows']:,} x {ep['features']} float32:", "",
-                      *_case_table(ep["cases"]), ""]
-            lines += [f"- skipped {k}: {v}" for k, v in ep["skipped"].items()]
-            lines += [f"- full-batch loss+grad over {bw['rows']:,} x {bw['features']}: "
-                      f"{_ms(bw['seconds']['median_s'])} ms, {bw['x_bytes_per_s'] / 1e9:.0f} GB/s"
-                      f" of X = {bw['fraction']:.2f} of the {bw['fraction_of']} ({bw['note']})"]
+    if _section(lines, "## GPU", gpu):
+        ep, bw = gpu["epoch"], gpu["bandwidth"]
+        lines += [f"Card: {gpu['card']}", "",
+                  f"Epoch {ep['rows']:,} x {ep['features']} float32:", "",
+                  *_case_table(ep["cases"]), ""]
+        lines += [f"- skipped {k}: {v}" for k, v in ep["skipped"].items()]
+        lines += [f"- full-batch loss+grad over {bw['rows']:,} x {bw['features']}: "
+                  f"{_ms(bw['seconds']['median_s'])} ms, {bw['x_bytes_per_s'] / 1e9:.0f} GB/s"
+                  f" of X = {bw['fraction']:.2f} of the {bw['fraction_of']} ({bw['note']})"]
     if notes := results.get("notes"):
         lines += ["", "## Notes", "", notes.strip()]
     return "\n".join(lines) + "\n"

@@ -32,7 +32,7 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
     assert {"smx_numpy/gemm_floor", "overhead"} <= data["sgd"]["ratios"].keys()
     assert "skipped" in data["gpu"] or "epoch" in data["gpu"]
     assert data["memory"]["ratio"] > 0
-    assert [t["key"] for t in data["targets"]] == [k for k, _, _ in bench.TARGETS]
+    assert [t["key"] for t in data["targets"]] == [t.key for t in bench.TARGETS]
     assert "## Targets" in md and "GEMM floor" in md and "BLAS" in md
 
 
