@@ -40,6 +40,7 @@ def test_numpy_and_strict_agree_end_to_end(tmp_path, dtype):
     assert "max abs err" in proc.stdout and "FAIL" not in proc.stdout
     report = json.loads((tmp_path / "out" / "parity.json").read_text())
     assert report["passed"] is True and report["dtype"] == dtype
+    assert ("floor" in report) == (dtype == "float32")  # the input-rounding floor, explained
     assert report["reference"]["backend"] == "numpy"
     assert report["reference"]["dtype"] == "float64"
     assert [(b["backend"], b["device"]) for b in report["backends"]] == [
