@@ -128,7 +128,7 @@ def _train_and_read(cfg: RunConfig, splits: Splits, backend: Backend, device: st
                     plugins: Any) -> dict[str, np.ndarray]:
     trainer = Trainer(cfg, splits, backend, device, plugins)
     data = trainer.train_data
-    loss, grads = model.loss_and_grad(trainer.params, data.X, data.Y, trainer.l2)
+    loss, grads = model.loss_and_grad(trainer.params, data.X, data.y, trainer.l2)
     init_loss = np.asarray(backend.to_host(loss), dtype=np.float64).reshape(1)
     init_grad = _flat({k: backend.to_host(v) for k, v in grads.items()})
     result = trainer.fit()

@@ -133,6 +133,17 @@ RUN_CASES = {
                         ["device: backend 'numpy' has no device 'tpu'"]),
     "gpu-device-on-cpu-backend": ({}, ["backend=numpy", "device=cuda:0"],
                                   ["device:", "runs on the CPU"]),
+    # --overwrite replaces run folders only: a project folder with a config.yaml is safe
+    "overwrite-project-folder": ({"out/config.yaml": "x: 1\n", "out/src/main.py": "important"},
+                                 ["data.name=iris", "epochs=1", "--overwrite"],
+                                 ["out: not an smx run folder (holds src)", "refusing"]),
+    "overwrite-folder-with-other-files": (
+        {"out/config.yaml": "x: 1\n", "out/model.npz": "", "out/notes.txt": "mine"},
+        ["data.name=iris", "epochs=1", "--overwrite"], ["out: not an smx run folder (holds "
+                                                        "notes.txt)"]),
+    "overwrite-folder-without-config": ({"out/model.npz": ""},
+                                        ["data.name=iris", "epochs=1", "--overwrite"],
+                                        ["out: not an smx run folder (has no config.yaml)"]),
 }
 
 
@@ -167,6 +178,10 @@ PREDICT_CASES = {
                          ["X5.npy: the model expects 2 features, the data has 5"]),
     "nan-at-predict": ({"m.npz": MODEL}, ["m.npz", "Xnan.npy"],
                        ["Xnan.npy: X has 1 NaN/inf value(s)", "first at row 1"]),
+    "output-in-missing-folder": ({"m.npz": MODEL}, ["m.npz", "X.npy", "-o", "nodir/p.csv"],
+                                 ["nodir/p.csv: folder 'nodir' does not exist"]),
+    "output-is-a-folder": ({"m.npz": MODEL, "outdir/x": ""}, ["m.npz", "X.npy", "-o", "outdir"],
+                           ["outdir: is a folder"]),
 }
 
 
@@ -179,7 +194,8 @@ def test_bad_predict_input(files, args, needles, tmp_path, monkeypatch, capsys):
     _write(tmp_path, {"X.npy": _npy(np.ones((3, 2))), "X5.npy": _npy(np.ones((3, 5))),
                       "Xnan.npy": _npy(xnan), **files})
     before = snapshot(tmp_path)
-    code, out, err = cli(["predict", *args, "-o", "pred.csv"], capsys)
+    code, out, err = cli(["predict", *args, *([] if "-o" in args else ["-o", "pred.csv"])],
+                         capsys)
     check_error(code, err, needles)
     assert snapshot(tmp_path) == before and out == ""
 
@@ -319,6 +335,8 @@ RESUME_CASES = {
         ["--resume", "out"], ["config.yaml was changed after the checkpoint"]),
     "no-such-folder": (lambda f: None, ["--resume", "elsewhere"],
                        ["elsewhere: no such run folder to resume"]),
+    "resume-a-file": (lambda f: (f / "config.yaml").rename(f.parent / "c.yaml"),
+                      ["--resume", "c.yaml"], ["c.yaml: not a folder"]),
     "not-a-run-folder": (lambda f: (f / "config.yaml").unlink(), ["--resume", "out"],
                          ["out: not an smx run folder"]),
     "resume-with-overwrite": (lambda f: None, ["--resume", "out", "--overwrite"],
@@ -347,3 +365,44 @@ def test_resume_of_a_finished_run_changes_nothing_that_matters(run_copy, capsys)
     after = snapshot(run_copy)
     for name in ("config.yaml", "metrics.jsonl", "model.npz", "checkpoint.npz"):
         assert after[name] == before[name], name
+
+
+def test_overwrite_replaces_a_run_folder(run_copy, capsys):
+    """A finished run folder (with a leftover temporary file) is replaced by --overwrite."""
+    (run_copy / ".summary.json.abc.tmp").write_text("{")
+    code, _, err = cli(["run", "data.name=iris", "epochs=1", "output=out", "--overwrite",
+                        "--quiet"], capsys)
+    assert code == 0, err
+    assert not (run_copy / ".summary.json.abc.tmp").exists()
+    assert sorted(p.name for p in run_copy.iterdir()) == sorted(
+        ["checkpoint.npz", "config.yaml", "loss.png", "metrics.jsonl", "model.npz",
+         "summary.json"])
+
+
+def test_an_os_error_while_writing_is_one_line(tmp_path, monkeypatch, capsys):
+    """A disk filling up mid-run: one line naming the file, exit 2, no traceback."""
+    import errno
+
+    import smx.runner
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(smx.runner, "atomic_write_text", full)
+    code, _, err = cli(["run", "data.name=iris", "epochs=1", "output=out", "--quiet"], capsys)
+    check_error(code, err, ["smx: error: out/config.yaml: No space left on device"])
+
+
+@pytest.mark.parametrize(("command", "hint"), [("run", True), ("predict", False)])
+def test_interrupt_suggests_resume_only_for_run(command, hint, monkeypatch, capsys):
+    import smx.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(smx.cli, f"cmd_{command}", interrupted)
+    code = main([command] + (["m.npz", "X.npy"] if command == "predict" else []))
+    err = capsys.readouterr().err
+    assert code == 130 and err.startswith("smx: interrupted")
+    assert ("--resume" in err) is hint
