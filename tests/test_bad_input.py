@@ -31,14 +31,19 @@ def _npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _model_bytes(n_features: int = 2) -> bytes:
-    """A valid model file's bytes (saved through FittedModel, as a run does)."""
+def _model_bytes(n_features: int = 2, **bad: np.ndarray) -> bytes:
+    """A valid model file's bytes (saved through FittedModel, as a run does); ``bad``
+    replaces arrays with hand-made ones (written past FittedModel, as a tamperer would)."""
     import tempfile
 
     fitted = FittedModel(np.zeros((n_features, 2)), np.zeros(2), np.array([0, 1]),
                          Standardizer.identity(n_features))
     with tempfile.TemporaryDirectory() as tmp:
         fitted.save(Path(tmp) / "m.npz")
+        if bad:
+            with np.load(Path(tmp) / "m.npz") as f:
+                arrays = {k: f[k] for k in f.files}
+            np.savez(Path(tmp) / "m.npz", **{**arrays, **bad})
         return (Path(tmp) / "m.npz").read_bytes()
 
 
@@ -133,6 +138,29 @@ RUN_CASES = {
                         ["device: backend 'numpy' has no device 'tpu'"]),
     "gpu-device-on-cpu-backend": ({}, ["backend=numpy", "device=cuda:0"],
                                   ["device:", "runs on the CPU"]),
+    # NaN/inf are no numbers a run can use
+    "inf-lr": ({}, ["optimizer.lr=.inf"], ["optimizer.lr: Input should be a finite number"]),
+    "inf-l2": ({}, ["model.l2=.inf"], ["model.l2: Input should be a finite number"]),
+    "nan-init-scale": ({}, ["model.init_scale=.nan"], ["model.init_scale:", "finite number"]),
+    "inf-clip": ({}, ["clip_grad_norm=.inf"], ["clip_grad_norm:", "finite number"]),
+    "inf-schedule-option": ({}, ["schedule.name=step", "schedule.gamma=.inf"],
+                            ["schedule.gamma:", "finite number"]),
+    # booleans and numbers are not each other
+    "bool-epochs": ({}, ["epochs=true"], ["epochs: expected a number, got true"]),
+    "bool-lr": ({}, ["optimizer.lr=false"], ["optimizer.lr: expected a number, got false"]),
+    "int-flag": ({}, ["data.standardize=1"], ["data.standardize: expected true or false"]),
+    "duplicate-key": (_file("c.yaml", "epochs: 2\noptimizer:\n  lr: 0.1\n  lr: 0.2\n"),
+                      ["c.yaml"], ["c.yaml:4:3:", "key 'lr' is given twice"]),
+    "duplicate-section": (_file("c.yaml", "model:\n  l2: 0\nepochs: 2\nmodel:\n  C: 1\n"),
+                          ["c.yaml"], ["c.yaml:4:1:", "key 'model' is given twice"]),
+    "nesterov-without-momentum": ({}, ["optimizer.momentum=0", "optimizer.nesterov=true"],
+                                  ["optimizer: nesterov needs momentum > 0"]),
+    "fractions-sum-to-1": ({}, ["data.val_fraction=0.5", "data.test_fraction=0.5"],
+                           ["data: data.val_fraction + data.test_fraction must be below 1",
+                            "0.5 + 0.5"]),
+    "unknown-data-key": ({}, ["data.name=iris", "data.val_fractoin=0.1"],
+                         ["data.val_fractoin: unknown key; allowed: standardize, "
+                          "test_fraction, val_fraction"]),
     # --overwrite replaces run folders only: a project folder with a config.yaml is safe
     "overwrite-project-folder": ({"out/config.yaml": "x: 1\n", "out/src/main.py": "important"},
                                  ["data.name=iris", "epochs=1", "--overwrite"],
@@ -178,6 +206,14 @@ PREDICT_CASES = {
                          ["X5.npy: the model expects 2 features, the data has 5"]),
     "nan-at-predict": ({"m.npz": MODEL}, ["m.npz", "Xnan.npy"],
                        ["Xnan.npy: X has 1 NaN/inf value(s)", "first at row 1"]),
+    "string-weights": ({"m.npz": _model_bytes(W=np.full((2, 2), "x"))}, ["m.npz", "X.npy"],
+                       ["m.npz: W must hold floats, got dtype <U1"]),
+    "nan-weights": ({"m.npz": _model_bytes(W=np.full((2, 2), np.nan))}, ["m.npz", "X.npy"],
+                    ["m.npz: W contains NaN/inf"]),
+    "inf-mean": ({"m.npz": _model_bytes(mean=np.array([0.0, np.inf]))}, ["m.npz", "X.npy"],
+                 ["m.npz: mean contains NaN/inf"]),
+    "zero-scale": ({"m.npz": _model_bytes(scale=np.array([1.0, 0.0]))}, ["m.npz", "X.npy"],
+                   ["m.npz: scale must be positive"]),
     "output-in-missing-folder": ({"m.npz": MODEL}, ["m.npz", "X.npy", "-o", "nodir/p.csv"],
                                  ["nodir/p.csv: folder 'nodir' does not exist"]),
     "output-is-a-folder": ({"m.npz": MODEL, "outdir/x": ""}, ["m.npz", "X.npy", "-o", "outdir"],
