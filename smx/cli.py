@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from smx.errors import ConfigError, SmxError
+from smx.errors import ConfigError, ModelFileError, SmxError
 
 DEFAULT_CONFIG = "digits"
 
@@ -166,7 +166,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not out.parent.is_dir():
             raise ConfigError(f"folder {str(out.parent)!r} does not exist", where=str(out))
     fitted = load_model(args.model)
-    X, _ = load_features(args.data, label_column=args.label_column)
+    # the training data's label column is dropped when the file still has it
+    trained_label = fitted.meta.get("label_column")
+    label_column = args.label_column or (trained_label if isinstance(trained_label, str)
+                                         else None)
+    X, _ = load_features(args.data, label_column=label_column,
+                         label_required=args.label_column is not None)
+    if X.shape[1] == fitted.n_features + 1 and Path(args.data).suffix.lower() == ".csv":
+        raise ModelFileError(f"the model expects {fitted.n_features} features, the data has "
+                             f"{X.shape[1]}; if one column is the label, pass --label-column "
+                             "NAME", where=str(args.data))
     proba = fitted.predict_proba(X, where=str(args.data))
     labels = fitted.classes[np.argmax(proba, axis=1)]
     header = ["prediction"] + ([f"p_{c}" for c in fitted.classes] if args.proba else [])
@@ -257,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict labels for a data file with a saved model")
     p.add_argument("model", help="model.npz from a run folder")
     p.add_argument("data", help=".npz (X), .csv or .npy of features")
-    p.add_argument("--label-column", help="CSV column to ignore (the labels), if present")
+    p.add_argument("--label-column", help="CSV column to ignore (the labels); by default the "
+                   "training data's label column, when the file has it")
     p.add_argument("--proba", action="store_true", help="also print class probabilities")
     p.add_argument("-o", "--output", help="write the CSV here instead of stdout")
     p.set_defaults(func=cmd_predict)

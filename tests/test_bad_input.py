@@ -31,6 +31,14 @@ def _npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _npz(**arrays: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
 def _model_bytes(n_features: int = 2, **bad: np.ndarray) -> bytes:
     """A valid model file's bytes (saved through FittedModel, as a run does); ``bad``
     replaces arrays with hand-made ones (written past FittedModel, as a tamperer would)."""
@@ -138,6 +146,21 @@ RUN_CASES = {
                         ["device: backend 'numpy' has no device 'tpu'"]),
     "gpu-device-on-cpu-backend": ({}, ["backend=numpy", "device=cuda:0"],
                                   ["device:", "runs on the CPU"]),
+    "duplicate-header": (_file("d.csv", GOOD_CSV.replace("a,b,", "a,a,", 1)),
+                         [*FILE_DATA, "data.path=d.csv"],
+                         ["d.csv:1: column name(s) 'a' appear more than once"]),
+    "duplicate-label-header": (_file("d.csv", GOOD_CSV.replace("a,b,", "label,b,", 1)),
+                               [*FILE_DATA, "data.path=d.csv"],
+                               ["d.csv:1: column name(s) 'label' appear more than once"]),
+    "empty-label": (_file("d.csv", GOOD_CSV + "1,2,\n"), [*FILE_DATA, "data.path=d.csv"],
+                    ["d.csv:42: empty label in column 'label'"]),
+    "continuous-labels": (_file("d.csv", GOOD_CSV.replace(",1\n", ",0.5\n")),
+                          [*FILE_DATA, "data.path=d.csv"], ["labels look continuous"]),
+    "continuous-npz-labels": ({"d.npz": _npz(X=np.ones((20, 2)), y=np.linspace(0, 1, 20))},
+                              ["data.name=file", "data.path=d.npz"],
+                              ["labels look continuous", "integers or strings"]),
+    "one-row-class": (_file("d.csv", GOOD_CSV + "1,2,7\n"), [*FILE_DATA, "data.path=d.csv"],
+                      ["class(es) 7 (1); each needs at least 3 rows"]),
     # NaN/inf are no numbers a run can use
     "inf-lr": ({}, ["optimizer.lr=.inf"], ["optimizer.lr: Input should be a finite number"]),
     "inf-l2": ({}, ["model.l2=.inf"], ["model.l2: Input should be a finite number"]),
@@ -214,6 +237,9 @@ PREDICT_CASES = {
                  ["m.npz: mean contains NaN/inf"]),
     "zero-scale": ({"m.npz": _model_bytes(scale=np.array([1.0, 0.0]))}, ["m.npz", "X.npy"],
                    ["m.npz: scale must be positive"]),
+    "label-column-left-in": ({"m.npz": MODEL, "d.csv": "a,b,y\n1,2,0\n"}, ["m.npz", "d.csv"],
+                             ["d.csv: the model expects 2 features, the data has 3",
+                              "pass --label-column"]),
     "output-in-missing-folder": ({"m.npz": MODEL}, ["m.npz", "X.npy", "-o", "nodir/p.csv"],
                                  ["nodir/p.csv: folder 'nodir' does not exist"]),
     "output-is-a-folder": ({"m.npz": MODEL, "outdir/x": ""}, ["m.npz", "X.npy", "-o", "outdir"],
@@ -243,6 +269,20 @@ def test_good_predict_input_works(tmp_path, monkeypatch, capsys):
     code, _, err = cli(["predict", "m.npz", "X.npy", "-o", "pred.csv"], capsys)
     assert code == 0, err
     assert (tmp_path / "pred.csv").read_text().splitlines()[0] == "prediction"
+
+
+def test_predict_drops_the_training_label_column(tmp_path, monkeypatch, capsys):
+    """A CSV like the training file, label column and all, predicts without --label-column;
+    one without that column too."""
+    monkeypatch.chdir(tmp_path)
+    fitted = FittedModel(np.array([[1.0, -1.0], [0.0, 0.0]]), np.zeros(2), np.array([3, 5]),
+                         Standardizer.identity(2), {"label_column": "label"})
+    fitted.save(tmp_path / "m.npz")
+    _write(tmp_path, {"with.csv": "a,label,b\n1,5,0\n-1,3,0\n", "without.csv": "a,b\n1,0\n"})
+    for name, expected in [("with.csv", ["3", "5"]), ("without.csv", ["3"])]:
+        code, out, err = cli(["predict", "m.npz", name], capsys)
+        assert code == 0, err
+        assert out.splitlines() == ["prediction", *expected]
 
 
 @pytest.mark.parametrize("target", ["config", "data"])

@@ -153,3 +153,14 @@ def test_a_file_where_the_run_folder_goes_is_refused(in_tmp):
     (in_tmp / "out").write_text("x")
     with pytest.raises(RunFolderError, match="exists and is not a folder"):
         smx.runner.prepare_folder(in_tmp / "out", overwrite=True)
+
+
+def test_the_model_file_remembers_the_label_column(in_tmp):
+    from smx.modelfile import load_model
+
+    (in_tmp / "d.csv").write_text("a,b,target\n" + "".join(f"{i % 5},{i % 3},{i % 2}\n"
+                                                           for i in range(40)))
+    cfg = load_config({"data": {"name": "file", "path": "d.csv", "label_column": "target"},
+                       "epochs": 1, "output": "out"}, plugins=PLUGINS)
+    run(cfg, plugins=PLUGINS, progress=False)
+    assert load_model(in_tmp / "out" / "model.npz").meta["label_column"] == "target"
