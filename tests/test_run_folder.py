@@ -161,6 +161,6 @@ def test_the_model_file_remembers_the_label_column(in_tmp):
     (in_tmp / "d.csv").write_text("a,b,target\n" + "".join(f"{i % 5},{i % 3},{i % 2}\n"
                                                            for i in range(40)))
     cfg = load_config({"data": {"name": "file", "path": "d.csv", "label_column": "target"},
-                       "epochs": 1, "output": "out"}, plugins=PLUGINS)
+                       "epochs": 1, "batch_size": 8, "output": "out"}, plugins=PLUGINS)
     run(cfg, plugins=PLUGINS, progress=False)
     assert load_model(in_tmp / "out" / "model.npz").meta["label_column"] == "target"
