@@ -26,7 +26,7 @@ from smx import model
 from smx.checkpoint import map_arrays
 from smx.config import RunConfig
 from smx.datasets.split import Splits
-from smx.errors import DivergenceError, ModelFileError, PluginError, SmxError
+from smx.errors import DataError, DivergenceError, ModelFileError, PluginError, SmxError
 from smx.optimizers.clipping import clip_by_global_norm
 from smx.stopping import EarlyStopping, StopRule, optimizer_converged
 from smx.types import Array, Backend, Params
@@ -108,11 +108,18 @@ class Trainer:
     ) -> None:
         self.cfg, self.backend, self.device = cfg, backend, device
         k, dtype = splits.n_classes, cfg.dtype
-        self.train_data = DeviceData.put(backend, device, splits.X_train, splits.y_train, k, dtype)
-        self.val_data = DeviceData.put(backend, device, splits.X_val, splits.y_val, k, dtype)
         host_init = initial if initial is not None else init_params(splits.n_features, k, cfg)
-        self.params: Params = {name: backend.from_host(v, device, dtype)
-                               for name, v in host_init.items()}
+        try:
+            self.train_data = DeviceData.put(backend, device, splits.X_train, splits.y_train, k,
+                                             dtype)
+            self.val_data = DeviceData.put(backend, device, splits.X_val, splits.y_val, k, dtype)
+            self.params: Params = {name: backend.from_host(v, device, dtype)
+                                   for name, v in host_init.items()}
+        except MemoryError as exc:  # CuPy's OutOfMemoryError is one
+            raise DataError(f"the data does not fit in the memory of {backend.name} on {device} "
+                            f"({type(exc).__name__}: {exc}); use a smaller dataset"
+                            + (" or dtype=float32" if dtype == "float64" else ""),
+                            where="device") from None
 
         self.opt_spec = plugins.get("optimizer", cfg.optimizer.name)
         opt_params = cfg.optimizer.params()

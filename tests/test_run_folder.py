@@ -164,3 +164,17 @@ def test_the_model_file_remembers_the_label_column(in_tmp):
                        "epochs": 1, "batch_size": 8, "output": "out"}, plugins=PLUGINS)
     run(cfg, plugins=PLUGINS, progress=False)
     assert load_model(in_tmp / "out" / "model.npz").meta["label_column"] == "target"
+
+
+def test_device_out_of_memory_is_one_line_and_leaves_no_folder(in_tmp, monkeypatch):
+    class Full(NumpyBackend):
+        def from_host(self, array, device, dtype=None):
+            raise MemoryError("Out of memory allocating 4,800 bytes")
+
+    monkeypatch.setattr(hardware, "select", lambda cfg, plugins: hardware.Placement(Full(),
+                                                                                    "cpu"))
+    cfg = load_config({**IRIS, "output": "out"}, plugins=PLUGINS)
+    with pytest.raises(smx.errors.DataError, match="device: the data does not fit in the "
+                                                   "memory of numpy on cpu"):
+        run(cfg, plugins=PLUGINS, progress=False)
+    assert list(in_tmp.iterdir()) == []
