@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from smx.errors import ConfigError, SmxError
+from smx.errors import ConfigError, ModelFileError, SmxError
 
 DEFAULT_CONFIG = "digits"
 
@@ -55,11 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcome = run(cfg, config_name=path.stem, overwrite=args.overwrite,
                       progress=not args.quiet)
     s = outcome.summary
-    print(
-        f"{outcome.folder}: test accuracy {s['test_accuracy']:.4f}, test loss "
-        f"{s['test_loss']:.4f} ({s['backend']} on {s['device']}, {s['dtype']}, "
-        f"{s['train_seconds']:.2f}s training)"
-    )
+    tested = ("no test split" if s["test_accuracy"] is None else
+              f"test accuracy {s['test_accuracy']:.4f}, test loss {s['test_loss']:.4f}")
+    print(f"{outcome.folder}: {tested} ({s['backend']} on {s['device']}, {s['dtype']}, "
+          f"{s['train_seconds']:.2f}s training)")
     if s.get("stop_reason", "max_epochs") != "max_epochs":
         print(f"stopped after epoch {s['epochs']}: {s['stop_reason']}")
     if s.get("restored_epoch") is not None:
@@ -160,8 +159,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from smx.io import atomic_write_text
     from smx.modelfile import load_model
 
+    if args.output:  # before any work: a bad path is one line, not a traceback at the end
+        out = Path(args.output)
+        if out.is_dir():
+            raise ConfigError("is a folder; give a file name for the CSV", where=str(out))
+        if not out.parent.is_dir():
+            raise ConfigError(f"folder {str(out.parent)!r} does not exist", where=str(out))
     fitted = load_model(args.model)
-    X, _ = load_features(args.data, label_column=args.label_column)
+    # the training data's label column is dropped when the file still has it
+    trained_label = fitted.meta.get("label_column")
+    label_column = args.label_column or (trained_label if isinstance(trained_label, str)
+                                         else None)
+    X, _ = load_features(args.data, label_column=label_column,
+                         label_required=args.label_column is not None)
+    if X.shape[1] == fitted.n_features + 1 and Path(args.data).suffix.lower() == ".csv":
+        raise ModelFileError(f"the model expects {fitted.n_features} features, the data has "
+                             f"{X.shape[1]}; if one column is the label, pass --label-column "
+                             "NAME", where=str(args.data))
     proba = fitted.predict_proba(X, where=str(args.data))
     labels = fitted.classes[np.argmax(proba, axis=1)]
     header = ["prediction"] + ([f"p_{c}" for c in fitted.classes] if args.proba else [])
@@ -252,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict labels for a data file with a saved model")
     p.add_argument("model", help="model.npz from a run folder")
     p.add_argument("data", help=".npz (X), .csv or .npy of features")
-    p.add_argument("--label-column", help="CSV column to ignore (the labels), if present")
+    p.add_argument("--label-column", help="CSV column to ignore (the labels); by default the "
+                   "training data's label column, when the file has it")
     p.add_argument("--proba", action="store_true", help="also print class probabilities")
     p.add_argument("-o", "--output", help="write the CSV here instead of stdout")
     p.set_defaults(func=cmd_predict)
@@ -286,9 +301,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SmxError as exc:
         print(f"smx: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a write the checks could not foresee (disk full, a folder gone)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"smx: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("smx: interrupted (a run folder with a checkpoint continues with "
-              "`smx run --resume RUN_DIR`)", file=sys.stderr)
+        hint = (" (a run folder with a checkpoint continues with `smx run --resume RUN_DIR`)"
+                if args.command == "run" else "")
+        print(f"smx: interrupted{hint}", file=sys.stderr)
         return 130
 
 

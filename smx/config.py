@@ -13,19 +13,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from smx.errors import ConfigError, PluginError
+from smx.types import strict_scalar
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN/inf are refused: an inf l2 or init_scale trains into NaN instead of an input error
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    _strict_scalars = field_validator("*", mode="before")(classmethod(strict_scalar))
 
 
 class PluginSection(BaseModel):
     """``name`` picks the plugin; every other key is that plugin's option."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    _strict_scalars = field_validator("*", mode="before")(classmethod(strict_scalar))
     name: str
 
     def params(self) -> dict[str, Any]:
@@ -37,6 +41,14 @@ class DataConfig(PluginSection):
     val_fraction: float = Field(0.15, ge=0, lt=1, description="fraction held out for validation")
     test_fraction: float = Field(0.15, ge=0, lt=1, description="fraction held out for test")
     standardize: bool = Field(True, description="z-score features with training statistics")
+
+    @model_validator(mode="after")
+    def _training_rows_left(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"data.val_fraction + data.test_fraction must be below 1, got "
+                f"{self.val_fraction} + {self.test_fraction}: nothing would be left to train on")
+        return self
 
 
 class ModelConfig(Section):
@@ -126,7 +138,26 @@ def _format(exc: ValidationError, prefix: str = "", allowed: list[str] | None = 
     text = _SHORT.repr(got)
     text = text if len(text) <= 120 else f"{text[:117]}..."
     shown = f" (got {text})" if not isinstance(got, dict) else ""
-    return f"{path}: {err['msg']}{shown}"
+    msg = err["msg"].removeprefix("Value error, ")  # our own validators' messages, as written
+    return f"{path}: {msg}{shown}"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -141,7 +172,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", where=str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -220,9 +251,11 @@ def validate(data: dict[str, Any], plugins: Any = None) -> RunConfig:
         try:
             checked = spec.params.model_validate(sec.params())
         except ValidationError as exc:
-            raise ConfigError(
-                _format(exc, section, allowed=sorted(spec.params.model_fields))
-            ) from None
+            # the section's own keys (data.val_fraction...) are allowed beside the plugin's
+            # (``name`` goes without saying: it is what picked the plugin)
+            own = set(type(sec).model_fields) - {"name"}
+            allowed = sorted(set(spec.params.model_fields) | own)
+            raise ConfigError(_format(exc, section, allowed=allowed)) from None
         base = {k: getattr(sec, k) for k in type(sec).model_fields}
         setattr(cfg, section, type(sec).model_validate({**base, **checked.model_dump()}))
     return cfg

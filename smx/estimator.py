@@ -81,8 +81,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         splits = prepare(np.asarray(X), np.asarray(y), val_fraction=0.0, test_fraction=0.0,
                          seed=self.seed, standardize=self.standardize, where="fit")
         trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
-        result = trainer.fit()
-        placement.backend.release(placement.device)
+        try:
+            result = trainer.fit()
+        finally:
+            trainer.close()  # drop the device arrays first: release can then free them
+            placement.backend.release(placement.device)
         W, b = result.params["W"], result.params.get("b")
         self.model_ = FittedModel(W, b, splits.classes, splits.standardizer,
                                   {"backend": placement.backend.name, "dtype": cfg.dtype})

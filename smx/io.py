@@ -13,10 +13,15 @@ import numpy as np
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Temporary file in the same folder, flush, fsync, rename over ``path``."""
+    """Temporary file in the same folder, flush, fsync, rename over ``path``.
+
+    The file gets the mode a plain ``open`` would (0666 less the umask), not
+    mkstemp's private 0600: run folders and predictions are meant to be shared.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -32,12 +37,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def atomic_write_json(path: str | Path, obj: Any, *, allow_nan: bool = True) -> None:
+    """``allow_nan=False`` refuses NaN/inf (which JSON does not have) instead of writing them."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=allow_nan)
+                      + "\n")
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

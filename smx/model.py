@@ -122,9 +122,14 @@ def _vdot(xp: Any, a: Array, b: Array) -> Array:
 def loss(
     params: Params, X: Array, Y: Array, l2: float = 0.0, sample_weight: Array | None = None
 ) -> Array:
-    """The objective alone (no ``Xᵀ G`` product): for evaluation and line searches."""
+    """The objective alone (no ``Xᵀ G`` product): for evaluation and line searches.
+
+    ``Y`` is the one-hot (n, K) target or the class indices (n,), as in :func:`loss_and_grad`.
+    """
     xp = array_namespace(X, params["W"])
     logp = log_softmax(logits(params, X))
+    if Y.ndim == 1:
+        Y = _targets_t(xp, Y, params["W"]).T
     if sample_weight is None:
         value = -xp.sum(Y * logp) / X.shape[0]
     else:

@@ -95,6 +95,17 @@ def load_model(path: str | Path) -> FittedModel:
     )
     if not shapes_ok:
         raise ModelFileError("inconsistent array shapes in the model file", where=str(path))
+    for name in ("W", "b", "mean", "scale"):  # a hand-made or damaged file: say so, not garbage
+        a = arrays.get(name)
+        if a is None:
+            continue
+        if a.dtype.kind != "f":
+            raise ModelFileError(f"{name} must hold floats, got dtype {a.dtype}", where=str(path))
+        if not np.isfinite(a).all():
+            raise ModelFileError(f"{name} contains NaN/inf", where=str(path))
+    if not (arrays["scale"] > 0).all():
+        raise ModelFileError("scale must be positive (it divides the features)",
+                             where=str(path))
     try:
         meta = json.loads(str(arrays.get("meta", "{}")))
     except json.JSONDecodeError:

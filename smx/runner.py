@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import shutil
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +40,8 @@ from smx.io import atomic_write_json, atomic_write_text
 from smx.modelfile import FittedModel
 from smx.training import DeviceData, Trainer, TrainResult, evaluate
 
-RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", CHECKPOINT)
+#: every file smx writes in a run folder: --overwrite replaces a folder holding only these
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", CHECKPOINT, "model.npz", "loss.png")
 
 
 def load_data(cfg: RunConfig, plugins: Any) -> Splits:
@@ -77,17 +80,31 @@ def default_output(config_name: str) -> Path:
     return Path("runs") / f"{config_name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
+def _written_by_smx(entry: Path) -> bool:
+    """One of :data:`RUN_FILES`, or a temporary file of an atomic write of one."""
+    if entry.is_symlink() or not entry.is_file():
+        return False
+    return any(entry.name == name or entry.name.startswith(f".{name}.") for name in RUN_FILES)
+
+
 def prepare_folder(path: Path, overwrite: bool) -> None:
-    """Create the run folder; refuse to clobber an existing one without ``overwrite``."""
-    if path.exists():
-        if not path.is_dir():
+    """Create the run folder; refuse to clobber an existing one without ``overwrite``.
+
+    ``overwrite`` replaces only a run folder: one with a config.yaml and nothing but
+    files smx writes, so a project folder that happens to hold a config.yaml is safe.
+    """
+    if path.exists() or path.is_symlink():
+        if not path.is_dir() or path.is_symlink():
             raise RunFolderError("exists and is not a folder", where=str(path))
         contents = list(path.iterdir())
         if contents and not overwrite:
             raise RunFolderError("run folder already exists; pass --overwrite to replace it",
                                  where=str(path))
-        if contents and not any((path / m).exists() for m in RUN_MARKERS):
-            raise RunFolderError("exists and is not an smx run folder; refusing to replace it",
+        foreign = sorted(p.name for p in contents if not _written_by_smx(p))
+        if contents and (foreign or not (path / "config.yaml").is_file()):
+            what = f"holds {', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}" \
+                if foreign else "has no config.yaml"
+            raise RunFolderError(f"not an smx run folder ({what}); refusing to replace it",
                                  where=str(path))
         shutil.rmtree(path)
     try:
@@ -95,6 +112,28 @@ def prepare_folder(path: Path, overwrite: bool) -> None:
     except OSError as exc:
         raise RunFolderError(f"cannot create the run folder: {exc.strerror}", where=str(path)) \
             from None
+
+
+def create_default_folder(config_name: str) -> Path:
+    """``runs/<config>-<time>``, or ``-2``, ``-3``... when a run started in the same second
+    holds that name: a default-named folder is never reused or replaced."""
+    base = default_output(config_name)
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"cannot create the folder: {exc.strerror}",
+                             where=str(base.parent)) from None
+    for n in range(1, 10_000):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunFolderError(f"cannot create the run folder: {exc.strerror}",
+                                 where=str(path)) from None
+        return path
+    raise RunFolderError("no free run folder name", where=str(base))
 
 
 def library_versions(backend: Any) -> dict[str, str]:
@@ -116,13 +155,17 @@ def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
 
     epochs = [r["epoch"] for r in history]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    has_val = all(r["val_loss"] is not None for r in history)  # None: no validation split
     ax.plot(epochs, [r["train_loss"] for r in history], label="train loss")
-    ax.plot(epochs, [r["val_loss"] for r in history], label="validation loss")
+    if has_val:
+        ax.plot(epochs, [r["val_loss"] for r in history], label="validation loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy")
     ax.set_yscale("log")
     ax2 = ax.twinx()
-    ax2.plot(epochs, [r["val_accuracy"] for r in history], "g:", label="validation accuracy")
+    if has_val:
+        ax2.plot(epochs, [r["val_accuracy"] for r in history], "g:",
+                 label="validation accuracy")
     ax2.set_ylabel("accuracy")
     lines = ax.get_lines() + ax2.get_lines()
     ax.legend(lines, [line.get_label() for line in lines], loc="center right")
@@ -148,15 +191,15 @@ class Progress:
 
         self.bar = tqdm(total=total, initial=initial, unit="epoch", disable=not enabled,
                         dynamic_ncols=True, file=sys.stderr)
-        self.loss = float("nan")
 
     def on_log(self, step: int, loss: float) -> None:
-        self.loss = loss
         self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
     def on_epoch(self, record: dict[str, Any]) -> None:
-        self.bar.set_postfix(loss=f"{record['train_loss']:.4f}",
-                             val_acc=f"{record['val_accuracy']:.4f}", refresh=False)
+        shown = {"loss": f"{record['train_loss']:.4f}"}
+        if record["val_accuracy"] is not None:  # None: no validation split
+            shown["val_acc"] = f"{record['val_accuracy']:.4f}"
+        self.bar.set_postfix(shown, refresh=False)
         self.bar.update(1)
 
     def close(self) -> None:
@@ -177,11 +220,19 @@ def run(
     plugins = plugins or get_plugins()
     placement = hardware.select(cfg, plugins)
     splits = load_data(cfg, plugins)
-    folder = Path(cfg.output) if cfg.output else default_output(config_name)
-    prepare_folder(folder, overwrite)
-    resolved = cfg.model_copy(update={"output": str(folder)})
-    atomic_write_text(folder / "config.yaml", to_yaml(resolved))
+    # the Trainer writes no file: when it fails (device memory, a plugin), no folder is left
     trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
+    try:
+        if cfg.output:
+            folder = Path(cfg.output)
+            prepare_folder(folder, overwrite)
+        else:
+            folder = create_default_folder(config_name)
+        resolved = cfg.model_copy(update={"output": str(folder)})
+        atomic_write_text(folder / "config.yaml", to_yaml(resolved))
+    except BaseException:
+        _close(trainer, placement)
+        raise
     return _train_and_finish(cfg, folder, trainer, splits, placement, progress, t0)
 
 
@@ -197,6 +248,8 @@ def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -
     t0 = time.perf_counter()
     plugins = plugins or get_plugins()
     folder = Path(run_dir)
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError("not a folder; --resume takes a run folder", where=str(folder))
     if not folder.is_dir():
         raise RunFolderError("no such run folder to resume", where=str(folder))
     if not (folder / "config.yaml").is_file():
@@ -212,16 +265,22 @@ def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -
     splits = load_data(cfg, plugins)
     trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
     try:
-        trainer.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ModelFileError(f"checkpoint contents do not fit this run ({type(exc).__name__}: "
-                             f"{exc})", where=str(folder / CHECKPOINT)) from None
-    # metrics.jsonl may hold epochs past the checkpoint: keep exactly the checkpoint's history
-    atomic_write_text(folder / "metrics.jsonl",
-                      "".join(json.dumps(r) + "\n" for r in trainer.history))
-    (folder / "summary.json").unlink(missing_ok=True)
-    for stale in folder.glob(".*.tmp"):  # a write cut short by the kill
-        stale.unlink()
+        try:
+            trainer.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelFileError(f"checkpoint contents do not fit this run "
+                                 f"({type(exc).__name__}: {exc})",
+                                 where=str(folder / CHECKPOINT)) from None
+        # metrics.jsonl may hold epochs past the checkpoint: keep exactly the checkpoint's
+        # history
+        atomic_write_text(folder / "metrics.jsonl",
+                          "".join(_json_line(r) for r in trainer.history))
+        (folder / "summary.json").unlink(missing_ok=True)
+        for stale in folder.glob(".*.tmp"):  # a write cut short by the kill
+            stale.unlink()
+    except BaseException:
+        _close(trainer, placement)
+        raise
     return _train_and_finish(cfg, folder, trainer, splits, placement, progress, t0)
 
 
@@ -229,6 +288,27 @@ def config_fingerprint(cfg: RunConfig) -> str:
     """What a checkpoint must agree with to be resumed (the output folder may move)."""
     text = to_yaml(cfg.model_copy(update={"output": None}))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf (a diverging validation loss) as null: JSON has no such numbers."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    return json.dumps(_json_safe(record), allow_nan=False) + "\n"
+
+
+def _close(trainer: Trainer, placement: hardware.Placement) -> None:
+    """Drop the run's device arrays, then give the device's cached memory back."""
+    trainer.close()
+    placement.backend.release(placement.device)
 
 
 def _train_and_finish(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Splits,
@@ -241,11 +321,8 @@ def _train_and_finish(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Sp
         save_checkpoint(folder / CHECKPOINT, {**trainer.state_dict(), "config": fingerprint})
         saved["epoch"] = trainer.epoch
 
-    metrics = (folder / "metrics.jsonl").open("a")
-    bar = Progress(cfg.epochs, progress, initial=trainer.epoch)
-
     def on_epoch(record: dict[str, Any]) -> None:
-        metrics.write(json.dumps(record) + "\n")
+        metrics.write(_json_line(record))
         metrics.flush()
         # the last epoch's checkpoint is taken here, before restore_best swaps the parameters
         if trainer.finished or (cfg.checkpoint_every and
@@ -254,31 +331,40 @@ def _train_and_finish(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Sp
         bar.on_epoch(record)
 
     try:
-        # overflow is caught by the divergence check, with a clearer message than NumPy's
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            result = trainer.fit(on_epoch=on_epoch, on_log=bar.on_log)
-    except DivergenceError as exc:
-        # the last good checkpoint stays as it is: a NaN state is never saved
-        atomic_write_json(folder / "summary.json", {
-            "status": "diverged", "error": str(exc), "epochs": trainer.epoch,
-            "steps": trainer.step, "checkpoint_epoch": saved["epoch"] if saved["epoch"] >= 0
-            else None,
-        })
+        metrics = (folder / "metrics.jsonl").open("a")
+        bar = Progress(cfg.epochs, progress, initial=trainer.epoch)
+        try:
+            # overflow is caught by the divergence check, with a clearer message than NumPy's
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                result = trainer.fit(on_epoch=on_epoch, on_log=bar.on_log)
+        except DivergenceError as exc:
+            # the last good checkpoint stays as it is: a NaN state is never saved
+            atomic_write_json(folder / "summary.json", {
+                "status": "diverged", "error": str(exc), "epochs": trainer.epoch,
+                "steps": trainer.step, "checkpoint_epoch": saved["epoch"]
+                if saved["epoch"] >= 0 else None,
+            })
+            raise
+        finally:
+            bar.close()
+            metrics.close()
+        final = final_metrics(trainer, splits)
+    except BaseException as exc:
+        # the finished frames of the traceback still hold device arrays (batches, params)
+        traceback.clear_frames(exc.__traceback__)
         raise
     finally:
-        bar.close()
-        metrics.close()
+        # before release: while the trainer holds them, the arrays' memory cannot be freed
+        _close(trainer, placement)
 
-    final = final_metrics(cfg, splits, backend, device, result)
     fitted = FittedModel(
         W=result.params["W"], b=result.params.get("b"), classes=splits.classes,
         standardizer=splits.standardizer,
         meta={"smx": smx.__version__, "dtype": cfg.dtype, "backend": backend.name,
-              "l2": result.l2},
+              "l2": result.l2, "label_column": cfg.data.params().get("label_column")},
     )
     fitted.save(folder / "model.npz")
     plot_losses(result.history, folder / "loss.png")
-    backend.release(device)
     summary = {
         "status": "completed",
         **final,
@@ -299,20 +385,22 @@ def _train_and_finish(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Sp
         "wall_seconds": time.perf_counter() - t0,
         "versions": library_versions(backend),
     }
-    atomic_write_json(folder / "summary.json", summary)
+    atomic_write_json(folder / "summary.json", _json_safe(summary), allow_nan=False)
     return RunOutcome(folder, summary, result)
 
 
-def final_metrics(cfg: RunConfig, splits: Splits, backend: Any, device: str,
-                  result: TrainResult) -> dict[str, Any]:
-    """Train/validation/test loss and accuracy of the final parameters."""
-    params = {k: backend.from_host(v, device, cfg.dtype) for k, v in result.params.items()}
+def final_metrics(trainer: Trainer, splits: Splits) -> dict[str, Any]:
+    """Train/validation/test loss and accuracy of the final parameters (None: empty split).
+
+    The trainer's device copies of the training and validation data are reused: only
+    the test split crosses to the device.
+    """
+    cfg, backend, device = trainer.cfg, trainer.backend, trainer.device
+    test = DeviceData.put(backend, device, splits.X_test, splits.y_test, None, cfg.dtype)
     out = {}
-    for name, X, y in [("train", splits.X_train, splits.y_train),
-                       ("val", splits.X_val, splits.y_val),
-                       ("test", splits.X_test, splits.y_test)]:
-        data = DeviceData.put(backend, device, X, y, splits.n_classes, cfg.dtype)
-        m = evaluate(backend, params, data)
+    for name, data in [("train", trainer.train_data), ("val", trainer.val_data),
+                       ("test", test)]:
+        m = evaluate(backend, trainer.params, data)
         out[f"{name}_loss"], out[f"{name}_accuracy"] = m["loss"], m["accuracy"]
     return out
 

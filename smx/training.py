@@ -12,19 +12,21 @@ act on it between epochs without reaching into the hot loop.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from smx import model
 from smx.checkpoint import map_arrays
 from smx.config import RunConfig
 from smx.datasets.split import Splits
-from smx.errors import DivergenceError, ModelFileError
+from smx.errors import DataError, DivergenceError, ModelFileError, PluginError, SmxError
 from smx.optimizers.clipping import clip_by_global_norm
 from smx.stopping import EarlyStopping, StopRule, optimizer_converged
 from smx.types import Array, Backend, Params
@@ -47,31 +49,32 @@ def effective_l2(cfg: RunConfig, n_train: int) -> float:
 
 @dataclass
 class DeviceData:
-    """One split, moved to the device with its one-hot targets."""
+    """One split on the device: features and class indices (no resident one-hot copy;
+    the model builds targets from indices where it needs them)."""
 
     X: Array
     y: Array
-    Y: Array
 
     @classmethod
-    def put(cls, backend: Backend, device: str, X: np.ndarray, y: np.ndarray, n_classes: int,
-            dtype: str) -> DeviceData:
-        Xd = backend.from_host(X, device, dtype)
-        yd = backend.from_host(y, device, "int64")
-        return cls(Xd, yd, model.one_hot(yd, n_classes, Xd.dtype))
+    def put(cls, backend: Backend, device: str, X: np.ndarray, y: np.ndarray,
+            n_classes: int | None, dtype: str) -> DeviceData:
+        """``n_classes`` is no longer needed (kept so existing callers still fit)."""
+        return cls(backend.from_host(X, device, dtype), backend.from_host(y, device, "int64"))
 
     @property
     def n(self) -> int:
         return int(self.X.shape[0])
 
 
-def evaluate(backend: Backend, params: Params, data: DeviceData) -> dict[str, float]:
-    """Mean cross-entropy (no penalty) and accuracy, read back together."""
+def evaluate(backend: Backend, params: Params, data: DeviceData) -> dict[str, float | None]:
+    """Mean cross-entropy (no penalty) and accuracy, read back in one host transfer;
+    None for an empty split (there is nothing to measure, and NaN is not valid JSON)."""
     if data.n == 0:
-        return {"loss": float("nan"), "accuracy": float("nan")}
-    loss = model.loss(params, data.X, data.Y)
-    acc = model.accuracy(params, data.X, data.y)
-    return {"loss": float(backend.to_host(loss)), "accuracy": float(backend.to_host(acc))}
+        return {"loss": None, "accuracy": None}
+    xp = array_namespace(data.X)
+    both = xp.stack([model.loss(params, data.X, data.y), model.accuracy(params, data.X, data.y)])
+    loss, acc = (float(v) for v in np.asarray(backend.to_host(both)))
+    return {"loss": loss, "accuracy": acc}
 
 
 @dataclass
@@ -105,26 +108,35 @@ class Trainer:
     ) -> None:
         self.cfg, self.backend, self.device = cfg, backend, device
         k, dtype = splits.n_classes, cfg.dtype
-        self.train_data = DeviceData.put(backend, device, splits.X_train, splits.y_train, k, dtype)
-        self.val_data = DeviceData.put(backend, device, splits.X_val, splits.y_val, k, dtype)
         host_init = initial if initial is not None else init_params(splits.n_features, k, cfg)
-        self.params: Params = {name: backend.from_host(v, device, dtype)
-                               for name, v in host_init.items()}
+        try:
+            self.train_data = DeviceData.put(backend, device, splits.X_train, splits.y_train, k,
+                                             dtype)
+            self.val_data = DeviceData.put(backend, device, splits.X_val, splits.y_val, k, dtype)
+            self.params: Params = {name: backend.from_host(v, device, dtype)
+                                   for name, v in host_init.items()}
+        except MemoryError as exc:  # CuPy's OutOfMemoryError is one
+            raise DataError(f"the data does not fit in the memory of {backend.name} on {device} "
+                            f"({type(exc).__name__}: {exc}); use a smaller dataset"
+                            + (" or dtype=float32" if dtype == "float64" else ""),
+                            where="device") from None
 
         self.opt_spec = plugins.get("optimizer", cfg.optimizer.name)
         opt_params = cfg.optimizer.params()
-        self.optimizer = self.opt_spec.factory(**opt_params)
+        with _plugin_call("optimizer", cfg.optimizer.name):
+            self.optimizer = self.opt_spec.factory(**opt_params)
+            self.opt_state = self.optimizer.init(self.params)
         self.base_lr = float(opt_params.get("lr", 1.0))
-        self.opt_state = self.optimizer.init(self.params)
 
         n = self.train_data.n
         self.full_batch = self.opt_spec.full_batch or cfg.batch_size >= n
         self.batch_size = n if self.full_batch else cfg.batch_size
         self.steps_per_epoch = math.ceil(n / self.batch_size)
-        self.schedule = plugins.get("schedule", cfg.schedule.name).factory(
-            total_steps=cfg.epochs * self.steps_per_epoch, steps_per_epoch=self.steps_per_epoch,
-            **cfg.schedule.params(),
-        )
+        with _plugin_call("schedule", cfg.schedule.name):
+            self.schedule = plugins.get("schedule", cfg.schedule.name).factory(
+                total_steps=cfg.epochs * self.steps_per_epoch,
+                steps_per_epoch=self.steps_per_epoch, **cfg.schedule.params(),
+            )
         self.l2 = effective_l2(cfg, n)
         self.rng = np.random.default_rng(cfg.seed)
         self.xp = backend.namespace()
@@ -141,6 +153,16 @@ class Trainer:
         self.stop_rules: list[StopRule] = [optimizer_converged]
         if self.early_stopping:
             self.stop_rules.append(self.early_stopping)
+
+    def close(self) -> None:
+        """Drop every device array this trainer holds (data, parameters, optimizer state,
+        the best epoch's parameters), so the backend's ``release`` can free their memory.
+        The trainer cannot train after this; its host-side history stays."""
+        self.train_data = self.val_data = None  # type: ignore[assignment]
+        self.params = {}
+        self.opt_state = None
+        if self.early_stopping is not None:
+            self.early_stopping.best_params = None
 
     def closure(self, X: Array, y: Array) -> Callable[[Params], tuple[Array, Params]]:
         """Loss and gradient of a batch (class indices ``y``, or one-hot targets); with
@@ -331,6 +353,18 @@ class Trainer:
     def finished(self) -> bool:
         """No epoch is left to run: ``epochs`` reached or a stop rule fired."""
         return self.stop_reason is not None or self.epoch >= self.cfg.epochs
+
+
+@contextlib.contextmanager
+def _plugin_call(kind: str, name: str) -> Iterator[None]:
+    """A plugin's own failure (not an smx error) becomes one line naming the plugin."""
+    try:
+        yield
+    except SmxError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"the {kind} plugin {name!r} failed: {type(exc).__name__}: {exc}",
+                          where=kind) from None
 
 
 def train(

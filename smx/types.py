@@ -7,21 +7,39 @@ sort, de-duplicate and describe them without knowing any plugin's internals.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 Array = Any  # an Array API array of whatever library the backend provides
 Params = dict[str, Array]  # {"W": (d, K), "b": (K,)}; "b" absent without an intercept
 LossAndGrad = Callable[[Params], tuple[Array, Params]]
 
 
-class PluginParams(BaseModel):
-    """Base for a plugin's own options: unknown keys are errors, as everywhere in the config."""
+def strict_scalar(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """Refuse what pydantic's lax mode would quietly convert: ``true`` for a number
+    (``epochs=true`` would run 1 epoch), ``1`` or ``"yes"`` for a flag. Ints still pass
+    for floats, and strings such as ``1e-3`` (YAML reads it as text) still parse."""
+    spec = cls.model_fields.get(info.field_name or "")
+    if spec is None or value is None:
+        return value
+    ann = spec.annotation
+    types = set(get_args(ann)) if get_args(ann) else {ann}
+    if isinstance(value, bool) and bool not in types and types & {int, float}:
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    if bool in types and not isinstance(value, bool) and not types & {int, float, str}:
+        raise ValueError("expected true or false")
+    return value
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class PluginParams(BaseModel):
+    """Base for a plugin's own options: unknown keys are errors, as everywhere in the config;
+    NaN/inf are refused (an ``lr`` of inf trains into NaN, a ``max_norm`` of inf does nothing)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _strict_scalars = field_validator("*", mode="before")(classmethod(strict_scalar))
 
 
 class Backend(ABC):
@@ -137,5 +155,3 @@ class Registration:
     record: Any
     plugin: str
     version: str
-    unavailable: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)

@@ -31,14 +31,27 @@ def _npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _model_bytes(n_features: int = 2) -> bytes:
-    """A valid model file's bytes (saved through FittedModel, as a run does)."""
+def _npz(**arrays: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _model_bytes(n_features: int = 2, **bad: np.ndarray) -> bytes:
+    """A valid model file's bytes (saved through FittedModel, as a run does); ``bad``
+    replaces arrays with hand-made ones (written past FittedModel, as a tamperer would)."""
     import tempfile
 
     fitted = FittedModel(np.zeros((n_features, 2)), np.zeros(2), np.array([0, 1]),
                          Standardizer.identity(n_features))
     with tempfile.TemporaryDirectory() as tmp:
         fitted.save(Path(tmp) / "m.npz")
+        if bad:
+            with np.load(Path(tmp) / "m.npz") as f:
+                arrays = {k: f[k] for k in f.files}
+            np.savez(Path(tmp) / "m.npz", **{**arrays, **bad})
         return (Path(tmp) / "m.npz").read_bytes()
 
 
@@ -133,6 +146,55 @@ RUN_CASES = {
                         ["device: backend 'numpy' has no device 'tpu'"]),
     "gpu-device-on-cpu-backend": ({}, ["backend=numpy", "device=cuda:0"],
                                   ["device:", "runs on the CPU"]),
+    "duplicate-header": (_file("d.csv", GOOD_CSV.replace("a,b,", "a,a,", 1)),
+                         [*FILE_DATA, "data.path=d.csv"],
+                         ["d.csv:1: column name(s) 'a' appear more than once"]),
+    "duplicate-label-header": (_file("d.csv", GOOD_CSV.replace("a,b,", "label,b,", 1)),
+                               [*FILE_DATA, "data.path=d.csv"],
+                               ["d.csv:1: column name(s) 'label' appear more than once"]),
+    "empty-label": (_file("d.csv", GOOD_CSV + "1,2,\n"), [*FILE_DATA, "data.path=d.csv"],
+                    ["d.csv:42: empty label in column 'label'"]),
+    "continuous-labels": (_file("d.csv", GOOD_CSV.replace(",1\n", ",0.5\n")),
+                          [*FILE_DATA, "data.path=d.csv"], ["labels look continuous"]),
+    "continuous-npz-labels": ({"d.npz": _npz(X=np.ones((20, 2)), y=np.linspace(0, 1, 20))},
+                              ["data.name=file", "data.path=d.npz"],
+                              ["labels look continuous", "integers or strings"]),
+    "one-row-class": (_file("d.csv", GOOD_CSV + "1,2,7\n"), [*FILE_DATA, "data.path=d.csv"],
+                      ["class(es) 7 (1); each needs at least 3 rows"]),
+    # NaN/inf are no numbers a run can use
+    "inf-lr": ({}, ["optimizer.lr=.inf"], ["optimizer.lr: Input should be a finite number"]),
+    "inf-l2": ({}, ["model.l2=.inf"], ["model.l2: Input should be a finite number"]),
+    "nan-init-scale": ({}, ["model.init_scale=.nan"], ["model.init_scale:", "finite number"]),
+    "inf-clip": ({}, ["clip_grad_norm=.inf"], ["clip_grad_norm:", "finite number"]),
+    "inf-schedule-option": ({}, ["schedule.name=step", "schedule.gamma=.inf"],
+                            ["schedule.gamma:", "finite number"]),
+    # booleans and numbers are not each other
+    "bool-epochs": ({}, ["epochs=true"], ["epochs: expected a number, got true"]),
+    "bool-lr": ({}, ["optimizer.lr=false"], ["optimizer.lr: expected a number, got false"]),
+    "int-flag": ({}, ["data.standardize=1"], ["data.standardize: expected true or false"]),
+    "duplicate-key": (_file("c.yaml", "epochs: 2\noptimizer:\n  lr: 0.1\n  lr: 0.2\n"),
+                      ["c.yaml"], ["c.yaml:4:3:", "key 'lr' is given twice"]),
+    "duplicate-section": (_file("c.yaml", "model:\n  l2: 0\nepochs: 2\nmodel:\n  C: 1\n"),
+                          ["c.yaml"], ["c.yaml:4:1:", "key 'model' is given twice"]),
+    "nesterov-without-momentum": ({}, ["optimizer.momentum=0", "optimizer.nesterov=true"],
+                                  ["optimizer: nesterov needs momentum > 0"]),
+    "fractions-sum-to-1": ({}, ["data.val_fraction=0.5", "data.test_fraction=0.5"],
+                           ["data: data.val_fraction + data.test_fraction must be below 1",
+                            "0.5 + 0.5"]),
+    "unknown-data-key": ({}, ["data.name=iris", "data.val_fractoin=0.1"],
+                         ["data.val_fractoin: unknown key; allowed: standardize, "
+                          "test_fraction, val_fraction"]),
+    # --overwrite replaces run folders only: a project folder with a config.yaml is safe
+    "overwrite-project-folder": ({"out/config.yaml": "x: 1\n", "out/src/main.py": "important"},
+                                 ["data.name=iris", "epochs=1", "--overwrite"],
+                                 ["out: not an smx run folder (holds src)", "refusing"]),
+    "overwrite-folder-with-other-files": (
+        {"out/config.yaml": "x: 1\n", "out/model.npz": "", "out/notes.txt": "mine"},
+        ["data.name=iris", "epochs=1", "--overwrite"], ["out: not an smx run folder (holds "
+                                                        "notes.txt)"]),
+    "overwrite-folder-without-config": ({"out/model.npz": ""},
+                                        ["data.name=iris", "epochs=1", "--overwrite"],
+                                        ["out: not an smx run folder (has no config.yaml)"]),
 }
 
 
@@ -167,6 +229,21 @@ PREDICT_CASES = {
                          ["X5.npy: the model expects 2 features, the data has 5"]),
     "nan-at-predict": ({"m.npz": MODEL}, ["m.npz", "Xnan.npy"],
                        ["Xnan.npy: X has 1 NaN/inf value(s)", "first at row 1"]),
+    "string-weights": ({"m.npz": _model_bytes(W=np.full((2, 2), "x"))}, ["m.npz", "X.npy"],
+                       ["m.npz: W must hold floats, got dtype <U1"]),
+    "nan-weights": ({"m.npz": _model_bytes(W=np.full((2, 2), np.nan))}, ["m.npz", "X.npy"],
+                    ["m.npz: W contains NaN/inf"]),
+    "inf-mean": ({"m.npz": _model_bytes(mean=np.array([0.0, np.inf]))}, ["m.npz", "X.npy"],
+                 ["m.npz: mean contains NaN/inf"]),
+    "zero-scale": ({"m.npz": _model_bytes(scale=np.array([1.0, 0.0]))}, ["m.npz", "X.npy"],
+                   ["m.npz: scale must be positive"]),
+    "label-column-left-in": ({"m.npz": MODEL, "d.csv": "a,b,y\n1,2,0\n"}, ["m.npz", "d.csv"],
+                             ["d.csv: the model expects 2 features, the data has 3",
+                              "pass --label-column"]),
+    "output-in-missing-folder": ({"m.npz": MODEL}, ["m.npz", "X.npy", "-o", "nodir/p.csv"],
+                                 ["nodir/p.csv: folder 'nodir' does not exist"]),
+    "output-is-a-folder": ({"m.npz": MODEL, "outdir/x": ""}, ["m.npz", "X.npy", "-o", "outdir"],
+                           ["outdir: is a folder"]),
 }
 
 
@@ -179,7 +256,8 @@ def test_bad_predict_input(files, args, needles, tmp_path, monkeypatch, capsys):
     _write(tmp_path, {"X.npy": _npy(np.ones((3, 2))), "X5.npy": _npy(np.ones((3, 5))),
                       "Xnan.npy": _npy(xnan), **files})
     before = snapshot(tmp_path)
-    code, out, err = cli(["predict", *args, "-o", "pred.csv"], capsys)
+    code, out, err = cli(["predict", *args, *([] if "-o" in args else ["-o", "pred.csv"])],
+                         capsys)
     check_error(code, err, needles)
     assert snapshot(tmp_path) == before and out == ""
 
@@ -191,6 +269,20 @@ def test_good_predict_input_works(tmp_path, monkeypatch, capsys):
     code, _, err = cli(["predict", "m.npz", "X.npy", "-o", "pred.csv"], capsys)
     assert code == 0, err
     assert (tmp_path / "pred.csv").read_text().splitlines()[0] == "prediction"
+
+
+def test_predict_drops_the_training_label_column(tmp_path, monkeypatch, capsys):
+    """A CSV like the training file, label column and all, predicts without --label-column;
+    one without that column too."""
+    monkeypatch.chdir(tmp_path)
+    fitted = FittedModel(np.array([[1.0, -1.0], [0.0, 0.0]]), np.zeros(2), np.array([3, 5]),
+                         Standardizer.identity(2), {"label_column": "label"})
+    fitted.save(tmp_path / "m.npz")
+    _write(tmp_path, {"with.csv": "a,label,b\n1,5,0\n-1,3,0\n", "without.csv": "a,b\n1,0\n"})
+    for name, expected in [("with.csv", ["3", "5"]), ("without.csv", ["3"])]:
+        code, out, err = cli(["predict", "m.npz", name], capsys)
+        assert code == 0, err
+        assert out.splitlines() == ["prediction", *expected]
 
 
 @pytest.mark.parametrize("target", ["config", "data"])
@@ -319,6 +411,8 @@ RESUME_CASES = {
         ["--resume", "out"], ["config.yaml was changed after the checkpoint"]),
     "no-such-folder": (lambda f: None, ["--resume", "elsewhere"],
                        ["elsewhere: no such run folder to resume"]),
+    "resume-a-file": (lambda f: (f / "config.yaml").rename(f.parent / "c.yaml"),
+                      ["--resume", "c.yaml"], ["c.yaml: not a folder"]),
     "not-a-run-folder": (lambda f: (f / "config.yaml").unlink(), ["--resume", "out"],
                          ["out: not an smx run folder"]),
     "resume-with-overwrite": (lambda f: None, ["--resume", "out", "--overwrite"],
@@ -347,3 +441,44 @@ def test_resume_of_a_finished_run_changes_nothing_that_matters(run_copy, capsys)
     after = snapshot(run_copy)
     for name in ("config.yaml", "metrics.jsonl", "model.npz", "checkpoint.npz"):
         assert after[name] == before[name], name
+
+
+def test_overwrite_replaces_a_run_folder(run_copy, capsys):
+    """A finished run folder (with a leftover temporary file) is replaced by --overwrite."""
+    (run_copy / ".summary.json.abc.tmp").write_text("{")
+    code, _, err = cli(["run", "data.name=iris", "epochs=1", "output=out", "--overwrite",
+                        "--quiet"], capsys)
+    assert code == 0, err
+    assert not (run_copy / ".summary.json.abc.tmp").exists()
+    assert sorted(p.name for p in run_copy.iterdir()) == sorted(
+        ["checkpoint.npz", "config.yaml", "loss.png", "metrics.jsonl", "model.npz",
+         "summary.json"])
+
+
+def test_an_os_error_while_writing_is_one_line(tmp_path, monkeypatch, capsys):
+    """A disk filling up mid-run: one line naming the file, exit 2, no traceback."""
+    import errno
+
+    import smx.runner
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(smx.runner, "atomic_write_text", full)
+    code, _, err = cli(["run", "data.name=iris", "epochs=1", "output=out", "--quiet"], capsys)
+    check_error(code, err, ["smx: error: out/config.yaml: No space left on device"])
+
+
+@pytest.mark.parametrize(("command", "hint"), [("run", True), ("predict", False)])
+def test_interrupt_suggests_resume_only_for_run(command, hint, monkeypatch, capsys):
+    import smx.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(smx.cli, f"cmd_{command}", interrupted)
+    code = main([command] + (["m.npz", "X.npy"] if command == "predict" else []))
+    err = capsys.readouterr().err
+    assert code == 130 and err.startswith("smx: interrupted")
+    assert ("--resume" in err) is hint

@@ -69,7 +69,7 @@ def test_clipping_bounds_the_sgd_step(backend):
     trainer = full_batch_trainer(None, backend)
     p0 = trainer.host_params()
     X, Y = (np.asarray(trainer.backend.to_host(a)) for a in (trainer.train_data.X,
-                                                             trainer.train_data.Y))
+                                                             trainer.train_data.y))
     _, g = model.loss_and_grad(p0, X, Y, trainer.l2)  # the unclipped gradient, on NumPy
     g_norm = np.sqrt(sum(np.sum(v**2) for v in g.values()))
     c = g_norm / 10  # well below: the step must shrink tenfold

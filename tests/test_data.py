@@ -108,3 +108,49 @@ def test_synthetic_is_seeded_and_separable():
     X2, _y2 = synthetic(n=300, d=5, k=3, separation=6.0, seed=1)
     np.testing.assert_array_equal(X, X2)
     assert X.shape == (300, 5) and set(y) == {0, 1, 2} and np.bincount(y).tolist() == [100] * 3
+
+
+def test_csv_with_bom_and_blank_lines(tmp_path):
+    """Excel's UTF-8 BOM, a blank line inside and blank lines at the end are all fine."""
+    from smx.datasets.files import load_csv
+
+    path = tmp_path / "d.csv"
+    path.write_bytes(("\ufeffa,label\n1,x\n\n2,y\n3,x\n\n \n").encode())
+    X, y = load_csv(path, "label")
+    np.testing.assert_array_equal(X[:, 0], [1, 2, 3])
+    assert list(y) == ["x", "y", "x"]
+    path.write_text("a,label\n1,x\n\n2\n")
+    with pytest.raises(DataError, match=r"d\.csv:4: 1 fields, expected 2"):
+        load_csv(path, "label")  # the line numbers count the skipped blank line
+
+
+@pytest.mark.parametrize(("labels", "classes"), [
+    (["0.0", "1.0"], [0, 1]),
+    (["1", "1.0", "2"], [1, 2]),  # 1 and 1.0 are one class
+    (["-3.0", "7"], [-3, 7]),
+])
+def test_integral_float_labels_are_integer_classes(tmp_path, labels, classes):
+    path = tmp_path / "d.csv"
+    path.write_text("a,label\n" + "".join(f"{i},{labels[i % len(labels)]}\n" for i in range(30)))
+    X, y = load_file(path=str(path), label_column="label")
+    s = prepare(X, y, val_fraction=0.0, test_fraction=0.0, seed=0)
+    assert s.classes.dtype == np.int64 and list(s.classes) == classes
+
+
+def test_npz_float_labels(tmp_path, rng):
+    X = rng.normal(size=(30, 2))
+    s = prepare(X, np.arange(30.0) % 3, val_fraction=0.0, test_fraction=0.0, seed=0)
+    assert s.classes.dtype == np.int64 and list(s.classes) == [0, 1, 2]
+    with pytest.raises(DataError, match="labels look continuous; classes must be integers or "
+                                        r"strings \(got 0\.5"):
+        prepare(X, np.arange(30) % 3 + 0.5, val_fraction=0.0, test_fraction=0.0, seed=0)
+
+
+def test_a_too_small_class_is_named_by_its_label(rng):
+    X = rng.normal(size=(31, 2))
+    y = np.array(["cat"] * 15 + ["dog"] * 15 + ["eel"])
+    with pytest.raises(DataError, match=r"class\(es\) 'eel' \(1\); each needs at least 3 rows"):
+        prepare(X, y, val_fraction=0.2, test_fraction=0.2, seed=0)
+    with pytest.raises(DataError, match=r"'eel' \(1\); each needs at least 2 rows"):
+        prepare(X, y, val_fraction=0.2, test_fraction=0.0, seed=0)
+    assert len(prepare(X, y, val_fraction=0.0, test_fraction=0.0, seed=0).classes) == 3

@@ -132,3 +132,24 @@ def test_uniform_weights_equal_plain_mean(rng):
     b, gb = model.loss_and_grad(params, X, Y, 0.1, np.full(X.shape[0], 3.0))
     np.testing.assert_allclose(float(a), float(b), rtol=1e-13)
     np.testing.assert_allclose(ga["W"], gb["W"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_loss_takes_class_indices_like_one_hot_on_strict(rng, weighted):
+    """Evaluation passes class indices: no one-hot copy of a split stays on the device."""
+    params, X, y, Y = make_problem(rng, dtype=np.float32)
+    xp = array_api_strict
+    sp = {k: xp.asarray(v) for k, v in params.items()}
+    w = xp.asarray(rng.uniform(0.5, 2, size=40).astype(np.float32)) if weighted else None
+    by_index = model.loss(sp, xp.asarray(X), xp.asarray(y), 0.1, w)
+    by_one_hot = model.loss(sp, xp.asarray(X), xp.asarray(Y), 0.1, w)
+    assert by_index.dtype == xp.float32
+    np.testing.assert_allclose(float(by_index), float(by_one_hot), rtol=1e-6)
+
+
+def test_device_data_holds_no_one_hot_copy():
+    import dataclasses
+
+    from smx.training import DeviceData
+
+    assert [f.name for f in dataclasses.fields(DeviceData)] == ["X", "y"]

@@ -59,8 +59,8 @@ def test_loss_is_read_only_every_log_every_steps(log_every):
     result = train(cfg, splits, backend, "cpu", PLUGINS, on_log=lambda s, v: logged.append(s))
     steps_per_epoch = 80
     assert result.steps == 3 * steps_per_epoch
-    # per epoch: train loss + val loss + val accuracy; at the end: W and b
-    expected = result.steps // log_every + 3 * 3 + 2
+    # per epoch: train loss, then val loss and accuracy in one read; at the end: W and b
+    expected = result.steps // log_every + 2 * 3 + 2
     assert backend.to_host_calls == expected
     assert logged == list(range(log_every, result.steps + 1, log_every))
 

@@ -98,7 +98,9 @@ class CupyBackend(Backend):
     def release(self, device: str) -> None:
         cupy = self._cupy()
         self.synchronize(device)
-        cupy.get_default_memory_pool().free_all_blocks()
+        # the memory pool is per device: free the blocks of this run's device, not device 0's
+        with cupy.cuda.Device(self._index(device)):
+            cupy.get_default_memory_pool().free_all_blocks()
         cupy.get_default_pinned_memory_pool().free_all_blocks()
 
     def versions(self) -> dict[str, str]:

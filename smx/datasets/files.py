@@ -53,35 +53,54 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _parse_labels(raw: list[str]) -> np.ndarray:
+    """Integers, else floats (``prepare`` keeps integral ones as classes, refuses the
+    rest as continuous), else the strings themselves."""
     try:
         return np.asarray([int(v) for v in raw], dtype=np.int64)
+    except ValueError:
+        pass
+    try:
+        return np.asarray([float(v) for v in raw], dtype=np.float64)
     except ValueError:
         return np.asarray(raw)
 
 
-def load_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """A CSV with a header row; every column but ``label_column`` is a numeric feature."""
+def load_csv(path: Path, label_column: str | None,
+             label_required: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """A CSV with a header row; every column but ``label_column`` is a numeric feature.
+
+    A UTF-8 byte-order mark is dropped and fully blank lines are skipped; errors give the
+    line in the file. Without ``label_required``, a missing ``label_column`` just means
+    every column is a feature (prediction data with or without its labels).
+    """
     _open_check(path)
     try:
-        with path.open(newline="") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as exc:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            rows = [(reader.line_num, row) for row in reader
+                    if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read as CSV text: {exc}", where=str(path)) from None
     if not rows:
         raise DataError("empty file, expected a header row", where=str(path))
-    header, body = [h.strip() for h in rows[0]], rows[1:]
+    (header_line, raw_header), body = rows[0], rows[1:]
+    header = [h.strip() for h in raw_header]
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise DataError(f"column name(s) {', '.join(map(repr, dupes))} appear more than once "
+                        "in the header", where=f"{path}:{header_line}")
     label_idx = None
     if label_column is not None:
-        if label_column not in header:
+        if label_column in header:
+            label_idx = header.index(label_column)
+        elif label_required:
             raise DataError(
                 f"label column {label_column!r} not in the header (columns: {', '.join(header)})",
                 where=str(path),
             )
-        label_idx = header.index(label_column)
     X = np.empty((len(body), len(header) - (label_idx is not None)), dtype=np.float64)
     labels: list[str] = []
-    for i, row in enumerate(body):
-        line = i + 2
+    for i, (line, row) in enumerate(body):
         if len(row) != len(header):
             raise DataError(f"{len(row)} fields, expected {len(header)} (ragged CSV)",
                             where=f"{path}:{line}")
@@ -93,7 +112,11 @@ def load_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarr
             raise DataError(f"column {header[bad]!r} is not a number: {row[bad]!r}",
                             where=f"{path}:{line}") from None
         if label_idx is not None:
-            labels.append(row[label_idx].strip())
+            label = row[label_idx].strip()
+            if not label:
+                raise DataError(f"empty label in column {label_column!r}",
+                                where=f"{path}:{line}")
+            labels.append(label)
     return X, (_parse_labels(labels) if label_idx is not None else None)
 
 
@@ -106,15 +129,17 @@ def _is_float(v: str) -> bool:
 
 
 def load_features(
-    path: str | Path, *, label_column: str | None = None, labels: str | Path | None = None
+    path: str | Path, *, label_column: str | None = None, labels: str | Path | None = None,
+    label_required: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """X (and y when present) from any supported file, by extension."""
+    """X (and y when present) from any supported file, by extension (``label_required``:
+    see :func:`load_csv`)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npz":
         X, y = load_npz(path)
     elif suffix == ".csv":
-        X, y = load_csv(path, label_column)
+        X, y = load_csv(path, label_column, label_required)
     elif suffix == ".npy":
         X, y = _load_npy(path), (_load_npy(Path(labels)) if labels is not None else None)
     else:

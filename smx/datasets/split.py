@@ -76,11 +76,30 @@ def check_xy(X: np.ndarray, y: np.ndarray, where: str) -> None:
     if X.shape[0] != y.shape[0]:
         raise DataError(f"X has {X.shape[0]} rows but y has {y.shape[0]} labels", where=where)
     check_features(X, where)
-    if y.dtype.kind == "f" and not np.isfinite(y).all():
-        raise DataError("y has NaN/inf labels", where=where)
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise DataError("y has NaN/inf labels", where=where)
+        if (y != np.round(y)).any():
+            raise DataError("labels look continuous; classes must be integers or strings "
+                            f"(got {y[y != np.round(y)][0].item()!r})", where=where)
     if len(np.unique(y)) < 2:
         raise DataError(f"only one class in the labels ({y[0]!r}); need at least two",
                         where=where)
+
+
+def _check_class_sizes(classes: np.ndarray, y_idx: np.ndarray, parts: int, where: str) -> None:
+    """A stratified split puts every class in every part: refuse, naming the user's label,
+    a class with fewer rows than parts (scikit-learn would name an internal index)."""
+    if parts < 2:
+        return
+    counts = np.bincount(y_idx, minlength=len(classes))
+    small = np.flatnonzero(counts < parts)
+    if len(small):
+        shown = ", ".join(f"{classes[i].item()!r} ({counts[i]})" for i in small[:5])
+        raise DataError(
+            f"too few rows for a stratified train/validation/test split in class(es) {shown}"
+            f"{', ...' if len(small) > 5 else ''}; each needs at least {parts} rows (or set "
+            "data.val_fraction/data.test_fraction to 0)", where=where)
 
 
 def prepare(
@@ -93,8 +112,11 @@ def prepare(
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
     check_xy(X, y, where)
+    if y.dtype.kind == "f":  # integral floats (1.0 from a CSV or an npz): the classes 0, 1...
+        y = y.astype(np.int64)
     classes, y_idx = np.unique(y, return_inverse=True)
     y_idx = y_idx.astype(np.int64)
+    _check_class_sizes(classes, y_idx, 1 + (val_fraction > 0) + (test_fraction > 0), where)
     idx = np.arange(len(y_idx))
     parts = {"val": np.empty(0, np.int64), "test": np.empty(0, np.int64)}
     rest = idx

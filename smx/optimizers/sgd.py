@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 import smx
 from smx.optimizers.base import add_weight_decay, tree_map, zeros_like
@@ -16,6 +16,12 @@ class SGDParams(PluginParams):
     momentum: float = Field(0.0, ge=0, lt=1, description="heavy-ball momentum")
     nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0)")
     weight_decay: float = Field(0.0, ge=0, description="L2 decay added to the gradient of W")
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> SGDParams:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0 (with momentum 0 it does nothing)")
+        return self
 
 
 class SGD:
