@@ -751,7 +751,7 @@ def render(results: dict[str, Any]) -> str:
             f"- training data {mem['data_bytes'] / 2**20:,.1f} MiB; smx allocated "
             f"{mem['extra_peak_bytes'] / 2**20:,.1f} MiB more at its peak (tracemalloc); "
             f"the NumPy device copy {'shares' if shared else 'does not share'} the host "
-            f"array, so peak / (data{'' if shared else ' + device copy'}) = "
+            f"array, so peak / {'data' if shared else '(data + device copy)'} = "
             f"{mem['ratio']:.3f}; max RSS {mem['max_rss_bytes'] / 2**20:,.0f} MiB (the "
             f"whole process: interpreter, libraries, BLAS buffers, making the data)")
     gpu = results.get("gpu")
