@@ -21,7 +21,7 @@ class StrictBackend(Backend):
         try:
             import array_api_strict  # noqa: F401
         except ImportError as exc:
-            return f"array-api-strict is not installed ({exc}); pip install 'smx[strict]'"
+            return f"array-api-strict is not installed ({exc}); pip install array-api-strict"
         return None
 
     def namespace(self) -> Any:
