@@ -405,4 +405,4 @@ def final_metrics(trainer: Trainer, splits: Splits) -> dict[str, Any]:
     return out
 
 
-__all__ = ["DataError", "RunOutcome", "load_data", "resume", "run"]
+__all__ = ["RunOutcome", "load_data", "resume", "run"]

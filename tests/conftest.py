@@ -61,3 +61,19 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason=f"no usable GPU: {reason}")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+def counting(backend_cls: type) -> type:
+    """A subclass of ``backend_cls`` that counts ``to_host`` calls (the loop's host reads)."""
+
+    class Counting(backend_cls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.to_host_calls = 0
+
+        def to_host(self, array):
+            self.to_host_calls += 1
+            return super().to_host(array)
+
+    Counting.__name__ = f"Counting{backend_cls.__name__}"
+    return Counting

@@ -14,6 +14,7 @@ from smx.optimizers.clipping import clip_by_global_norm, global_norm
 from smx.plugins import Plugins
 from smx.runner import load_data
 from smx.training import Trainer, train
+from tests.conftest import counting
 from tests.plugin_fixtures import install_fake_dist
 
 PLUGINS = Plugins(entry_points=False)
@@ -107,22 +108,8 @@ def test_every_minibatch_step_is_bounded():
     assert max(steps) > 0.9 * 0.05  # and the bound is reached: clipping did act
 
 
-class CountingNumpy(NumpyBackend):
-    def __init__(self):
-        self.to_host_calls = 0
-
-    def to_host(self, array):
-        self.to_host_calls += 1
-        return super().to_host(array)
-
-
-class CountingStrict(StrictBackend):
-    def __init__(self):
-        self.to_host_calls = 0
-
-    def to_host(self, array):
-        self.to_host_calls += 1
-        return super().to_host(array)
+CountingNumpy = counting(NumpyBackend)
+CountingStrict = counting(StrictBackend)
 
 
 @pytest.mark.parametrize("counting", [CountingNumpy, CountingStrict])

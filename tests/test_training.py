@@ -10,6 +10,7 @@ from smx.config import load_config
 from smx.plugins import Plugins
 from smx.runner import load_data, run
 from smx.training import train
+from tests.conftest import counting
 
 PLUGINS = Plugins(entry_points=False)
 ROOT_CFG = "configs/digits.yaml"
@@ -39,13 +40,7 @@ def test_array_api_strict_trains_like_numpy(dtype):
         [r["train_loss"] for r in b.history], rel=tol)
 
 
-class CountingBackend(NumpyBackend):
-    def __init__(self):
-        self.to_host_calls = 0
-
-    def to_host(self, array):
-        self.to_host_calls += 1
-        return super().to_host(array)
+CountingBackend = counting(NumpyBackend)
 
 
 @pytest.mark.parametrize("log_every", [1, 7, 1000])
