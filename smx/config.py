@@ -68,6 +68,24 @@ class ScheduleConfig(PluginSection):
     name: str = "constant"
 
 
+class LossConfig(PluginSection):
+    """``name`` picks the loss plugin; ``class_weight`` applies to every loss."""
+
+    name: str = Field("cross_entropy", description="loss plugin (smx plugins lists them)")
+    class_weight: Literal["balanced"] | dict[str | int | float | bool, float] | None = Field(
+        None, description="balanced (n / (K·count), as scikit-learn) or a label -> weight map")
+
+    @field_validator("class_weight")
+    @classmethod
+    def _positive_weights(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for label, weight in value.items():
+                if not (weight >= 0 and weight < float("inf")):
+                    raise ValueError(f"class weight of {label!r} must be a finite number >= 0, "
+                                     f"got {weight}")
+        return value
+
+
 class EarlyStoppingConfig(Section):
     """Stop on a plateau of the validation loss (or another monitored metric)."""
 
@@ -85,8 +103,11 @@ class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     backend: str = Field("numpy", description="backend plugin, or auto")
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict, description="the backend's own options (smx plugins lists them)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | a backend's device")
     fallback: Literal["none", "cpu"] = "none"
+    loss: LossConfig = Field(default_factory=LossConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     epochs: int = Field(20, ge=1, le=1_000_000)
@@ -103,9 +124,11 @@ class RunConfig(Section):
     output: str | None = Field(None, description="run folder (default runs/<config>-<time>)")
 
 
-PLUGIN_SECTIONS = {"data": "dataset", "optimizer": "optimizer", "schedule": "schedule"}
+PLUGIN_SECTIONS = {"data": "dataset", "loss": "loss", "optimizer": "optimizer",
+                   "schedule": "schedule"}
 SECTION_MODELS: dict[str, type[PluginSection]] = {
-    "data": DataConfig, "optimizer": OptimizerConfig, "schedule": ScheduleConfig,
+    "data": DataConfig, "loss": LossConfig, "optimizer": OptimizerConfig,
+    "schedule": ScheduleConfig,
 }
 
 
@@ -258,7 +281,19 @@ def validate(data: dict[str, Any], plugins: Any = None) -> RunConfig:
             raise ConfigError(_format(exc, section, allowed=allowed)) from None
         base = {k: getattr(sec, k) for k in type(sec).model_fields}
         setattr(cfg, section, type(sec).model_validate({**base, **checked.model_dump()}))
+    if cfg.backend in plugins.names("backend"):  # auto: checked once the backend is chosen
+        check_backend_options(cfg, plugins.get("backend", cfg.backend))
     return cfg
+
+
+def check_backend_options(cfg: RunConfig, backend: Any) -> dict[str, Any]:
+    """``backend_options`` against the backend's own options model; the validated dict."""
+    try:
+        checked = backend.options.model_validate(cfg.backend_options)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, "backend_options",
+                                  allowed=sorted(backend.options.model_fields))) from None
+    return checked.model_dump()
 
 
 def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None,

@@ -6,7 +6,7 @@ Example plugin module (listed under ``[project.entry-points.smx]``)::
 
     @smx.hookimpl
     def smx_optimizers():
-        yield smx.OptimizerSpec(name="lion", factory=Lion, params=LionParams)
+        yield smx.OptimizerSpec(name="lion", factory=lion, params=LionParams)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import pluggy
 
-from smx.types import Backend, DatasetSpec, OptimizerSpec, ScheduleSpec
+from smx.types import Backend, DatasetSpec, LossSpec, OptimizerSpec, ScheduleSpec, SolverSpec
 
 PROJECT = "smx"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -30,6 +30,16 @@ def smx_backends() -> Iterable[Backend]:
 @hookspec
 def smx_optimizers() -> Iterable[OptimizerSpec]:
     """Optimizers: ``yield OptimizerSpec(name="sgd", factory=SGD, params=SGDParams)``."""
+
+
+@hookspec
+def smx_solvers() -> Iterable[SolverSpec]:
+    """Full-batch solvers with a line search: ``yield SolverSpec(name="lbfgs", factory=LBFGS)``."""
+
+
+@hookspec
+def smx_losses() -> Iterable[LossSpec]:
+    """Losses: ``yield LossSpec(name="cross_entropy", factory=CrossEntropy)``."""
 
 
 @hookspec

@@ -61,7 +61,7 @@ from smx import model
 from smx.config import RunConfig
 from smx.datasets.split import Splits
 from smx.errors import ConfigError, ParityMismatch, RunFolderError
-from smx.training import DeviceData, Trainer
+from smx.training import Trainer
 from smx.types import Backend
 
 QUANTITIES = ("init_loss", "init_grad", "loss_curve", "final_params", "proba", "labels")
@@ -134,14 +134,14 @@ def _train_and_read(cfg: RunConfig, splits: Splits, backend: Backend, device: st
                     plugins: Any) -> dict[str, np.ndarray]:
     trainer = Trainer(cfg, splits, backend, device, plugins)
     data = trainer.train_data
-    # the function training calls (the backend's fused kernel, if any), not the portable
+    # the objective training calls (the backend's fused kernel, if any), not the portable
     # core: a kernel bug must show here too; unclipped, as the quantity is the gradient
-    loss, grads = trainer.loss_and_grad(trainer.params, data.X, data.y, trainer.l2)
+    loss, grads = trainer.value_and_grad(trainer.params, data)
     init_loss = np.asarray(backend.to_host(loss), dtype=np.float64).reshape(1)
     init_grad = _flat({k: backend.to_host(v) for k, v in grads.items()})
     result = trainer.fit()
     _, X, y = eval_split(splits)
-    test = DeviceData.put(backend, device, X, y, splits.n_classes, cfg.dtype)
+    test = backend.place(X, y, None, device, cfg.dtype)
     proba = backend.to_host(model.predict_proba(trainer.params, test.X))
     return {
         "init_loss": init_loss, "init_grad": init_grad,

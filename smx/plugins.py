@@ -30,13 +30,18 @@ BUILTINS: dict[str, str] = {
     "rmsprop": "smx.optimizers.rmsprop",
     "adagrad": "smx.optimizers.adagrad",
     "lbfgs": "smx.optimizers.lbfgs",
+    "losses": "smx.losses",
     "schedules": "smx.schedules",
     "datasets": "smx.datasets.builtin",
 }
+#: a config's ``optimizer.name`` picks a first-order optimizer or a full-batch solver
+SEARCHED = {"optimizer": ("optimizer", "solver")}
 #: kind -> hook name; the kinds are what `smx plugins` lists
 KINDS = {
     "backend": "smx_backends",
     "optimizer": "smx_optimizers",
+    "solver": "smx_solvers",
+    "loss": "smx_losses",
     "schedule": "smx_schedules",
     "dataset": "smx_datasets",
 }
@@ -59,8 +64,21 @@ class Plugins:
                     continue  # smx's own entry points, already loaded from BUILTINS
                 self._register(ep.name, ep.value, dist, entry_point=ep)
         self._records: dict[str, dict[str, Registration]] = {}
+        self._collect_all()
+
+    def _collect_all(self) -> None:
         for kind in KINDS:
             self._records[kind] = self._collect(kind)
+        for kinds in SEARCHED.values():  # one name space across the kinds searched together
+            owner: dict[str, Registration] = {}
+            for kind in kinds:
+                for name, reg in self._records[kind].items():
+                    if name in owner:
+                        raise PluginError(
+                            f"{kinds[0]} {name!r} is registered twice, by plugin "
+                            f"{owner[name].plugin!r} and by plugin {reg.plugin!r}; "
+                            "uninstall one of them")
+                    owner[name] = reg
 
     def _register(self, name: str, module: str, dist: str, entry_point: Any = None) -> None:
         try:
@@ -93,7 +111,6 @@ class Plugins:
                         f"and by plugin {plugin!r}; uninstall one of them"
                     )
                 found[record.name] = Registration(
-                    kind=kind,
                     name=record.name,
                     record=record,
                     plugin=plugin,
@@ -105,26 +122,24 @@ class Plugins:
         """Add a plugin object at run time (tests, embedding applications), re-collecting all."""
         self.pm.register(obj, name=name)
         self.versions.setdefault(name, "(registered at run time)")
-        for kind in KINDS:
-            self._records[kind] = self._collect(kind)
+        self._collect_all()
 
     def names(self, kind: str) -> list[str]:
-        return list(self._records[kind])
+        return sorted(n for k in SEARCHED.get(kind, (kind,)) for n in self._records[k])
 
     def registrations(self, kind: str) -> list[Registration]:
         return list(self._records[kind].values())
 
     def get(self, kind: str, name: str, *, where: str | None = None) -> Any:
-        try:
-            return self._records[kind][name].record
-        except KeyError:
-            valid = ", ".join(self.names(kind)) or "(none installed)"
-            hint = ""
-            if self.broken:  # the name may live in a plugin that failed to load
-                hint = "; failed to load (so not searched): " + ", ".join(
-                    f"plugin {plugin!r} ({dist}: {error})" for plugin, dist, error in self.broken)
-            raise PluginError(f"unknown {kind} {name!r}; valid: {valid}{hint}",
-                              where=where) from None
+        for k in SEARCHED.get(kind, (kind,)):
+            if name in self._records[k]:
+                return self._records[k][name].record
+        valid = ", ".join(self.names(kind)) or "(none installed)"
+        hint = ""
+        if self.broken:  # the name may live in a plugin that failed to load
+            hint = "; failed to load (so not searched): " + ", ".join(
+                f"plugin {plugin!r} ({dist}: {error})" for plugin, dist, error in self.broken)
+        raise PluginError(f"unknown {kind} {name!r}; valid: {valid}{hint}", where=where)
 
     def backend(self, name: str, *, where: str | None = "backend") -> Backend:
         """A usable backend, or BackendUnavailable saying why it is not."""

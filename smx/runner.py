@@ -38,7 +38,8 @@ from smx.errors import (
 )
 from smx.io import atomic_write_json, atomic_write_text
 from smx.modelfile import FittedModel
-from smx.training import DeviceData, Trainer, TrainResult, evaluate
+from smx.training import Trainer, TrainResult, evaluate
+from smx.types import SolverSpec
 
 #: every file smx writes in a run folder: --overwrite replaces a folder holding only these
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", CHECKPOINT, "model.npz", "loss.png")
@@ -59,8 +60,9 @@ def load_data(cfg: RunConfig, plugins: Any) -> Splits:
         where=f"data ({cfg.data.name})",
     )
     opt = plugins.get("optimizer", cfg.optimizer.name)
+    full_batch = isinstance(opt, SolverSpec)
     n = len(splits.y_train)
-    if not opt.full_batch and cfg.batch_size > n:
+    if not full_batch and cfg.batch_size > n:
         raise ConfigError(
             f"{cfg.batch_size} is larger than the training set ({n} rows); use at most {n}",
             where="batch_size",
@@ -70,9 +72,12 @@ def load_data(cfg: RunConfig, plugins: Any) -> Splits:
             and len(splits.y_val) == 0:
         raise ConfigError(f"{es.monitor} needs a validation split; set data.val_fraction > 0 "
                           "or monitor train_loss", where="early_stopping.monitor")
-    if cfg.clip_grad_norm is not None and opt.full_batch:
-        raise ConfigError(f"cannot be used with the full-batch optimizer {opt.name!r}: its "
-                          "line search needs the true gradient", where="clip_grad_norm")
+    if cfg.clip_grad_norm is not None and full_batch:
+        raise ConfigError(f"cannot be used with the full-batch solver {opt.name!r}: its line "
+                          "search compares losses along a direction, and a clipped gradient "
+                          "is not the slope of that loss (Wolfe's conditions would fail or "
+                          "accept wrong steps); use an optimizer such as sgd or adam to clip",
+                          where="clip_grad_norm")
     return splits
 
 
@@ -396,11 +401,12 @@ def final_metrics(trainer: Trainer, splits: Splits) -> dict[str, Any]:
     the test split crosses to the device.
     """
     cfg, backend, device = trainer.cfg, trainer.backend, trainer.device
-    test = DeviceData.put(backend, device, splits.X_test, splits.y_test, None, cfg.dtype)
+    test = backend.place(splits.X_test, splits.y_test, getattr(splits, "w_test", None), device,
+                         cfg.dtype)
     out = {}
     for name, data in [("train", trainer.train_data), ("val", trainer.val_data),
                        ("test", test)]:
-        m = evaluate(backend, trainer.params, data)
+        m = evaluate(backend, trainer.objective, trainer.params, data)
         out[f"{name}_loss"], out[f"{name}_accuracy"] = m["loss"], m["accuracy"]
     return out
 

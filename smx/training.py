@@ -1,9 +1,13 @@
 """The training loop: host data in, host parameters out, everything between on the device.
 
-Data and initial parameters cross to the device once. Each epoch draws its
-batch order from a host RNG seeded by the run (so every backend sees the same
-batches) and sends only that index vector. The loss is read on the host only
-every ``log_every`` steps and at the end of each epoch.
+The Trainer is a loop over an engine (:class:`~smx.types.Backend`) and an
+optimizer, either a gradient transformation (one compiled step per batch:
+the objective's partial, the transformation, the update) or a full-batch
+solver handed the objective's value-and-gradient. Data and initial parameters
+cross to the device once. Each epoch draws its batch order from a host RNG
+seeded by the run (so every backend sees the same batches) and sends only that
+index vector. The loss is read on the host only every ``log_every`` steps and
+at the end of each epoch.
 
 :class:`Trainer` keeps the loop's state in one place (parameters, optimizer
 state, step, RNG, history) so that stopping rules, checkpoints and resumption
@@ -24,12 +28,23 @@ from array_api_compat import array_namespace
 
 from smx import model
 from smx.checkpoint import map_arrays
-from smx.config import RunConfig
+from smx.config import RunConfig, check_backend_options
 from smx.datasets.split import Splits
-from smx.errors import DataError, DivergenceError, ModelFileError, PluginError, SmxError
-from smx.optimizers.clipping import clip_by_global_norm
+from smx.errors import (
+    ConfigError,
+    DataError,
+    DivergenceError,
+    ModelFileError,
+    PluginError,
+    SmxError,
+)
+from smx.objective import Objective
+from smx.optimizers.transforms import apply_updates, chain, clip_by_global_norm
 from smx.stopping import EarlyStopping, StopRule, optimizer_converged
-from smx.types import Array, Backend, Params
+from smx.types import Array, Backend, Block, Params, SolverSpec
+
+#: what ``state_dict`` writes; 0.1's checkpoints (no format) held another optimizer state
+STATE_FORMAT = 2
 
 
 def init_params(n_features: int, n_classes: int, cfg: RunConfig) -> dict[str, np.ndarray]:
@@ -42,37 +57,52 @@ def init_params(n_features: int, n_classes: int, cfg: RunConfig) -> dict[str, np
     return params
 
 
-def effective_l2(cfg: RunConfig, n_train: int) -> float:
-    """scikit-learn's C (C·Σloss + ½‖W‖²) is our mean loss + l2/2‖W‖² with l2 = 1/(C·n)."""
-    return 1.0 / (cfg.model.C * n_train) if cfg.model.C is not None else cfg.model.l2
+def effective_l2(cfg: RunConfig, weight_sum: float) -> float:
+    """scikit-learn's C (C·Σ r·loss + ½‖W‖²) is our weighted mean loss + l2/2‖W‖² with
+    l2 = 1/(C·Σr): ``weight_sum`` is the training rows' total weight (n when unweighted)."""
+    return 1.0 / (cfg.model.C * weight_sum) if cfg.model.C is not None else cfg.model.l2
 
 
-@dataclass
-class DeviceData:
-    """One split on the device: features and class indices (no resident one-hot copy;
-    the model builds targets from indices where it needs them)."""
+def class_weights(spec: Any, classes: np.ndarray, y_train: np.ndarray,
+                  w_train: np.ndarray | None = None) -> np.ndarray | None:
+    """The config's ``loss.class_weight`` as one weight per class index (host, float64).
 
-    X: Array
-    y: Array
+    ``balanced`` is scikit-learn's ``n / (K · count_k)`` (with sample weights, their
+    sums replace the counts, as in scikit-learn); a mapping names user labels, and a
+    class it does not name weighs 1."""
+    if spec is None:
+        return None
+    k = len(classes)
+    if spec == "balanced":
+        counts = np.bincount(y_train, weights=w_train, minlength=k).astype(np.float64)
+        return counts.sum() / (k * np.where(counts > 0, counts, 1.0))
+    known = {_label_key(c): i for i, c in enumerate(classes.tolist())}
+    out = np.ones(k)
+    for label, weight in spec.items():
+        i = known.get(_label_key(label))
+        if i is None:
+            shown = ", ".join(repr(c) for c in classes.tolist()[:10])
+            raise ConfigError(f"class {label!r} is not among the labels ({shown}"
+                              f"{', ...' if k > 10 else ''})", where="loss.class_weight")
+        out[i] = weight
+    return out
 
-    @classmethod
-    def put(cls, backend: Backend, device: str, X: np.ndarray, y: np.ndarray,
-            n_classes: int | None, dtype: str) -> DeviceData:
-        """``n_classes`` is no longer needed (kept so existing callers still fit)."""
-        return cls(backend.from_host(X, device, dtype), backend.from_host(y, device, "int64"))
 
-    @property
-    def n(self) -> int:
-        return int(self.X.shape[0])
+def _label_key(label: Any) -> Any:
+    """Labels compare as text when the YAML key and the data disagree on type (1 vs "1")."""
+    return str(label.item() if hasattr(label, "item") else label)
 
 
-def evaluate(backend: Backend, params: Params, data: DeviceData) -> dict[str, float | None]:
-    """Mean cross-entropy (no penalty) and accuracy, read back in one host transfer;
-    None for an empty split (there is nothing to measure, and NaN is not valid JSON)."""
+def evaluate(backend: Backend, objective: Objective, params: Params, data: Block
+             ) -> dict[str, float | None]:
+    """The loss without penalty (weighted as in training) and accuracy, read back in one host
+    transfer; None for an empty split (there is nothing to measure, and NaN is not valid JSON)."""
     if data.n == 0:
         return {"loss": None, "accuracy": None}
     xp = array_namespace(data.X)
-    both = xp.stack([model.loss(params, data.X, data.y), model.accuracy(params, data.X, data.y)])
+    part = backend.partial(lambda b: objective.partial(params, b, grad=False), data)
+    loss = objective.finish(part, params, penalty=False)[0]
+    both = xp.stack([xp.astype(loss, params["W"].dtype), model.accuracy(params, data.X, data.y)])
     loss, acc = (float(v) for v in np.asarray(backend.to_host(both)))
     return {"loss": loss, "accuracy": acc}
 
@@ -108,28 +138,50 @@ class Trainer:
     ) -> None:
         self.cfg, self.backend, self.device = cfg, backend, device
         k, dtype = splits.n_classes, cfg.dtype
+        backend.configure(backend.options.model_validate(check_backend_options(cfg, backend)))
         host_init = initial if initial is not None else init_params(splits.n_features, k, cfg)
+        w_train, w_val = getattr(splits, "w_train", None), getattr(splits, "w_val", None)
+        cw_host = class_weights(cfg.loss.class_weight, splits.classes, splits.y_train, w_train)
         try:
-            self.train_data = DeviceData.put(backend, device, splits.X_train, splits.y_train, k,
-                                             dtype)
-            self.val_data = DeviceData.put(backend, device, splits.X_val, splits.y_val, k, dtype)
+            self.train_data = backend.place(splits.X_train, splits.y_train, w_train, device,
+                                            dtype)
+            self.val_data = backend.place(splits.X_val, splits.y_val, w_val, device, dtype)
             self.params: Params = {name: backend.from_host(v, device, dtype)
                                    for name, v in host_init.items()}
+            cw = None if cw_host is None else backend.from_host(cw_host, device, dtype)
         except MemoryError as exc:  # CuPy's OutOfMemoryError is one
             raise DataError(f"the data does not fit in the memory of {backend.name} on {device} "
                             f"({type(exc).__name__}: {exc}); use a smaller dataset"
                             + (" or dtype=float32" if dtype == "float64" else ""),
                             where="device") from None
 
+        with _plugin_call("loss", cfg.loss.name):
+            self.loss = plugins.get("loss", cfg.loss.name).factory(**cfg.loss.params())
+        n = self.train_data.n
+        weight_sum = float(n if w_train is None else np.sum(w_train))
+        if cw_host is not None:
+            r = cw_host[splits.y_train]
+            weight_sum = float(np.sum(r if w_train is None else r * w_train))
+        self.l2 = effective_l2(cfg, weight_sum)
+        self.objective = Objective(self.loss, self.l2, class_weight=cw,
+                                   kernel=backend.kernel(self.loss))
+
         self.opt_spec = plugins.get("optimizer", cfg.optimizer.name)
         opt_params = cfg.optimizer.params()
+        self.solver = self.transform = None
         with _plugin_call("optimizer", cfg.optimizer.name):
-            self.optimizer = self.opt_spec.factory(**opt_params)
-            self.opt_state = self.optimizer.init(self.params)
+            if isinstance(self.opt_spec, SolverSpec):
+                self.solver = self.opt_spec.factory(**opt_params)
+                self.opt_state = self.solver.init(self.params)
+            else:
+                tx = self.opt_spec.factory(**opt_params)
+                if cfg.clip_grad_norm is not None:  # first link: every optimizer, plugins too
+                    tx = chain(clip_by_global_norm(cfg.clip_grad_norm), tx)
+                self.transform = tx
+                self.opt_state = tx.init(self.params)
         self.base_lr = float(opt_params.get("lr", 1.0))
 
-        n = self.train_data.n
-        self.full_batch = self.opt_spec.full_batch or cfg.batch_size >= n
+        self.full_batch = self.solver is not None or cfg.batch_size >= n
         self.batch_size = n if self.full_batch else cfg.batch_size
         self.steps_per_epoch = math.ceil(n / self.batch_size)
         with _plugin_call("schedule", cfg.schedule.name):
@@ -137,11 +189,10 @@ class Trainer:
                 total_steps=cfg.epochs * self.steps_per_epoch,
                 steps_per_epoch=self.steps_per_epoch, **cfg.schedule.params(),
             )
-        self.l2 = effective_l2(cfg, n)
         self.rng = np.random.default_rng(cfg.seed)
         self.xp = backend.namespace()
-        # the backend's fused kernel when it offers one, else the portable core
-        self.loss_and_grad = backend.loss_and_grad_kernel() or model.loss_and_grad
+        if self.transform is not None:
+            self.train_step = backend.compile(self.make_step())
         self.step = 0
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
@@ -154,6 +205,29 @@ class Trainer:
         if self.early_stopping:
             self.stop_rules.append(self.early_stopping)
 
+    def make_step(self) -> Callable[..., tuple[Params, Any, Array]]:
+        """The pure step ``(params, state, X, y, w, lr) -> (params, state, loss)``: the
+        objective's partial (through the engine), the transformation and the update. Pure
+        and over arrays only, so an engine may compile it (``Backend.compile``)."""
+        objective, transform, backend = self.objective, self.transform, self.backend
+
+        def step(params: Params, state: Any, X: Array, y: Array, w: Array | None, lr: Any
+                 ) -> tuple[Params, Any, Array]:
+            part = backend.partial(lambda b: objective.partial(params, b), Block(X, y, w))
+            loss, grads = objective.finish(part, params)
+            updates, state = transform.update(grads, state, params, lr)
+            return apply_updates(params, updates), state, loss
+
+        return step
+
+    def value_and_grad(self, params: Params, data: Block | None = None
+                       ) -> tuple[Array, Params]:
+        """The objective and its gradient over ``data`` (default: the whole training set),
+        through the engine's ``partial`` (one block, or shards tree-summed)."""
+        data = self.train_data if data is None else data
+        part = self.backend.partial(lambda b: self.objective.partial(params, b), data)
+        return self.objective.finish(part, params)  # type: ignore[return-value]
+
     def close(self) -> None:
         """Drop every device array this trainer holds (data, parameters, optimizer state,
         the best epoch's parameters), so the backend's ``release`` can free their memory.
@@ -164,35 +238,24 @@ class Trainer:
         if self.early_stopping is not None:
             self.early_stopping.best_params = None
 
-    def closure(self, X: Array, y: Array) -> Callable[[Params], tuple[Array, Params]]:
-        """Loss and gradient of a batch (class indices ``y``, or one-hot targets); with
-        ``clip_grad_norm``, the gradient clipped.
-
-        The loss and gradient come from the backend's fused kernel when it offers one.
-        Clipping here, not in the optimizers, gives every optimizer (plugins too) the
-        same rule; it runs on the device, so the hot loop gains no host read.
-        """
-        l2, max_norm, fn = self.l2, self.cfg.clip_grad_norm, self.loss_and_grad
-        if max_norm is None:
-            return lambda p: fn(p, X, y, l2)
-
-        def clipped(p: Params) -> tuple[Array, Params]:
-            loss, grads = fn(p, X, y, l2)
-            return loss, clip_by_global_norm(grads, max_norm)
-
-        return clipped
-
     def lr(self, step: int) -> float:
         return self.base_lr * self.schedule(step)
 
     def run_epoch(self, on_log: LogCallback | None = None) -> float:
         """One pass over the training set; returns its mean batch loss (one host read)."""
-        cfg, backend, xp, data = self.cfg, self.backend, self.xp, self.train_data
+        cfg, backend, data = self.cfg, self.backend, self.train_data
         n = data.n
         params, state, step = self.params, self.opt_state, self.step
-        if self.full_batch:
-            params, state, loss = self.optimizer.update(
-                params, state, self.closure(data.X, data.y), self.lr(step))
+        if self.solver is not None:
+            params, state, loss = self.solver.step(params, state, self.value_and_grad,
+                                                   self.lr(step))
+            running = loss
+            step += 1
+            if step % cfg.log_every == 0:
+                self._logged(step, loss, params, on_log)
+        elif self.full_batch:
+            params, state, loss = self.train_step(params, state, data.X, data.y, data.w,
+                                                  self.lr(step))
             running = loss  # batch_size == n
             step += 1
             if step % cfg.log_every == 0:
@@ -204,14 +267,16 @@ class Trainer:
             for start in range(0, n, bs):
                 idx = order[start:min(start + bs, n)]
                 # gather class indices, not one-hot rows: n ints instead of n·K floats
-                closure = self.closure(xp.take(data.X, idx, axis=0), xp.take(data.y, idx, axis=0))
-                params, state, loss = self.optimizer.update(params, state, closure, self.lr(step))
+                batch = backend.batch(data, idx)
+                params, state, loss = self.train_step(params, state, batch.X, batch.y, batch.w,
+                                                      self.lr(step))
                 rows = idx.shape[0]  # one add per step; only a short last batch is scaled
                 weighted = loss if rows == bs else loss * (rows / bs)
                 running = weighted if running is None else running + weighted
                 step += 1
                 if step % cfg.log_every == 0:
                     self._logged(step, loss, params, on_log)
+        params, state = backend.materialize((params, state))
         self.params, self.opt_state, self.step = params, state, step
         guarded = float(backend.to_host(self._guarded(running, params)))
         train_loss = guarded * self.batch_size / n
@@ -253,7 +318,7 @@ class Trainer:
     def end_epoch(self, train_loss: float, seconds: float) -> dict[str, Any]:
         self.epoch += 1
         self.elapsed += seconds
-        val = evaluate(self.backend, self.params, self.val_data)
+        val = evaluate(self.backend, self.objective, self.params, self.val_data)
         record = {
             "epoch": self.epoch, "step": self.step, "train_loss": train_loss,
             "val_loss": val["loss"], "val_accuracy": val["accuracy"],
@@ -291,6 +356,7 @@ class Trainer:
         memo: dict[int, Any] = {}  # one device array seen twice stays one array
         es = self.early_stopping
         return {
+            "format": STATE_FORMAT,
             "params": map_arrays(self.params, to_host, memo),
             "opt_state": map_arrays(self.opt_state, to_host, memo),
             "step": self.step,
@@ -306,13 +372,24 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output (each array keeps its saved dtype)."""
+        """Restore :meth:`state_dict` output (each array keeps its saved dtype), after
+        checking that it fits this run: its format, the parameters' shapes, and the
+        optimizer state's structure against a fresh one."""
+        if state.get("format") != STATE_FORMAT:
+            raise ModelFileError(
+                "this checkpoint was written by smx 0.1, whose optimizer state this version "
+                "does not read; start the run again", where="checkpoint")
         params = state["params"]
         expected = {k: tuple(v.shape) for k, v in self.params.items()}
-        got = {k: tuple(np.shape(v)) for k, v in params.items()}
+        got = ({k: tuple(np.shape(v)) for k, v in params.items()}
+               if isinstance(params, dict) else params)
         if got != expected:
             raise ModelFileError(f"checkpoint parameters {got} do not fit this run's "
                                  f"model {expected}", where="checkpoint")
+        problem = tree_mismatch(self.opt_state, state["opt_state"], expected)
+        if problem:
+            raise ModelFileError(f"the optimizer state does not fit {self.cfg.optimizer.name!r} "
+                                 f"with this config: {problem}", where="checkpoint")
 
         def put(a: np.ndarray) -> Array:
             return self.backend.from_host(a, self.device, np.asarray(a).dtype.name)
@@ -353,6 +430,61 @@ class Trainer:
     def finished(self) -> bool:
         """No epoch is left to run: ``epochs`` reached or a stop rule fired."""
         return self.stop_reason is not None or self.epoch >= self.cfg.epochs
+
+
+def tree_mismatch(fresh: Any, loaded: Any, shapes: dict[str, tuple[int, ...]],
+                  path: str = "opt_state") -> str | None:
+    """Where ``loaded`` departs from the structure of ``fresh`` (None: it fits).
+
+    Containers must match in kind, keys and length; arrays in shape. An empty list
+    (L-BFGS's history) may hold parameter-shaped trees; a None (a value not computed
+    yet) may hold a 0-d array or a parameter-shaped tree."""
+    def is_array(x: Any) -> bool:
+        return hasattr(x, "shape") and hasattr(x, "dtype")
+
+    def params_like(x: Any) -> bool:
+        return (isinstance(x, dict) and set(x) == set(shapes)
+                and all(is_array(v) and tuple(v.shape) == shapes[k] for k, v in x.items()))
+
+    if isinstance(fresh, dict):
+        if not isinstance(loaded, dict) or set(loaded) != set(fresh):
+            return f"{path} should have the keys {sorted(fresh)}"
+        for key in fresh:
+            if (why := tree_mismatch(fresh[key], loaded[key], shapes, f"{path}.{key}")):
+                return why
+        return None
+    if isinstance(fresh, tuple):
+        if not isinstance(loaded, tuple) or len(loaded) != len(fresh):
+            return f"{path} should be a tuple of {len(fresh)}"
+        for i, (a, b) in enumerate(zip(fresh, loaded, strict=True)):
+            if (why := tree_mismatch(a, b, shapes, f"{path}[{i}]")):
+                return why
+        return None
+    if isinstance(fresh, list):
+        if not isinstance(loaded, list) or not all(
+                params_like(x) or (isinstance(x, (int, float)) and not isinstance(x, bool))
+                or (is_array(x) and x.ndim == 0) for x in loaded):
+            return f"{path} should be a list of parameter-shaped entries"
+        return None
+    if fresh is None:
+        if loaded is None or isinstance(loaded, str) or params_like(loaded) or (
+                is_array(loaded) and loaded.ndim == 0):
+            return None
+        return f"{path} should be empty, a scalar or parameter-shaped"
+    if is_array(fresh):
+        if not is_array(loaded) or tuple(loaded.shape) != tuple(fresh.shape):
+            return f"{path} should have shape {tuple(fresh.shape)}"
+        return None
+    if isinstance(fresh, bool) or not isinstance(fresh, (int, float, str)):
+        return None if type(loaded) is type(fresh) else f"{path} has the wrong type"
+    if isinstance(loaded, bool) or not (isinstance(loaded, (int, float, str)) or (
+            is_array(loaded) and loaded.ndim == 0)):
+        return f"{path} should be a number"
+    if isinstance(loaded, (int, float)) and not math.isfinite(loaded):
+        return f"{path} is not finite"
+    if isinstance(fresh, int) and isinstance(loaded, int) and loaded < 0:
+        return f"{path} is negative"
+    return None
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, get_args
+from typing import Any, NamedTuple, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
@@ -43,7 +43,15 @@ class PluginParams(BaseModel):
 
 
 class Backend(ABC):
-    """An array library and its devices.
+    """An engine: an array library, its devices, and how a training step runs on them.
+
+    The core (model, objective, transformations) is written once against the Array
+    API; what differs between libraries lives here. Eager in-memory libraries
+    (NumPy, CuPy, array-api-strict) need only the abstract methods: the engine hooks
+    below default to "one device array, gathered batches, no compilation". A
+    compiled library overrides :meth:`compile`, a lazy one :meth:`materialize` and
+    :meth:`partial` (map over shards, tree-sum), and any engine can offer a fused
+    kernel for the losses it knows (:meth:`kernel`).
 
     Subclasses import their library lazily, inside ``namespace()``, so listing
     plugins never pays for (or fails on) a library that is not used.
@@ -55,6 +63,8 @@ class Backend(ABC):
     is_gpu: bool = False
     #: reductions give bitwise identical results from run to run
     deterministic: bool = True
+    #: the engine's own options (config ``backend_options``), validated like plugin options
+    options: type[PluginParams] = PluginParams
 
     @abstractmethod
     def unavailable_reason(self) -> str | None:
@@ -75,6 +85,9 @@ class Backend(ABC):
     @abstractmethod
     def to_host(self, array: Array) -> Any:
         """Bring an array back as NumPy; the only way results leave the device."""
+
+    def configure(self, options: PluginParams) -> None:  # noqa: B027 - nothing to set by default
+        """Take the validated ``backend_options`` before anything is placed."""
 
     def synchronize(self, device: str) -> None:  # noqa: B027 - a no-op is right for CPUs
         """Wait for queued work on ``device``: needed for honest timings on GPUs."""
@@ -100,32 +113,118 @@ class Backend(ABC):
         """Library versions recorded in summary.json."""
         return {}
 
-    def loss_and_grad_kernel(self) -> Callable[..., tuple[Array, Params]] | None:
-        """A faster fused ``model.loss_and_grad(params, X, y, l2)`` for class indices ``y``.
+    # --- engine hooks: where data lives and how a step runs -------------------------------
 
-        Same results to rounding; None (the default) means the portable core is used.
-        """
+    def place(self, X: Any, y: Any, w: Any | None, device: str, dtype: str) -> Block:
+        """Put one split on the device: features in ``dtype``, class indices as int64, and
+        the sample weights (None: every row weighs 1). Default: one device array each."""
+        return Block(self.from_host(X, device, dtype), self.from_host(y, device, "int64"),
+                     None if w is None else self.from_host(w, device, dtype))
+
+    def batch(self, data: Block, idx: Array) -> Block:
+        """The rows ``idx`` (a device index vector) of ``data``: a gather on its device."""
+        xp = self.namespace()
+        return Block(xp.take(data.X, idx, axis=0), xp.take(data.y, idx, axis=0),
+                     None if data.w is None else xp.take(data.w, idx, axis=0))
+
+    def partial(self, fn: Callable[[Block], Any], data: Block) -> Any:
+        """``fn`` (a block's additive partial) over all of ``data``: one call by default;
+        a sharded engine maps it over shards and tree-sums the results."""
+        return fn(data)
+
+    def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """A compiled version of a pure step function (``jax.jit``...); identity by default."""
+        return fn
+
+    def materialize(self, tree: Any) -> Any:
+        """Force a lazy result (Dask ``persist``) so graphs do not grow; identity by default."""
+        return tree
+
+    def kernel(self, loss: Any) -> Kernel | None:
+        """A fused partial for ``loss`` (same sums to rounding, faster), or None when this
+        engine has none for that loss and its options: the portable core then runs."""
         return None
 
 
-class Optimizer(Protocol):
-    """An optax-like pair of pure functions; ``update`` calls ``closure`` as often as it needs."""
+@dataclass
+class Block:
+    """Rows on a device: features, class indices, sample weights (None: all ones)."""
+
+    X: Array
+    y: Array
+    w: Array | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.X.shape[0])
+
+
+class Kernel(Protocol):
+    """A backend's fused ``objective.partial`` for one loss; see :meth:`Backend.kernel`."""
+
+    def __call__(self, params: Params, block: Block, *, grad: bool = True) -> Any: ...
+
+
+class Transform(NamedTuple):
+    """A gradient transformation (optax's shape): pure functions over trees of arrays.
+
+    ``update(grads, state, params, lr)`` returns ``(updates, state)``; the new
+    parameters are ``params + updates``. ``lr`` is this step's scheduled learning
+    rate (a host float, or a traced scalar under a compiled engine); links that do
+    not scale by it ignore it. Compose links with :func:`smx.optimizers.transforms.chain`.
+    """
+
+    init: Callable[[Params], Any]
+    update: Callable[[Params, Any, Params, Any], tuple[Params, Any]]
+
+
+class Solver(Protocol):
+    """A full-batch method with its own line search (L-BFGS): handed a value-and-gradient
+    function of the parameters, it takes one iteration per call."""
 
     def init(self, params: Params) -> Any: ...
 
-    def update(
-        self, params: Params, state: Any, closure: LossAndGrad, lr: float
+    def step(
+        self, params: Params, state: Any, value_and_grad: LossAndGrad, lr: float
     ) -> tuple[Params, Any, Array]: ...
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
+    """A first-order optimizer: ``factory(**params)`` returns a :class:`Transform`.
+
+    ``params`` should hold ``lr``: the schedule multiplies it and hands the result
+    to the transformation as each step's ``lr``.
+    """
+
     name: str
-    factory: Callable[..., Optimizer]  # called with the validated params as keywords
+    factory: Callable[..., Transform]  # called with the validated params as keywords
     params: type[PluginParams] = PluginParams
     description: str = ""
-    #: full-batch methods (L-BFGS) see the whole training set in one closure
-    full_batch: bool = False
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    """A full-batch solver with a line search: ``factory(**params)`` returns a :class:`Solver`.
+
+    Chosen with ``optimizer.name`` like an optimizer; it sees the whole training set in
+    every evaluation (``batch_size`` is ignored) and one iteration is one epoch.
+    """
+
+    name: str
+    factory: Callable[..., Solver]
+    params: type[PluginParams] = PluginParams
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A loss: ``factory(n_classes=..., class_weight=..., **params)`` returns a :class:`Loss`."""
+
+    name: str
+    factory: Callable[..., Any]
+    params: type[PluginParams] = PluginParams
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,7 +249,6 @@ class DatasetSpec:
 class Registration:
     """One registered record and where it came from (for `smx plugins` and duplicate errors)."""
 
-    kind: str
     name: str
     record: Any
     plugin: str

@@ -23,24 +23,24 @@ def install_fake_dist(site: Path, dist: str, version: str, modules: dict[str, st
 
 HALVING_SGD = '''
     import smx
-    from smx.optimizers.sgd import SGD, SGDParams
+    from smx.optimizers.sgd import SGDParams, sgd
 
     class HalfParams(SGDParams):
         pass
 
     @smx.hookimpl
     def smx_optimizers():
-        yield smx.OptimizerSpec(name="half-sgd", factory=SGD, params=HalfParams,
+        yield smx.OptimizerSpec(name="half-sgd", factory=sgd, params=HalfParams,
                                 description="a third-party optimizer")
 '''
 
 DUPLICATE_SGD = '''
     import smx
-    from smx.optimizers.sgd import SGD
+    from smx.optimizers.sgd import sgd
 
     @smx.hookimpl
     def smx_optimizers():
-        yield smx.OptimizerSpec(name="sgd", factory=SGD)
+        yield smx.OptimizerSpec(name="sgd", factory=sgd)
 '''
 
 BROKEN = '''

@@ -310,11 +310,11 @@ def test_unreadable_file(target, tmp_path, monkeypatch, capsys):
 
 BROKEN_OPTIMIZER = '''
     import smx
-    from smx.optimizers.sgd import SGD
+    from smx.optimizers.sgd import sgd
 
     @smx.hookimpl
     def smx_optimizers():
-        yield smx.OptimizerSpec(name="lion", factory=SGD)
+        yield smx.OptimizerSpec(name="lion", factory=sgd)
 
     raise ImportError("lion needs a library that is not installed")
 '''

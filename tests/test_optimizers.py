@@ -11,18 +11,34 @@ from __future__ import annotations
 import math
 import re
 
+from pathlib import Path
+
 import array_api_strict
 import numpy as np
 import pytest
+from array_api_compat import array_namespace
 from scipy.optimize import minimize
 
-from smx import model
+import smx
 from smx.config import load_config
 from smx.errors import ConfigError
+from smx.losses import CrossEntropy
+from smx.objective import Objective, loss_and_grad
 from smx.optimizers.lbfgs import LBFGS, two_loop
+from smx.optimizers.rmsprop import rmsprop
+from smx.optimizers.sgd import sgd
+from smx.optimizers.transforms import (
+    add_decayed_weights,
+    apply_updates,
+    chain,
+    clip_by_global_norm,
+    scale_by_lr,
+    trace,
+)
 from smx.plugins import Plugins
 from smx.runner import load_data
-from smx.training import Trainer, train
+from smx.training import Trainer, init_params, train
+from smx.types import Block, PluginParams, Transform
 from tests.conftest import run_smx, write_yaml
 
 PLUGINS = Plugins(entry_points=False)
@@ -158,14 +174,20 @@ def make(name: str, options: dict):
 
 
 def smx_steps(name, options, params, X, y, lrs, xp=np):
-    K = params["W"].shape[1]
-    Xd, Yd = xp.asarray(X), xp.asarray(np.eye(K)[y])
+    """``lrs`` steps of the named optimizer (a transformation: the caller computes the
+    gradient and applies the updates) or solver (handed the value-and-gradient)."""
+    Xd, yd = xp.asarray(X), xp.asarray(y)
     p = {k: xp.asarray(v) for k, v in params.items()}
     opt = make(name, options)
     state = opt.init(p)
     losses = []
     for lr in lrs:
-        p, state, loss = opt.update(p, state, lambda q: model.loss_and_grad(q, Xd, Yd, L2), lr)
+        if isinstance(opt, Transform):
+            loss, grads = loss_and_grad(p, Xd, yd, L2)
+            updates, state = opt.update(grads, state, p, lr)
+            p = apply_updates(p, updates)
+        else:
+            p, state, loss = opt.step(p, state, lambda q: loss_and_grad(q, Xd, yd, L2), lr)
         losses.append(float(loss))
     return {k: np.asarray(v) for k, v in p.items()}, losses
 
@@ -228,11 +250,9 @@ def test_two_loop_is_the_bfgs_inverse_hessian_product():
 def test_every_lbfgs_step_meets_the_strong_wolfe_conditions():
     X, y, params = problem(seed=4, n=60, d=6, k=4)
     opt = LBFGS(c1=1e-4, c2=0.9, tol=0.0, ftol=0.0)
-    K = params["W"].shape[1]
-    Y = np.eye(K)[y]
     state, p = opt.init(params), params
     for _ in range(12):
-        new, state, _ = opt.update(p, state, lambda q: model.loss_and_grad(q, X, Y, L2), 1.0)
+        new, state, _ = opt.step(p, state, lambda q: loss_and_grad(q, X, y, L2), 1.0)
         if state["converged"]:
             break
         f0, g0 = np_loss_grad(p, X, y)
@@ -259,13 +279,13 @@ def test_lbfgs_reads_only_a_few_scalars_per_iteration(monkeypatch):
 
     monkeypatch.setattr(lbfgs, "host_float", counting)
     X, y, params = problem(seed=6)
-    Xd, Yd = array_api_strict.asarray(X), array_api_strict.asarray(np.eye(3)[y])
+    Xd, yd = array_api_strict.asarray(X), array_api_strict.asarray(y)
     p = {k: array_api_strict.asarray(v) for k, v in params.items()}
     opt = LBFGS(tol=0.0, ftol=0.0)
     state = opt.init(p)
     for _ in range(6):
         before, evals = len(reads), state["evals"]
-        p, state, _ = opt.update(p, state, lambda q: model.loss_and_grad(q, Xd, Yd, L2), 1.0)
+        p, state, _ = opt.step(p, state, lambda q: loss_and_grad(q, Xd, yd, L2), 1.0)
         new_evals = state["evals"] - evals
         assert 1 <= new_evals <= 3
         assert len(reads) - before <= 7 + 2 * new_evals
@@ -291,17 +311,16 @@ def test_lbfgs_reaches_the_scipy_optimum_and_says_why_it_stopped():
     ref = minimize(flat_fg, x0, jac=True, method="L-BFGS-B",
                    options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10_000})
     opt = LBFGS(tol=1e-8, ftol=0.0)
-    Y = np.eye(4)[y]
     state, p = opt.init(params), params
     for _ in range(500):
-        p, state, loss = opt.update(p, state, lambda q: model.loss_and_grad(q, X, Y, L2), 1.0)
+        p, state, loss = opt.step(p, state, lambda q: loss_and_grad(q, X, y, L2), 1.0)
         if state["converged"]:
             break
     assert state["converged"].startswith("gradient max-abs")
     assert float(loss) == pytest.approx(ref.fun, rel=1e-12)
     np.testing.assert_allclose(np.concatenate([p["W"].ravel(), p["b"]]), ref.x, atol=1e-7)
     # once converged, further updates are no-ops
-    again, _, _ = opt.update(p, state, lambda q: model.loss_and_grad(q, X, Y, L2), 1.0)
+    again, _, _ = opt.step(p, state, lambda q: loss_and_grad(q, X, y, L2), 1.0)
     assert again is p
 
 
@@ -327,9 +346,9 @@ def test_lbfgs_matches_scikit_learn_on_standardized_digits():
     X, y = splits.X_train, splits.y_train
     assert X.shape == (1797, 64) and result.l2 == pytest.approx(1 / 1797)
     sk = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(X, y)
-    Y = np.eye(10)[y]
-    ours = float(model.loss(result.params, X, Y, result.l2))
-    theirs = float(model.loss({"W": sk.coef_.T, "b": sk.intercept_}, X, Y, result.l2))
+    objective = Objective(CrossEntropy(), result.l2)
+    ours = float(objective.value(result.params, Block(X, y)))
+    theirs = float(objective.value({"W": sk.coef_.T, "b": sk.intercept_}, Block(X, y)))
     assert ours == pytest.approx(theirs, rel=1e-6)
     W, W_sk = result.params["W"], sk.coef_.T
     assert np.abs(W - W_sk).max() <= 1e-3 * np.abs(W_sk).max()
@@ -388,7 +407,8 @@ def test_plugins_command_shows_each_optimizers_options(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name, options in OPTIONS.items():
         line = next(ln for ln in proc.stdout.splitlines() if f" {name} " in ln)
-        assert line.startswith("optimizer") and options in line, line
+        kind = "solver" if name == "lbfgs" else "optimizer"  # both chosen by optimizer.name
+        assert line.startswith(kind) and options in line, line
 
 
 @pytest.mark.parametrize("name", OPTIONS)
@@ -430,7 +450,7 @@ def test_lbfgs_line_search_steps_back_from_a_nan_region(xp, c, lr):
     p = {"W": xp.asarray([0.0])}
     state = opt.init(p)
     for _ in range(30):
-        p, state, _ = opt.update(p, state, closure, lr)
+        p, state, _ = opt.step(p, state, closure, lr)
         if state["converged"]:
             break
     assert state["converged"].startswith(("gradient max-abs", "relative loss change"))
@@ -441,7 +461,7 @@ def test_lbfgs_says_when_the_line_search_ran_out_of_evaluations():
     closure = nan_beyond(np, 1.5)
     opt = LBFGS(max_ls=2)
     p0 = {"W": np.asarray([0.0])}
-    p, state, loss = opt.update(p0, opt.init(p0), closure, 1e6)
+    p, state, loss = opt.step(p0, opt.init(p0), closure, 1e6)
     assert state["converged"] == "line search found no decrease in 2 evaluations"
     assert p is p0 and float(loss) == 1.0
 
@@ -449,13 +469,183 @@ def test_lbfgs_says_when_the_line_search_ran_out_of_evaluations():
 @pytest.mark.parametrize("xp", [np, array_api_strict], ids=["numpy", "array-api-strict"])
 def test_centered_rmsprop_stays_finite_under_a_steady_float32_gradient(xp):
     """s − m² tends to 0 for a constant gradient; rounding must not take it below 0 (NaN)."""
-    from smx.optimizers.rmsprop import RMSprop
-
     g = xp.asarray(np.arange(1, 101, dtype=np.float32) / 100)
-    opt = RMSprop(lr=1e-3, centered=True)
+    opt = rmsprop(lr=1e-3, centered=True)
     p = {"W": xp.zeros(100, dtype=xp.float32)}
     state = opt.init(p)
     for _ in range(1500):
-        p, state, _ = opt.update(p, state, lambda q: (xp.sum(q["W"] * g), {"W": g}), 1e-3)
+        updates, state = opt.update({"W": g}, state, p, 1e-3)
+        p = apply_updates(p, updates)
     assert p["W"].dtype == xp.float32
     assert bool(xp.all(xp.isfinite(p["W"])))
+
+
+# --- smx 0.1's trajectories, replayed ---------------------------------------------------------
+
+TRAJECTORIES = Path(__file__).parent / "data" / "trajectories_v0.1.npz"
+#: the settings tests/data/trajectories_v0.1.npz was recorded with (smx 0.1, 20 steps each)
+SETTINGS = {
+    "sgd": "optimizer.name=sgd optimizer.lr=0.1",
+    "sgd_momentum": "optimizer.name=sgd optimizer.lr=0.05 optimizer.momentum=0.9",
+    "sgd_nesterov_wd": "optimizer.name=sgd optimizer.lr=0.05 optimizer.momentum=0.9 "
+                       "optimizer.nesterov=true optimizer.weight_decay=0.01",
+    "sgd_cosine_clip": "optimizer.name=sgd optimizer.lr=0.2 schedule.name=cosine "
+                       "schedule.warmup_epochs=0.5 clip_grad_norm=0.5",
+    "adam": "optimizer.name=adam optimizer.lr=0.01",
+    "adam_wd": "optimizer.name=adam optimizer.lr=0.01 optimizer.weight_decay=0.05",
+    "adamw": "optimizer.name=adamw optimizer.lr=0.01 optimizer.weight_decay=0.1",
+    "rmsprop": "optimizer.name=rmsprop optimizer.lr=0.01",
+    "rmsprop_centered_mom_wd": "optimizer.name=rmsprop optimizer.lr=0.005 optimizer.centered=true "
+                               "optimizer.momentum=0.5 optimizer.weight_decay=0.01",
+    "adagrad": "optimizer.name=adagrad optimizer.lr=0.1",
+    "adagrad_decay_init_wd": "optimizer.name=adagrad optimizer.lr=0.1 optimizer.lr_decay=0.01 "
+                             "optimizer.initial_accumulator_value=0.1 optimizer.weight_decay=0.01",
+    "lbfgs": "optimizer.name=lbfgs epochs=20",
+    "sgd_fullbatch_exp": "optimizer.name=sgd optimizer.lr=0.5 batch_size=80 epochs=20 "
+                         "schedule.name=exponential",
+    "sgd_nointercept": "optimizer.name=sgd optimizer.lr=0.1 model.fit_intercept=false",
+}
+BASE = {"data": {"name": "synthetic", "n": 100, "d": 5, "k": 3, "val_fraction": 0.2,
+                 "test_fraction": 0.0},
+        "dtype": "float64", "batch_size": 4, "epochs": 1,
+        "model": {"l2": 0.01, "init_scale": 0.3}, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def trajectories():
+    with np.load(TRAJECTORIES) as saved:
+        return {k: saved[k] for k in saved.files}
+
+
+def test_the_recording_holds_every_setting(trajectories):
+    names = {key.split("/")[0] for key in trajectories}
+    assert names == set(SETTINGS)
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+def test_smx_0_1_trajectories_are_replayed_to_rounding(trajectories, name):
+    """The transformations (and the L-BFGS solver) take smx 0.1's steps: same parameters
+    after 20 steps to 1e-12 relative, float64, on the numpy backend."""
+    cfg = load_config(BASE, SETTINGS[name].split(), plugins=PLUGINS)
+    result = train(cfg, load_data(cfg, PLUGINS), PLUGINS.backend("numpy"), "cpu", PLUGINS)
+    assert result.steps == int(trajectories[f"{name}/steps"])
+    expected = {k.split("/")[1] for k in trajectories if k.startswith(f"{name}/")} - {"steps"}
+    assert set(result.params) == expected
+    for k, got in result.params.items():
+        ref = trajectories[f"{name}/{k}"]
+        assert got.dtype == np.float64 and got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-14, err_msg=f"{name}/{k}")
+        assert np.abs(got - ref).max() <= 1e-12 * np.abs(ref).max(), f"{name}/{k}"
+
+
+# --- transformations compose ----------------------------------------------------------------
+
+
+def torch_clip(g, max_norm):
+    """PyTorch's clip_grad_norm_, on a dict of NumPy arrays."""
+    norm = np.sqrt(sum(np.sum(v * v) for v in g.values()))
+    scale = min(1.0, max_norm / (norm + 1e-6))
+    return {k: v * scale for k, v in g.items()}
+
+
+@pytest.mark.parametrize("xp", [np, array_api_strict], ids=["numpy", "array-api-strict"])
+def test_a_chain_is_clipping_then_sgd_by_hand(xp):
+    X, y, params = problem(seed=8)
+    clip = lambda p: (0.0, torch_clip(np_loss_grad(p, X, y)[1], 0.3))  # noqa: E731
+    expected = ref_sgd(params, clip, LRS, momentum=0.9, nesterov=True, weight_decay=0.1)
+    assert np.sqrt(sum(np.sum(v * v) for v in np_loss_grad(params, X, y)[1].values())) > 0.3
+
+    Xd, yd = xp.asarray(X), xp.asarray(y)
+    # the same method written three ways: links, a chain holding a built-in, nested chains
+    txs = {
+        "links": chain(clip_by_global_norm(0.3), add_decayed_weights(0.1), trace(0.9, True),
+                       scale_by_lr()),
+        "built-in": chain(clip_by_global_norm(0.3), sgd(momentum=0.9, nesterov=True,
+                                                        weight_decay=0.1)),
+        "nested": chain(chain(clip_by_global_norm(0.3), add_decayed_weights(0.1)),
+                        chain(trace(0.9, True), scale_by_lr())),
+    }
+    for how, tx in txs.items():
+        p = {k: xp.asarray(v) for k, v in params.items()}
+        state = tx.init(p)
+        for lr in LRS:
+            _, grads = loss_and_grad(p, Xd, yd, L2)
+            updates, state = tx.update(grads, state, p, lr)
+            p = apply_updates(p, updates)
+        for k in params:
+            np.testing.assert_allclose(np.asarray(p[k]), expected[k], rtol=1e-12, atol=1e-14,
+                                       err_msg=f"{how}: {k}")
+
+
+def test_add_decayed_weights_never_touches_the_intercept():
+    rng = np.random.default_rng(9)
+    params = {"W": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}
+    grads = {"W": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}
+    out, state = add_decayed_weights(0.5).update(grads, (), params, 0.1)
+    assert state == ()
+    np.testing.assert_array_equal(out["W"], grads["W"] + 0.5 * params["W"])
+    np.testing.assert_array_equal(out["b"], grads["b"])
+    assert set(out) == {"W", "b"}
+    out, _ = add_decayed_weights(0.5).update({"W": grads["W"]}, (), {"W": params["W"]}, 0.1)
+    assert set(out) == {"W"}  # a model without intercept
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("sgd", {"weight_decay": 0.1}), ("sgd", {"weight_decay": 0.1, "momentum": 0.9}),
+    ("adam", {"weight_decay": 0.1}), ("adamw", {"weight_decay": 0.1}),
+    ("rmsprop", {"weight_decay": 0.1, "centered": True, "momentum": 0.5}),
+    ("adagrad", {"weight_decay": 0.1, "initial_accumulator_value": 0.1}),
+])
+def test_weight_decay_of_every_built_in_leaves_the_intercept_alone(name, options):
+    """With a zero gradient only decay moves anything: W shrinks, b stays exactly put."""
+    rng = np.random.default_rng(10)
+    params = {"W": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}
+    zero = {k: np.zeros_like(v) for k, v in params.items()}
+    tx = make(name, options)
+    p, state = params, tx.init(params)
+    for lr in LRS:
+        updates, state = tx.update(zero, state, p, lr)
+        p = apply_updates(p, updates)
+    np.testing.assert_array_equal(p["b"], params["b"])
+    assert np.linalg.norm(p["W"]) < np.linalg.norm(params["W"])
+
+
+class SignParams(PluginParams):
+    lr: float = 0.01
+
+
+def sign_sgd(lr: float = 0.01) -> Transform:
+    """A third-party optimizer in a few lines: −lr·sign(g); its state counts the steps."""
+    def update(grads, state, params, lr):
+        xp = array_namespace(grads["W"])
+        return {k: -lr * xp.sign(g) for k, g in grads.items()}, state + 1
+    return Transform(lambda params: 0, update)
+
+
+class SignPlugin:
+    @smx.hookimpl
+    def smx_optimizers(self):
+        yield smx.OptimizerSpec(name="sign-sgd", factory=sign_sgd, params=SignParams,
+                                description="a third-party optimizer")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array-api-strict"])
+def test_a_third_party_transform_trains_through_the_trainer(backend):
+    plugins = Plugins(entry_points=False)
+    plugins.register(SignPlugin(), name="sign-plugin")
+    assert "sign-sgd" in plugins.names("optimizer")
+    cfg = load_config({"data": {"name": "iris"}, "backend": backend, "dtype": "float64",
+                       "epochs": 3, "batch_size": 104, "clip_grad_norm": 100.0,
+                       "optimizer": {"name": "sign-sgd", "lr": 0.05}}, plugins=plugins)
+    splits = load_data(cfg, plugins)
+    trainer = Trainer(cfg, splits, plugins.backend(backend), "cpu", plugins)
+    result = trainer.fit()
+    assert result.steps == 3 and trainer.opt_state == ((), 3)  # (the clip link's, its own)
+    # by hand: full-batch sign descent on the independent objective
+    p = init_params(splits.n_features, splits.n_classes, cfg)
+    for _ in range(3):
+        _, g = np_loss_grad(p, splits.X_train, splits.y_train, result.l2)
+        p = {k: v - 0.05 * np.sign(g[k]) for k, v in p.items()}
+    for k in p:
+        np.testing.assert_allclose(result.params[k], p[k], rtol=1e-12, atol=1e-14)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]

@@ -138,15 +138,17 @@ def test_a_wrong_fused_kernel_fails_init_grad():
     from smx.parity import run_parity
     from smx.plugins import Plugins
 
-    def zero_db(params, X, y, l2=0.0):
-        loss, grads = numpy_kernels.loss_and_grad(params, X, y, l2)
-        return loss, {**grads, "b": np.zeros_like(grads["b"])}
+    def zero_db(params, block, class_weight=None, *, grad=True):
+        part = numpy_kernels.cross_entropy_partial(params, block, class_weight, grad=grad)
+        if part.grads is not None:
+            part.grads["b"] = np.zeros_like(part.grads["b"])
+        return part
 
     class BadKernel(NumpyBackend):
         name = "bad-kernel"
         deterministic = False  # recorded in parity.json
 
-        def loss_and_grad_kernel(self):
+        def kernel(self, loss):
             return zero_db
 
     class Plugin:

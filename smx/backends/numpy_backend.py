@@ -34,10 +34,12 @@ class NumpyBackend(Backend):
 
         return np.asarray(array)
 
-    def loss_and_grad_kernel(self):
-        from smx.backends.numpy_kernels import loss_and_grad
+    def kernel(self, loss: Any) -> Any:
+        from smx.backends import numpy_kernels
 
-        return loss_and_grad
+        if getattr(loss, "kernel_key", None) == numpy_kernels.KEY:
+            return numpy_kernels.cross_entropy_partial
+        return None
 
     def versions(self) -> dict[str, str]:
         import numpy as np

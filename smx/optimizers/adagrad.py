@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from array_api_compat import array_namespace
 from pydantic import Field
 
 import smx
-from smx.optimizers.base import add_weight_decay, tree_map
-from smx.types import Array, LossAndGrad, OptimizerSpec, Params, PluginParams
+from smx.optimizers.transforms import add_decayed_weights, chain, scale_by_adagrad, scale_by_lr
+from smx.types import OptimizerSpec, PluginParams, Transform
 
 
 class AdagradParams(PluginParams):
@@ -22,37 +19,16 @@ class AdagradParams(PluginParams):
     weight_decay: float = Field(0.0, ge=0, description="L2 decay added to the gradient of W")
 
 
-class Adagrad:
-    def __init__(
-        self, lr: float = 0.01, lr_decay: float = 0.0, initial_accumulator_value: float = 0.0,
-        eps: float = 1e-10, weight_decay: float = 0.0,
-    ) -> None:
-        self.lr, self.lr_decay, self.eps = lr, lr_decay, eps
-        self.initial, self.weight_decay = initial_accumulator_value, weight_decay
-
-    def init(self, params: Params) -> dict[str, Any]:
-        init = self.initial
-        return {"t": 0, "sum": tree_map(lambda p: array_namespace(p).full_like(p, init), params)}
-
-    def update(
-        self, params: Params, state: dict[str, Any], closure: LossAndGrad, lr: float
-    ) -> tuple[Params, dict[str, Any], Array]:
-        loss, grads = closure(params)
-        grads = add_weight_decay(grads, params, self.weight_decay)
-        t = state["t"] + 1
-        clr = lr / (1.0 + (t - 1) * self.lr_decay)
-        acc = tree_map(lambda s, g: s + g * g, state["sum"], grads)
-        eps = self.eps
-
-        def step(p: Array, g: Array, s: Array) -> Array:
-            return p - clr * g / (array_namespace(s).sqrt(s) + eps)
-
-        return tree_map(step, params, grads, acc), {"t": t, "sum": acc}, loss
+def adagrad(lr: float = 0.01, lr_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+            eps: float = 1e-10, weight_decay: float = 0.0) -> Transform:
+    """PyTorch's Adagrad: coupled decay, the accumulated scaling with its lr decay, −lr."""
+    return chain(add_decayed_weights(weight_decay),
+                 scale_by_adagrad(initial_accumulator_value, eps, lr_decay), scale_by_lr())
 
 
 @smx.hookimpl
 def smx_optimizers():
     yield OptimizerSpec(
-        name="adagrad", factory=Adagrad, params=AdagradParams,
+        name="adagrad", factory=adagrad, params=AdagradParams,
         description="Adagrad, per-coordinate steps from the summed squared gradients",
     )

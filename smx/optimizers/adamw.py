@@ -10,8 +10,9 @@ from __future__ import annotations
 from pydantic import Field
 
 import smx
-from smx.optimizers.adam import Adam, AdamParams
-from smx.types import OptimizerSpec
+from smx.optimizers.adam import AdamParams
+from smx.optimizers.transforms import add_decayed_weights, chain, scale_by_adam, scale_by_lr
+from smx.types import OptimizerSpec, Transform
 
 
 class AdamWParams(AdamParams):
@@ -20,19 +21,16 @@ class AdamWParams(AdamParams):
     )
 
 
-class AdamW(Adam):
-    decoupled = True
-
-    def __init__(
-        self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-        weight_decay: float = 0.01,
-    ) -> None:
-        super().__init__(lr, beta1, beta2, eps, weight_decay)
+def adamw(lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+          weight_decay: float = 0.01) -> Transform:
+    """``p − lr·(adam + wd·p)``: PyTorch's ``p·(1 − lr·wd)`` then the Adam step, in one."""
+    return chain(scale_by_adam(beta1, beta2, eps), add_decayed_weights(weight_decay),
+                 scale_by_lr())
 
 
 @smx.hookimpl
 def smx_optimizers():
     yield OptimizerSpec(
-        name="adamw", factory=AdamW, params=AdamWParams,
+        name="adamw", factory=adamw, params=AdamWParams,
         description="Adam with decoupled weight decay (AdamW)",
     )

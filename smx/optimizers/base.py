@@ -1,25 +1,7 @@
-"""Helpers shared by optimizers: parameters are a flat dict of arrays."""
+"""Helpers shared by optimizers (kept for plugins written against smx 0.1's names)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from smx.optimizers.transforms import apply_updates, tree_map, zeros_like
 
-from array_api_compat import array_namespace
-
-from smx.types import Array, Params
-
-
-def tree_map(fn: Callable[..., Array], *trees: Params) -> Params:
-    """Apply ``fn`` leaf-wise over dicts with the same keys."""
-    return {k: fn(*(t[k] for t in trees)) for k in trees[0]}
-
-
-def zeros_like(params: Params) -> Params:
-    return tree_map(lambda p: array_namespace(p).zeros_like(p), params)
-
-
-def add_weight_decay(grads: Params, params: Params, weight_decay: float) -> Params:
-    """Coupled (L2-style) decay on W only: the intercept is never penalised."""
-    if not weight_decay:
-        return grads
-    return {k: g + weight_decay * params[k] if k == "W" else g for k, g in grads.items()}
+__all__ = ["apply_updates", "tree_map", "zeros_like"]

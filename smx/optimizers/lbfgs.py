@@ -1,6 +1,8 @@
 """Full-batch L-BFGS with a strong-Wolfe line search, the vectors kept on the device.
 
-One :meth:`LBFGS.update` is one L-BFGS iteration (a search direction from the
+A solver plugin (``smx_solvers``), not a gradient transformation: it is handed
+the full-batch value-and-gradient function and calls it as often as its line
+search needs. One :meth:`LBFGS.step` is one L-BFGS iteration (a search direction from the
 two-loop recursion, then a line search along it), so the Trainer's ``epochs``
 is the iteration budget (``max_iter``). Parameters, gradients and the ``m``
 correction pairs never leave the device; only scalars cross to the host, to
@@ -27,8 +29,8 @@ from array_api_compat import array_namespace
 from pydantic import Field, model_validator
 
 import smx
-from smx.optimizers.base import tree_map
-from smx.types import Array, LossAndGrad, OptimizerSpec, Params, PluginParams
+from smx.optimizers.transforms import tree_map
+from smx.types import Array, LossAndGrad, Params, PluginParams, SolverSpec
 
 #: sᵀy at or below this is not positive curvature: the pair is skipped
 CURVATURE_EPS = 1e-10
@@ -215,26 +217,28 @@ class LBFGS:
         self.max_ls, self.c1, self.c2 = max_ls, c1, c2
 
     def init(self, params: Params) -> dict[str, Any]:
+        # loss and g: at the current parameters, once known (the last line search computed
+        # them); the state travels with the parameters, so a resumed run has them too
         return {"s": [], "y": [], "rho": [], "gamma": 1.0, "iter": 0, "evals": 0,
-                "x": None, "loss": None, "g": None, "converged": None}
+                "loss": None, "g": None, "converged": None}
 
-    def update(
-        self, params: Params, state: dict[str, Any], closure: LossAndGrad, lr: float
+    def step(
+        self, params: Params, state: dict[str, Any], value_and_grad: LossAndGrad, lr: float
     ) -> tuple[Params, dict[str, Any], Array]:
         """One iteration; returns the loss at the *new* parameters (the accepted step)."""
         state = dict(state)
-        if state["x"] is not None and all(params[k] is state["x"][k] for k in params):
-            loss, g = state["loss"], state["g"]  # computed by the last line search
-        else:  # first call, or parameters changed outside: start the history afresh
+        closure = value_and_grad
+        if state["g"] is not None:
+            loss, g = state["loss"], state["g"]
+        else:
             loss, g = closure(params)
-            state.update(s=[], y=[], rho=[], gamma=1.0, converged=None)
             state["evals"] += 1
         if state["converged"]:
             return params, state, loss
 
         g_max = max_abs(g)
         if g_max <= self.tol:
-            state.update(x=params, loss=loss, g=g,
+            state.update(loss=loss, g=g,
                          converged=f"gradient max-abs {g_max:.3g} ≤ tol {self.tol:g}")
             return params, state, loss
 
@@ -255,7 +259,7 @@ class LBFGS:
             why = (f"line search found no decrease in {self.max_ls} evaluations"
                    if evals >= self.max_ls
                    else "no decrease along a descent direction (at machine precision)")
-            state.update(x=params, loss=loss, g=g, converged=why)
+            state.update(loss=loss, g=g, converged=why)
             return params, state, loss
 
         x_new = axpy(new.t, d, params)
@@ -267,7 +271,7 @@ class LBFGS:
                 state.update(s=state["s"][1:], y=state["y"][1:], rho=state["rho"][1:])
             state.update(s=[*state["s"], s], y=[*state["y"], y], rho=[*state["rho"], 1.0 / ys],
                          gamma=ys / vdot(y, y))
-        state.update(x=x_new, loss=new.loss, g=new.g)
+        state.update(loss=new.loss, g=new.g)
         change = abs(start.f - new.f)
         if change <= self.ftol * max(abs(start.f), abs(new.f), 1.0):
             state["converged"] = f"relative loss change {change:.3g} ≤ ftol {self.ftol:g}"
@@ -275,8 +279,8 @@ class LBFGS:
 
 
 @smx.hookimpl
-def smx_optimizers():
-    yield OptimizerSpec(
-        name="lbfgs", factory=LBFGS, params=LBFGSParams, full_batch=True,
+def smx_solvers():
+    yield SolverSpec(
+        name="lbfgs", factory=LBFGS, params=LBFGSParams,
         description="full-batch L-BFGS, strong-Wolfe line search; one iteration per epoch",
     )

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field, model_validator
 
 import smx
-from smx.optimizers.base import add_weight_decay, tree_map, zeros_like
-from smx.types import Array, LossAndGrad, OptimizerSpec, Params, PluginParams
+from smx.optimizers.transforms import add_decayed_weights, chain, scale_by_lr, trace
+from smx.types import OptimizerSpec, PluginParams, Transform
 
 
 class SGDParams(PluginParams):
@@ -24,35 +22,15 @@ class SGDParams(PluginParams):
         return self
 
 
-class SGD:
-    def __init__(
-        self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
-        weight_decay: float = 0.0,
-    ) -> None:
-        self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
-        self.weight_decay = weight_decay
-
-    def init(self, params: Params) -> dict[str, Any]:
-        return {"buf": zeros_like(params)} if self.momentum else {}
-
-    def update(
-        self, params: Params, state: dict[str, Any], closure: LossAndGrad, lr: float
-    ) -> tuple[Params, dict[str, Any], Array]:
-        loss, grads = closure(params)
-        grads = add_weight_decay(grads, params, self.weight_decay)
-        if self.momentum:
-            m = self.momentum
-            buf = tree_map(lambda b, g: m * b + g, state["buf"], grads)
-            step = tree_map(lambda g, b: g + m * b, grads, buf) if self.nesterov else buf
-            state = {"buf": buf}
-        else:
-            step = grads
-        return tree_map(lambda p, s: p - lr * s, params, step), state, loss
+def sgd(lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
+        weight_decay: float = 0.0) -> Transform:
+    """PyTorch's SGD: coupled decay, then the (Nesterov) momentum buffer, then −lr."""
+    return chain(add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_lr())
 
 
 @smx.hookimpl
 def smx_optimizers():
     yield OptimizerSpec(
-        name="sgd", factory=SGD, params=SGDParams,
+        name="sgd", factory=sgd, params=SGDParams,
         description="stochastic gradient descent, optional (Nesterov) momentum",
     )

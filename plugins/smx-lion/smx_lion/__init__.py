@@ -12,11 +12,17 @@ learning rate 3-10x smaller than Adam's.
 
 This module is the template for smx optimizer plugins. The rules it follows:
 
+* An optimizer is a gradient transformation (optax's shape): ``init(params) ->
+  state`` and ``update(grads, state, params, lr) -> (updates, state)``; smx
+  adds the updates to the parameters. Reuse smx's links where they fit: here
+  the decoupled decay and the final ``−lr`` come from
+  ``smx.optimizers.transforms``, and only Lion's own rule is new.
 * No array library is imported. The namespace comes from the arrays
   (``array_namespace``), so the same code runs on NumPy, CuPy, array-api-strict
   or any backend a user installs.
 * ``update`` is pure: it returns new arrays and never writes into its inputs
-  (JAX arrays, for one, are immutable).
+  (JAX arrays, for one, are immutable), and its state holds arrays and Python
+  numbers only, so an engine can compile it and a checkpoint can store it.
 * Python floats mix with arrays only through operators (``0.9 * m``), which
   keeps the arrays' dtype (float32 stays float32).
 """
@@ -30,7 +36,8 @@ from array_api_compat import array_namespace
 from pydantic import Field
 
 import smx
-from smx.types import Array, LossAndGrad, Params
+from smx.optimizers.transforms import add_decayed_weights, chain, scale_by_lr, zeros_like
+from smx.types import Params, Transform
 
 try:
     __version__ = version("smx-lion")
@@ -51,46 +58,31 @@ class LionParams(smx.PluginParams):
     weight_decay: float = Field(0.0, ge=0, description="decoupled decay of W (λ)")
 
 
-class Lion:
-    """An (init, update) pair. smx calls ``Lion(**validated LionParams)``."""
+def scale_by_lion(beta1: float = 0.9, beta2: float = 0.99) -> Transform:
+    """Lion's direction ``sign(β1·m + (1 − β1)·g)``, and its momentum update."""
 
-    def __init__(
-        self, lr: float = 1e-4, beta1: float = 0.9, beta2: float = 0.99,
-        weight_decay: float = 0.0,
-    ) -> None:
-        # ``lr`` is the base rate; smx passes the scheduled rate to every ``update``.
-        self.lr, self.beta1, self.beta2 = lr, beta1, beta2
-        self.weight_decay = weight_decay
+    def update(grads: Params, state: dict[str, Any], params: Params, lr: Any
+               ) -> tuple[Params, dict[str, Any]]:
+        m = state["m"]
+        direction = {k: array_namespace(g).sign(beta1 * m[k] + (1.0 - beta1) * g)
+                     for k, g in grads.items()}
+        new_m = {k: beta2 * m[k] + (1.0 - beta2) * g for k, g in grads.items()}
+        return direction, {"m": new_m}
 
-    def init(self, params: Params) -> dict[str, Any]:
-        """Optimizer state: anything, as long as it is built from ``params`` (same device)."""
-        return {"m": {k: array_namespace(p).zeros_like(p) for k, p in params.items()}}
+    return Transform(lambda params: {"m": zeros_like(params)}, update)
 
-    def update(
-        self, params: Params, state: dict[str, Any], closure: LossAndGrad, lr: float
-    ) -> tuple[Params, dict[str, Any], Array]:
-        """One step. ``closure(params)`` returns (loss, grads) for the current batch.
 
-        Return the loss of the parameters *before* the step, as a device array:
-        smx reads it on the host only every ``log_every`` steps.
-        """
-        loss, grads = closure(params)
-        b1, b2, wd = self.beta1, self.beta2, self.weight_decay
-        new_params, new_m = {}, {}
-        for k, p in params.items():
-            xp = array_namespace(p)
-            g, m = grads[k], state["m"][k]
-            if wd and k == "W":  # decoupled: shrink W itself, not its gradient
-                p = p * (1.0 - lr * wd)
-            new_params[k] = p - lr * xp.sign(b1 * m + (1.0 - b1) * g)
-            new_m[k] = b2 * m + (1.0 - b2) * g
-        return new_params, {"m": new_m}, loss
+def lion(lr: float = 1e-4, beta1: float = 0.9, beta2: float = 0.99,
+         weight_decay: float = 0.0) -> Transform:
+    """smx calls ``lion(**validated LionParams)``. ``lr`` is the base rate: smx passes the
+    scheduled rate to every ``update``, and ``scale_by_lr`` applies it."""
+    return chain(scale_by_lion(beta1, beta2), add_decayed_weights(weight_decay), scale_by_lr())
 
 
 @smx.hookimpl
 def smx_optimizers():
     """The hook smx calls: yield one ``OptimizerSpec`` per optimizer this plugin adds."""
     yield smx.OptimizerSpec(
-        name="lion", factory=Lion, params=LionParams,
+        name="lion", factory=lion, params=LionParams,
         description="Lion: sign of interpolated momentum (Chen et al. 2023)",
     )
