@@ -206,9 +206,9 @@ def smx_epoch(bc: BenchConfig, X: np.ndarray, y: np.ndarray, backend_name: str,
 
 
 def bare_epoch(bc: BenchConfig, trainer: Any) -> Callable[[], Any]:
-    """The same loss-and-gradient kernel and optimizer update with nothing around them."""
-    xp, data, opt, fn = trainer.xp, trainer.train_data, trainer.optimizer, trainer.loss_and_grad
-    n, bs, l2, lr = data.n, bc.batch, trainer.l2, bc.lr
+    """The same step (objective partial, transformation, update) with nothing around it."""
+    data, step, backend = trainer.train_data, trainer.train_step, trainer.backend
+    n, bs, lr = data.n, bc.batch, bc.lr
     rng = np.random.default_rng(bc.seed)
     box = {"params": trainer.params, "state": trainer.opt_state}
 
@@ -216,10 +216,8 @@ def bare_epoch(bc: BenchConfig, trainer: Any) -> Callable[[], Any]:
         params, state = box["params"], box["state"]
         order = trainer.backend.from_host(rng.permutation(n), trainer.device, "int64")
         for s in range(0, n, bs):
-            idx = order[s:min(s + bs, n)]
-            Xb, yb = xp.take(data.X, idx, axis=0), xp.take(data.y, idx, axis=0)
-            params, state, _ = opt.update(
-                params, state, lambda p, Xb=Xb, yb=yb: fn(p, Xb, yb, l2), lr)
+            b = backend.batch(data, order[s:min(s + bs, n)])
+            params, state, _ = step(params, state, b.X, b.y, b.w, lr)
         box["params"], box["state"] = params, state
 
     return run
@@ -351,11 +349,15 @@ def bench_sgd(bc: BenchConfig, plugins: Any, log: Callable[[str], None]) -> dict
 
 
 def objective(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, l2: float) -> float:
-    """mean cross-entropy + l2/2‖W‖², in float64 (the common yardstick for both fits)."""
-    Z = X.astype(np.float64, copy=False) @ W.astype(np.float64) + b.astype(np.float64)
-    Z -= Z.max(axis=1, keepdims=True)
-    logp_y = Z[np.arange(len(y)), y] - np.log(np.exp(Z).sum(axis=1))
-    return float(-logp_y.mean() + 0.5 * l2 * np.sum(W.astype(np.float64) ** 2))
+    """smx's objective (mean cross-entropy + l2/2‖W‖²) in float64: the common yardstick for
+    both fits."""
+    from smx.losses import CrossEntropy
+    from smx.objective import Objective
+    from smx.types import Block
+
+    params = {"W": W.astype(np.float64), "b": b.astype(np.float64)}
+    X64 = X.astype(np.float64, copy=False)
+    return float(Objective(CrossEntropy(), l2).value(params, Block(X64, np.asarray(y))))
 
 
 def sklearn_fit(X: np.ndarray, y: np.ndarray, C: float) -> Callable[[], Any]:
@@ -379,7 +381,7 @@ def default_optimizer(spec: Any) -> tuple[Any, float]:
 def lbfgs_steps_to(spec: Any, params0: dict[str, Any], closure: Any, target: float,
                    value: Callable[[dict[str, Any]], float], max_updates: int = 500,
                    patience: int = 10) -> tuple[int, float]:
-    """Untimed: how many ``update`` calls bring the objective to ``target`` (and where).
+    """Untimed: how many ``step`` calls bring the objective to ``target`` (and where).
 
     Gives up (-1) after ``max_updates``, or after ``patience`` updates without progress,
     so an optimizer that stalls just above the target cannot hold the bench for hours.
@@ -388,7 +390,7 @@ def lbfgs_steps_to(spec: Any, params0: dict[str, Any], closure: Any, target: flo
     params, state = dict(params0), opt.init(params0)
     best, since = value(params), 0
     for i in range(1, max_updates + 1):
-        params, state, _ = opt.update(params, state, closure, lr)
+        params, state, _ = opt.step(params, state, closure, lr)
         f = value(params)
         if f <= target:
             return i, f
@@ -400,8 +402,10 @@ def lbfgs_steps_to(spec: Any, params0: dict[str, Any], closure: Any, target: flo
 
 
 def bench_lbfgs(bc: BenchConfig, plugins: Any, log: Callable[[str], None]) -> dict[str, Any]:
-    from smx import model
     from smx.errors import PluginError
+    from smx.losses import CrossEntropy
+    from smx.objective import Objective
+    from smx.types import Block
 
     try:
         spec = plugins.get("optimizer", "lbfgs")
@@ -414,7 +418,8 @@ def bench_lbfgs(bc: BenchConfig, plugins: Any, log: Callable[[str], None]) -> di
     X64 = X32.astype(np.float64)  # the yardstick's copy, made once
     l2 = 1.0 / (bc.C * n)  # scikit-learn's C·Σloss + ½‖W‖²  ==  C·n · (mean loss + l2/2‖W‖²)
     backend = plugins.backend("numpy")
-    kernel = backend.loss_and_grad_kernel() or model.loss_and_grad  # what a Trainer runs
+    loss = CrossEntropy()
+    obj = Objective(loss, l2, kernel=backend.kernel(loss))  # what a Trainer runs
     out: dict[str, Any] = {"rows": n, "C": bc.C, "l2": l2, "sklearn": sklearn.__version__}
     for dtype in ("float32", "float64"):
         X = X32 if dtype == "float32" else X64
@@ -425,8 +430,10 @@ def bench_lbfgs(bc: BenchConfig, plugins: Any, log: Callable[[str], None]) -> di
         params0 = {"W": np.zeros((bc.features, bc.classes), dtype=dtype),
                    "b": np.zeros(bc.classes, dtype=dtype)}
 
-        def closure(p: dict[str, Any], Xd: Any = Xd, yd: Any = yd) -> Any:
-            return kernel(p, Xd, yd, l2)
+        block = Block(Xd, yd)
+
+        def closure(p: dict[str, Any], block: Any = block) -> Any:
+            return obj.value_and_grad(p, block)
 
         def value(p: dict[str, Any]) -> float:
             return objective(np.asarray(p["W"]), np.asarray(p["b"]), X64, y, l2)
@@ -445,7 +452,7 @@ def bench_lbfgs(bc: BenchConfig, plugins: Any, log: Callable[[str], None]) -> di
                 opt, lr = default_optimizer(spec)
                 params, state = params0, opt.init(params0)
                 for _ in range(updates):
-                    params, state, _ = opt.update(params, state, closure, lr)
+                    params, state, _ = opt.step(params, state, closure, lr)
 
             log(f"lbfgs {dtype}: sklearn vs smx ({updates} updates) x {bc.repeats} rounds")
             timings = interleaved({"sklearn": fit, "smx_lbfgs": smx_fit}, bc.repeats)
@@ -528,7 +535,7 @@ def card_bandwidth(cupy: Any) -> float | None:
 
 def gpu_bandwidth(bc: BenchConfig, backend: Any, cupy: Any) -> dict[str, Any]:
     """Full-batch loss+grad over X generated on the device (6.3 GB never touches the host)."""
-    from smx import model
+    from smx.objective import loss_and_grad
 
     n, d, k = bc.gpu_bandwidth_rows, bc.gpu_features, bc.classes
     rs = cupy.random.RandomState(bc.seed)
@@ -536,7 +543,7 @@ def gpu_bandwidth(bc: BenchConfig, backend: Any, cupy: Any) -> dict[str, Any]:
     yg = rs.randint(0, k, size=n).astype(cupy.int64)
     params = {"W": cupy.zeros((d, k), dtype=cupy.float32), "b": cupy.zeros(k, cupy.float32)}
     copy_dst = cupy.empty_like(Xg)
-    t = interleaved({"loss_and_grad": lambda: model.loss_and_grad(params, Xg, yg, 1e-4),
+    t = interleaved({"loss_and_grad": lambda: loss_and_grad(params, Xg, yg, 1e-4),
                      "device_copy": lambda: cupy.copyto(copy_dst, Xg)},
                     bc.repeats, sync=lambda: backend.synchronize("cuda:0"))
     sec = t["loss_and_grad"].summary()["median_s"]

@@ -8,9 +8,9 @@ import numpy as np
 
 from smx import bench
 from smx.errors import PluginError
-from smx.optimizers.base import tree_map
+from smx.optimizers.transforms import tree_map
 from smx.plugins import Plugins
-from smx.types import OptimizerSpec, PluginParams
+from smx.types import PluginParams, SolverSpec
 
 from .conftest import assert_one_line_error, run_smx
 
@@ -62,12 +62,12 @@ def test_missing_lbfgs_is_reported_not_fatal():
 
 
 class ManyStepsGD:
-    """A stand-in full-batch optimizer: 200 gradient steps per update."""
+    """A stand-in full-batch solver: 200 gradient steps per iteration."""
 
     def init(self, params):
         return {}
 
-    def update(self, params, state, closure, lr):
+    def step(self, params, state, closure, lr):
         for _ in range(200):
             loss, grads = closure(params)
             params = tree_map(lambda p, g: p - 1.0 * g, params, grads)
@@ -77,7 +77,7 @@ class ManyStepsGD:
 class WithLbfgs:
     def get(self, kind, name, where=None):
         if (kind, name) == ("optimizer", "lbfgs"):
-            return OptimizerSpec("lbfgs", lambda: ManyStepsGD(), PluginParams, full_batch=True)
+            return SolverSpec("lbfgs", lambda: ManyStepsGD(), PluginParams)
         return PLUGINS.get(kind, name, where=where)
 
     def backend(self, name, where=None):
@@ -163,12 +163,12 @@ class Stuck:
     def init(self, params):
         return {}
 
-    def update(self, params, state, closure, lr):
+    def step(self, params, state, closure, lr):
         return params, state, closure(params)[0]
 
 
 def test_an_optimizer_that_stalls_gives_up_instead_of_running_on():
-    spec = OptimizerSpec("lbfgs", lambda: Stuck(), PluginParams, full_batch=True)
+    spec = SolverSpec("lbfgs", lambda: Stuck(), PluginParams)
     calls = []
 
     def value(p):
@@ -198,12 +198,12 @@ def test_lbfgs_part_times_the_kernel_a_run_uses():
 
     calls = []
 
-    def counting(*args):
+    def counting(*args, **kwargs):
         calls.append(1)
-        return numpy_kernels.loss_and_grad(*args)
+        return numpy_kernels.cross_entropy_partial(*args, **kwargs)
 
     class Counting(NumpyBackend):
-        def loss_and_grad_kernel(self):
+        def kernel(self, loss):
             return counting
 
     class WithCountingKernel(WithLbfgs):
