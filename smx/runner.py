@@ -48,7 +48,7 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", CHECKPOINT, "model.
 def load_data(cfg: RunConfig, plugins: Any) -> Splits:
     spec = plugins.get("dataset", cfg.data.name, where="data.name")
     try:
-        X, y = spec.load(**cfg.data.params())
+        X, y, *weights = spec.load(**cfg.data.params())
     except SmxError:
         raise
     except Exception as exc:  # a dataset plugin's own failure: one line naming it
@@ -57,7 +57,7 @@ def load_data(cfg: RunConfig, plugins: Any) -> Splits:
     splits = prepare(
         np.asarray(X), np.asarray(y), val_fraction=cfg.data.val_fraction,
         test_fraction=cfg.data.test_fraction, seed=cfg.seed, standardize=cfg.data.standardize,
-        where=f"data ({cfg.data.name})",
+        where=f"data ({cfg.data.name})", sample_weight=weights[0] if weights else None,
     )
     opt = plugins.get("optimizer", cfg.optimizer.name)
     full_batch = isinstance(opt, SolverSpec)

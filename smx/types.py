@@ -239,7 +239,7 @@ class ScheduleSpec:
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    #: load(**params) -> (X as 2-D float NumPy array, y as 1-D labels)
+    #: load(**params) -> (X as 2-D float NumPy array, y as 1-D labels[, per-row sample weights])
     load: Callable[..., tuple[Any, Any]]
     params: type[PluginParams] = PluginParams
     description: str = ""

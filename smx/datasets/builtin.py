@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from pydantic import Field
 
 import smx
-from smx.datasets.files import load_features
+from smx.datasets.files import load_features, split_off_weights
 from smx.errors import DataError
 from smx.types import DatasetSpec, PluginParams
 
@@ -48,10 +50,12 @@ class FileParams(PluginParams):
     path: str = Field(description="a .npz (X, y), .csv or .npy file of features")
     label_column: str | None = Field(None, description="CSV: the column holding the labels")
     labels: str | None = Field(None, description=".npy: the file holding the labels")
+    sample_weight: str | None = Field(
+        None, description="per-row weights: a CSV column or an .npz array of that name")
 
 
-def load_file(path: str, label_column: str | None = None,
-              labels: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_file(path: str, label_column: str | None = None, labels: str | None = None,
+              sample_weight: str | None = None) -> tuple[np.ndarray, ...]:
     if path.lower().endswith(".csv") and label_column is None:
         raise DataError("a CSV needs data.label_column naming its label column", where="data")
     if path.lower().endswith(".npy") and labels is None:
@@ -59,7 +63,10 @@ def load_file(path: str, label_column: str | None = None,
     X, y = load_features(path, label_column=label_column, labels=labels)
     if y is None:
         raise DataError("no labels: an .npz needs an array 'y'", where=path)
-    return X, y
+    if sample_weight is None:
+        return X, y
+    X, w = split_off_weights(Path(path), X, sample_weight, label_column)
+    return X, y, w
 
 
 @smx.hookimpl

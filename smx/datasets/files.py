@@ -150,3 +150,31 @@ def load_features(
     if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
         raise DataError(f"X must be real numbers, got dtype {X.dtype}", where=str(path))
     return X, y
+
+
+def split_off_weights(path: Path, X: np.ndarray, name: str, label_column: str | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The sample weights named ``name`` and the features without them: an array of an
+    .npz, or a column of a CSV (which ``load_csv`` read as a feature)."""
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as f:
+            if name not in f.files:
+                raise DataError(f"no array {name!r} for data.sample_weight (it has: "
+                                f"{', '.join(f.files)})", where=str(path))
+            w = np.asarray(f[name])
+    elif suffix == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            header = next((row for row in csv.reader(fh) if any(c.strip() for c in row)), [])
+        features = [h.strip() for h in header if h.strip() != label_column]
+        if name not in features:
+            raise DataError(f"no column {name!r} for data.sample_weight (columns: "
+                            f"{', '.join(features)})", where=str(path))
+        j = features.index(name)
+        w, X = X[:, j].copy(), np.delete(X, j, axis=1)
+    else:
+        raise DataError("data.sample_weight needs a .csv or .npz file", where=str(path))
+    if w.shape != (X.shape[0],) or not np.issubdtype(w.dtype, np.number):
+        raise DataError(f"sample weights {name!r} must be {X.shape[0]} numbers, got shape "
+                        f"{w.shape}", where=str(path))
+    return X, w.astype(np.float64)

@@ -42,6 +42,10 @@ class Splits:
     X_test: np.ndarray
     y_test: np.ndarray
     standardizer: Standardizer
+    #: per-row sample weights of each part (None: every row weighs 1)
+    w_train: np.ndarray | None = None
+    w_val: np.ndarray | None = None
+    w_test: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:
@@ -62,6 +66,22 @@ def check_features(X: np.ndarray, where: str) -> None:
             f"{int(rows[0])}, column {int(np.flatnonzero(bad[rows[0]])[0])}",
             where=where,
         )
+
+
+def check_weights(w: np.ndarray, n: int, where: str) -> np.ndarray:
+    """Sample weights: n finite numbers >= 0, not all zero (as scikit-learn asks)."""
+    w = np.asarray(w)
+    if w.shape != (n,):
+        raise DataError(f"sample_weight must have one weight per row ({n}), got shape {w.shape}",
+                        where=where)
+    if not np.issubdtype(w.dtype, np.number) or np.iscomplexobj(w):
+        raise DataError(f"sample_weight must be real numbers, got dtype {w.dtype}", where=where)
+    w = w.astype(np.float64)
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise DataError("sample_weight must be finite and >= 0", where=where)
+    if not w.any():
+        raise DataError("sample_weight is zero for every row", where=where)
+    return w
 
 
 def check_xy(X: np.ndarray, y: np.ndarray, where: str) -> None:
@@ -104,7 +124,7 @@ def _check_class_sizes(classes: np.ndarray, y_idx: np.ndarray, parts: int, where
 
 def prepare(
     X: np.ndarray, y: np.ndarray, *, val_fraction: float, test_fraction: float, seed: int,
-    standardize: bool = True, where: str = "data",
+    standardize: bool = True, where: str = "data", sample_weight: np.ndarray | None = None,
 ) -> Splits:
     """Seeded stratified train/validation/test split; standardization fitted on train only."""
     from sklearn.model_selection import train_test_split
@@ -112,6 +132,7 @@ def prepare(
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
     check_xy(X, y, where)
+    w = None if sample_weight is None else check_weights(sample_weight, len(y), where)
     if y.dtype.kind == "f":  # integral floats (1.0 from a CSV or an npz): the classes 0, 1...
         y = y.astype(np.int64)
     classes, y_idx = np.unique(y, return_inverse=True)
@@ -142,4 +163,5 @@ def prepare(
         X_val=std(X[val]), y_val=y_idx[val],
         X_test=std(X[test]), y_test=y_idx[test],
         standardizer=std,
+        **({} if w is None else {"w_train": w[rest], "w_val": w[val], "w_test": w[test]}),
     )
