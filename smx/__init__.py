@@ -7,19 +7,27 @@ __version__ = "0.1.0"
 from smx.hookspecs import hookimpl
 from smx.types import (
     Backend,
+    Block,
     DatasetSpec,
+    LossSpec,
     OptimizerSpec,
     PluginParams,
     ScheduleSpec,
+    SolverSpec,
+    Transform,
 )
 
 __all__ = [
     "Backend",
+    "Block",
     "DatasetSpec",
+    "LossSpec",
     "OptimizerSpec",
     "PluginParams",
     "ScheduleSpec",
     "SoftmaxRegression",
+    "SolverSpec",
+    "Transform",
     "__version__",
     "hookimpl",
 ]

@@ -71,7 +71,8 @@ def test_matches_the_pytorch_formula_and_its_gradient(eps, weighted):
 
 @pytest.mark.parametrize(("eps", "weighted"), OPTIONS)
 def test_matches_torch_cross_entropy(eps, weighted):
-    torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0)")
+    torch = pytest.importorskip("torch",
+                                reason="torch is not installed (pip install torch==2.13.0)")
     F = torch.nn.functional
     X, y, params, cw, _ = problem(seed=1)
     cw = cw if weighted else None
@@ -127,12 +128,12 @@ def test_the_numpy_kernel_equals_the_portable_path_or_declines(eps, weighted, sa
 
 
 def test_an_unknown_loss_option_names_its_key():
-    with pytest.raises(ConfigError, match="loss.smoothing: unknown key; allowed: "
-                                          "class_weight, label_smoothing"):
+    with pytest.raises(ConfigError, match=r"loss.smoothing: unknown key; allowed: "
+                                          r"class_weight, label_smoothing"):
         load_config({"loss": {"smoothing": 0.1}}, plugins=PLUGINS)
-    with pytest.raises(ConfigError, match="loss.label_smoothing"):
+    with pytest.raises(ConfigError, match=r"loss\.label_smoothing"):
         load_config({"loss": {"label_smoothing": 1.5}}, plugins=PLUGINS)
-    with pytest.raises(ConfigError, match="loss.class_weight"):
+    with pytest.raises(ConfigError, match=r"loss\.class_weight"):
         load_config({"loss": {"class_weight": {"a": -1.0}}}, plugins=PLUGINS)
 
 
@@ -179,7 +180,7 @@ def test_weights_from_a_csv_column_and_an_npz_key_train(tmp_path):
     X = rng.normal(size=(120, 3))
     y = (X[:, 0] > 0).astype(int)
     w = rng.uniform(0.5, 2.0, size=120)
-    lines = ["a,b,c,wt,label"] + [f"{r[0]},{r[1]},{r[2]},{wi},{yi}" for r, wi, yi in zip(X, w, y)]
+    lines = ["a,b,c,wt,label"] + [f"{r[0]},{r[1]},{r[2]},{wi},{yi}" for r, wi, yi in zip(X, w, y, strict=True)]
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
     np.savez(tmp_path / "d.npz", X=X, y=y, wt=w)
     for data in ("data.path=d.csv data.label_column=label", "data.path=d.npz"):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import smx
+import smx.errors
 from smx.config import load_config
 from smx.plugins import Plugins
 from smx.runner import load_data
@@ -44,11 +45,41 @@ def test_readme_points_to_the_guide():
 @pytest.mark.parametrize("backend", ["numpy", "array-api-strict"])
 def test_the_documented_optimizer_test_passes(backend, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "plugins" / "smx-lion"))
-    from smx_lion import Lion
+    from smx_lion import lion
 
-    scope: dict = {"Lion": Lion}
+    scope: dict = {"lion": lion}
     exec(block_with("def test_first_step"), scope)
     scope["test_first_step"](PLUGINS.backend(backend))
+
+
+def chunked_module() -> types.ModuleType:
+    module = types.ModuleType("smx_chunked_doc")
+    exec(compile(block_with("class ChunkedNumpy"), str(DOC), "exec"), module.__dict__)
+    return module
+
+
+@pytest.mark.parametrize(("optimizer", "batch_size"), [
+    ({"name": "lbfgs"}, 16), ({"name": "adam", "lr": 0.05}, 104),  # 104 rows: full batch
+    ({"name": "sgd", "lr": 0.1, "momentum": 0.9}, 16)])
+def test_the_documented_chunked_engine_trains_like_numpy(optimizer, batch_size):
+    plugins = Plugins(entry_points=False)
+    plugins.register(chunked_module(), "chunked")
+    base = {"data": {"name": "iris"}, "epochs": 4, "dtype": "float64", "batch_size": batch_size,
+            "optimizer": optimizer}
+    cfg = load_config({**base, "backend": "chunked-numpy",
+                       "backend_options": {"chunk_rows": 7}}, plugins=plugins)
+    splits = load_data(cfg, plugins)
+    backend = plugins.backend("chunked-numpy")
+    ours = train(cfg, splits, backend, "cpu", plugins)
+    ref = train(load_config(base, plugins=plugins), splits, plugins.backend("numpy"), "cpu",
+                plugins)
+    assert backend.chunk_rows == 7 and backend.compiled <= 1
+    for k in ref.params:
+        np.testing.assert_allclose(ours.params[k], ref.params[k], rtol=1e-10, atol=1e-12)
+    with pytest.raises(smx.errors.ConfigError, match=r"backend_options.chunks: unknown key; "
+                                                     r"allowed: chunk_rows"):
+        load_config({**base, "backend": "chunked-numpy", "backend_options": {"chunks": 3}},
+                    plugins=plugins)
 
 
 def torch_module() -> types.ModuleType:

@@ -74,7 +74,8 @@ def test_two_steps_match_the_hand_computed_values(xp, host):
     p1, state, _ = step(opt, params, state, closure, 0.1)
     np.testing.assert_allclose(host(p1["W"]), [[0.85, -0.85], [0.375, 1.9]], rtol=1e-12)
     np.testing.assert_allclose(host(p1["b"]), [0.2, -0.3], rtol=1e-12)  # b is never decayed
-    np.testing.assert_allclose(host(momentum(state)["W"]), [[0.01, -0.02], [0.005, 0.0]], rtol=1e-12)
+    np.testing.assert_allclose(host(momentum(state)["W"]), [[0.01, -0.02], [0.005, 0.0]],
+                               rtol=1e-12)
 
     # step 2: c = 0.9·m + 0.1·g = [[0.004, 0.082], [-0.0055, 0]]: W[0,0] moves against g
     p2, state, _ = step(opt, p1, state, closure, 0.1)
