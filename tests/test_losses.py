@@ -180,7 +180,8 @@ def test_weights_from_a_csv_column_and_an_npz_key_train(tmp_path):
     X = rng.normal(size=(120, 3))
     y = (X[:, 0] > 0).astype(int)
     w = rng.uniform(0.5, 2.0, size=120)
-    lines = ["a,b,c,wt,label"] + [f"{r[0]},{r[1]},{r[2]},{wi},{yi}" for r, wi, yi in zip(X, w, y, strict=True)]
+    lines = ["a,b,c,wt,label"] + [f"{r[0]},{r[1]},{r[2]},{wi},{yi}"
+                                  for r, wi, yi in zip(X, w, y, strict=True)]
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
     np.savez(tmp_path / "d.npz", X=X, y=y, wt=w)
     for data in ("data.path=d.csv data.label_column=label", "data.path=d.npz"):
