@@ -38,7 +38,7 @@ from smx.errors import (
 )
 from smx.io import atomic_write_json, atomic_write_text
 from smx.modelfile import FittedModel
-from smx.training import Trainer, TrainResult, evaluate
+from smx.training import STATE_FORMAT, Trainer, TrainResult, evaluate
 from smx.types import SolverSpec
 
 #: every file smx writes in a run folder: --overwrite replaces a folder holding only these
@@ -262,6 +262,10 @@ def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -
     cfg = load_config(folder / "config.yaml", plugins=plugins)
     cfg = cfg.model_copy(update={"output": str(folder)})
     state = load_checkpoint(folder / CHECKPOINT)
+    if state.get("format") != STATE_FORMAT:
+        raise ModelFileError("this checkpoint was written by smx 0.1, whose optimizer state "
+                             "this version does not read; start the run again (without "
+                             "--resume, or with --overwrite)", where=str(folder / CHECKPOINT))
     if state.get("config") != config_fingerprint(cfg):
         raise RunFolderError("config.yaml was changed after the checkpoint was written; "
                              "resume needs the config the run started with",
