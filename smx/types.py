@@ -162,7 +162,8 @@ class Block:
 class Kernel(Protocol):
     """A backend's fused ``objective.partial`` for one loss; see :meth:`Backend.kernel`."""
 
-    def __call__(self, params: Params, block: Block, *, grad: bool = True) -> Any: ...
+    def __call__(self, params: Params, block: Block, class_weight: Array | None = None, *,
+                 grad: bool = True) -> Any: ...
 
 
 class Transform(NamedTuple):
@@ -219,7 +220,8 @@ class SolverSpec:
 
 @dataclass(frozen=True)
 class LossSpec:
-    """A loss: ``factory(n_classes=..., class_weight=..., **params)`` returns a :class:`Loss`."""
+    """A loss: ``factory(**params)`` returns a :class:`smx.losses.Loss`; class and sample
+    weights reach its ``partial`` with every block."""
 
     name: str
     factory: Callable[..., Any]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smx import model
 from smx.backends.numpy_backend import NumpyBackend
 from smx.backends.strict_backend import StrictBackend
 from smx.config import load_config
 from smx.errors import ConfigError
-from smx.optimizers.clipping import clip_by_global_norm, global_norm
+from smx.objective import loss_and_grad
+from smx.optimizers.transforms import clip_by_global_norm, global_norm
 from smx.plugins import Plugins
 from smx.runner import load_data
 from smx.training import Trainer, train
@@ -19,6 +19,15 @@ from tests.plugin_fixtures import install_fake_dist
 
 PLUGINS = Plugins(entry_points=False)
 BACKENDS = ["numpy", "array-api-strict"]
+
+
+def clip(grads, max_norm):
+    """The clipping link alone: its update is the clipped gradient (and it keeps no state)."""
+    link = clip_by_global_norm(max_norm)
+    state = link.init(grads)
+    out, new_state = link.update(grads, state, grads, 0.1)
+    assert state == new_state == ()
+    return out
 
 
 def device_grads(backend, dtype, scale=1.0):
@@ -43,7 +52,7 @@ def test_global_norm_matches_numpy(backend, dtype):
 def test_large_gradients_are_scaled_to_the_max_norm(backend):
     b, host, grads = device_grads(backend, "float64", scale=10.0)
     norm = np.sqrt(sum(np.sum(v**2) for v in host.values()))
-    clipped = {k: np.asarray(b.to_host(v)) for k, v in clip_by_global_norm(grads, 1.0).items()}
+    clipped = {k: np.asarray(b.to_host(v)) for k, v in clip(grads, 1.0).items()}
     for k in host:  # PyTorch's clip_grad_norm_: g · max_norm / (‖g‖ + 1e-6), direction kept
         np.testing.assert_allclose(clipped[k], host[k] * 1.0 / (norm + 1e-6), rtol=1e-13)
     assert np.sqrt(sum(np.sum(v**2) for v in clipped.values())) == pytest.approx(1.0, rel=1e-5)
@@ -52,7 +61,7 @@ def test_large_gradients_are_scaled_to_the_max_norm(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_small_gradients_are_left_alone(backend):
     b, host, grads = device_grads(backend, "float32", scale=0.01)
-    clipped = clip_by_global_norm(grads, 100.0)
+    clipped = clip(grads, 100.0)
     for k in host:
         np.testing.assert_array_equal(b.to_host(clipped[k]), b.to_host(grads[k]))
         assert clipped[k].dtype == grads[k].dtype
@@ -69,9 +78,9 @@ def full_batch_trainer(clip, backend="numpy"):
 def test_clipping_bounds_the_sgd_step(backend):
     trainer = full_batch_trainer(None, backend)
     p0 = trainer.host_params()
-    X, Y = (np.asarray(trainer.backend.to_host(a)) for a in (trainer.train_data.X,
+    X, y = (np.asarray(trainer.backend.to_host(a)) for a in (trainer.train_data.X,
                                                              trainer.train_data.y))
-    _, g = model.loss_and_grad(p0, X, Y, trainer.l2)  # the unclipped gradient, on NumPy
+    _, g = loss_and_grad(p0, X, y, trainer.l2)  # the unclipped gradient, on NumPy
     g_norm = np.sqrt(sum(np.sum(v**2) for v in g.values()))
     c = g_norm / 10  # well below: the step must shrink tenfold
 
@@ -91,17 +100,14 @@ def test_every_minibatch_step_is_bounded():
                        "optimizer": {"name": "sgd", "lr": 1.0}, "clip_grad_norm": 0.05},
                       plugins=PLUGINS)
     trainer = Trainer(cfg, load_data(cfg, PLUGINS), NumpyBackend(), "cpu", PLUGINS)
-    inner, steps = trainer.optimizer, []
+    inner, steps = trainer.train_step, []
 
-    class Recording:
-        init = inner.init
+    def recording(params, state, X, y, w, lr):
+        new, state, loss = inner(params, state, X, y, w, lr)
+        steps.append(np.sqrt(sum(np.sum((new[k] - params[k]) ** 2) for k in params)))
+        return new, state, loss
 
-        def update(self, params, state, closure, lr):
-            new, state, loss = inner.update(params, state, closure, lr)
-            steps.append(np.sqrt(sum(np.sum((new[k] - params[k]) ** 2) for k in params)))
-            return new, state, loss
-
-    trainer.optimizer = Recording()
+    trainer.train_step = recording
     trainer.fit()
     assert len(steps) == trainer.step > 10
     assert max(steps) <= 1.0 * 0.05 * (1 + 1e-5)
@@ -145,25 +151,26 @@ def test_strict_arrays_are_never_converted_implicitly_in_the_loop(monkeypatch):
     assert result.steps > 0
 
 
-FULL_BATCH_SGD = '''
+FULL_BATCH_SOLVER = '''
     import smx
-    from smx.optimizers.sgd import SGD, SGDParams
+    from smx.optimizers.lbfgs import LBFGS, LBFGSParams
 
     @smx.hookimpl
-    def smx_optimizers():
-        yield smx.OptimizerSpec(name="fb-sgd", factory=SGD, params=SGDParams, full_batch=True)
+    def smx_solvers():
+        yield smx.SolverSpec(name="fb-lbfgs", factory=LBFGS, params=LBFGSParams)
 '''
 
 
-def test_clipping_is_refused_for_full_batch_optimizers(tmp_path, monkeypatch):
-    site = install_fake_dist(tmp_path / "site", "smx-fb", "0.1", {"smx_fb": FULL_BATCH_SGD},
-                             {"fb": "smx_fb"})
+@pytest.mark.parametrize("name", ["fb-lbfgs", "lbfgs"])
+def test_clipping_is_refused_for_full_batch_solvers(tmp_path, monkeypatch, name):
+    site = install_fake_dist(tmp_path / "site", "smx-fb", "0.1",
+                             {"smx_fb": FULL_BATCH_SOLVER}, {"fb": "smx_fb"})
     monkeypatch.syspath_prepend(str(site))
     plugins = Plugins()
-    cfg = load_config({"data": {"name": "iris"}, "optimizer": {"name": "fb-sgd"},
+    cfg = load_config({"data": {"name": "iris"}, "optimizer": {"name": name},
                        "clip_grad_norm": 1.0}, plugins=plugins)
-    with pytest.raises(ConfigError, match=r"clip_grad_norm: cannot be used with the full-batch "
-                                          r"optimizer 'fb-sgd'"):
+    with pytest.raises(ConfigError, match=rf"clip_grad_norm: cannot be used with the full-batch "
+                                          rf"solver '{name}'"):
         load_data(cfg, plugins)
 
 

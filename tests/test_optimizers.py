@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-
 from pathlib import Path
 
 import array_api_strict

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from smx.datasets.partitions import Moments
 from smx.errors import DataError
 
 
@@ -21,8 +22,13 @@ class Standardizer:
 
     @classmethod
     def fit(cls, X: np.ndarray) -> Standardizer:
-        scale = X.std(axis=0)
-        return cls(X.mean(axis=0), np.where(scale > 0, scale, 1.0))
+        return cls.from_moments(Moments.of(X))
+
+    @classmethod
+    def from_moments(cls, m: Moments) -> Standardizer:
+        """From column moments merged over partitions (one partition: ``X.mean``/``X.std``)."""
+        scale = m.std
+        return cls(m.mean, np.where(scale > 0, scale, 1.0))
 
     @classmethod
     def identity(cls, d: int) -> Standardizer:

@@ -11,7 +11,7 @@ checkpoint stores any such tree, and a compiled engine (``jax.jit``) traces the
 numbers as scalars, so they change without a recompilation.
 
 Weight decay never touches the intercept: :func:`add_decayed_weights` applies to
-the leaves :func:`smx.model.decayed` selects (W, not b).
+the leaves :func:`decay_mask` selects (W, not b).
 """
 
 from __future__ import annotations
