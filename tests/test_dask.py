@@ -13,9 +13,12 @@ distributed = pytest.importorskip(
 from smx.backends.dask_backend import FAN_IN, DaskBackend  # noqa: E402
 from smx.config import load_config  # noqa: E402
 from smx.errors import BackendUnavailable, ConfigError  # noqa: E402
+from smx.losses import CrossEntropy  # noqa: E402
+from smx.objective import Objective  # noqa: E402
 from smx.plugins import Plugins  # noqa: E402
 from smx.runner import load_data  # noqa: E402
 from smx.training import Trainer, train  # noqa: E402
+from smx.types import Block  # noqa: E402
 
 PLUGINS = Plugins(entry_points=False)
 DATA = {"name": "synthetic", "n": 400, "val_fraction": 0.1, "test_fraction": 0.1}  # 320 train
@@ -142,3 +145,29 @@ def test_an_unreachable_scheduler_is_one_line():
         Trainer(cfg, load_data(cfg, PLUGINS), DaskBackend(), "cpu", PLUGINS)
     text = str(info.value)
     assert "\n" not in text and "tcp://127.0.0.1:9" in text and "backend_options.cluster" in text
+
+
+def test_npy_rows_are_read_on_the_workers(scheduler, tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(250, 6)), rng.integers(0, 3, size=250)
+    np.save(tmp_path / "X.npy", X.astype(np.float32))
+    np.save(tmp_path / "y.npy", y)
+    cfg = config("dask", scheduler)
+    backend = DaskBackend()
+    backend.configure(backend.options.model_validate(cfg.backend_options))
+    try:
+        with distributed.get_task_stream(backend._connected()) as ts:
+            data = backend.place_npy(str(tmp_path / "X.npy"), str(tmp_path / "y.npy"),
+                                     "float64")
+            xs, ys, _ = backend._chunks[data.X.name]
+            backend.client.gather(xs + ys)
+        assert sum(t["key"].startswith("_read_rows") for t in ts.data) == 2 * 7  # 250 / 40
+        objective = Objective(CrossEntropy(), 0.1)
+        params = {"W": rng.normal(size=(6, 3)), "b": np.zeros(3)}
+        got = objective.finish(backend.partial(lambda b: objective.partial(params, b), data),
+                               params)
+        ref = objective.value_and_grad(params, Block(X.astype(np.float32).astype(np.float64), y))
+        assert float(got[0]) == pytest.approx(float(ref[0]), rel=1e-13)
+        np.testing.assert_allclose(got[1]["W"], ref[1]["W"], rtol=1e-12, atol=1e-14)
+    finally:
+        backend.release("cpu")

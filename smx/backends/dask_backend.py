@@ -63,6 +63,14 @@ def _chunk_partial(X: Any, y: Any, w: Any, *, fn: Callable[[Block], Any]) -> Any
     return fn(Block(X, y, w))
 
 
+def _read_rows(path: str, bounds: tuple[int, int], *, dtype: str) -> Any:
+    """Rows ``[start, stop)`` of a ``.npy`` file, read on the worker through a memory map."""
+    import numpy as np
+
+    start, stop = bounds
+    return np.array(np.load(path, mmap_mode="r")[start:stop], dtype=dtype, order="C")
+
+
 def _add(*parts: Any) -> Any:
     total = parts[0]
     for p in parts[1:]:
@@ -187,6 +195,38 @@ class DaskBackend(Backend):
         xs, dX = scatter(X, dtype)
         ys, dy = scatter(y, "int64")
         ws, dw = (None, None) if w is None else scatter(w, dtype)
+        self._chunks[dX.name] = (xs, ys, ws)
+        return Block(dX, dy, dw)
+
+    def place_npy(self, X_path: str, y_path: str, dtype: str, w_path: str | None = None
+                  ) -> Block:
+        """Like :meth:`place`, but each worker reads its chunks' rows itself from ``.npy``
+        files (memory-mapped; the paths must be visible to the workers): only the files'
+        headers are read on the client. Labels must already be class indices."""
+        import dask.array as da
+        import numpy as np
+
+        client = self._connected()
+        shapes = {p: np.load(p, mmap_mode="r").shape for p in (X_path, y_path, w_path) if p}
+        n = shapes[X_path][0]
+        if any(s[0] != n for s in shapes.values()):
+            from smx.errors import DataError
+
+            raise DataError(f"the files' row counts differ: {shapes}", where="data")
+        step = self.settings.chunk_rows
+        bounds = [(a, min(a + step, n)) for a in range(0, n, step)] or [(0, 0)]
+
+        def read(path: str, kind: str) -> tuple[list[Any], Any]:
+            shape = shapes[path]
+            futures = client.map(_read_rows, [path] * len(bounds), bounds, dtype=kind,
+                                 pure=False)
+            parts = [da.from_delayed(f, shape=(e - s, *shape[1:]), dtype=kind)
+                     for f, (s, e) in zip(futures, bounds, strict=True)]
+            return futures, da.concatenate(parts, axis=0)
+
+        xs, dX = read(X_path, dtype)
+        ys, dy = read(y_path, "int64")
+        ws, dw = (None, None) if w_path is None else read(w_path, dtype)
         self._chunks[dX.name] = (xs, ys, ws)
         return Block(dX, dy, dw)
 
