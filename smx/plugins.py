@@ -24,6 +24,7 @@ BUILTINS: dict[str, str] = {
     "numpy": "smx.backends.numpy_backend",
     "array-api-strict": "smx.backends.strict_backend",
     "cupy": "smx.backends.cupy_backend",
+    "dask": "smx.backends.dask_backend",
     "sgd": "smx.optimizers.sgd",
     "adam": "smx.optimizers.adam",
     "adamw": "smx.optimizers.adamw",

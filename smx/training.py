@@ -225,8 +225,9 @@ class Trainer:
         """The objective and its gradient over ``data`` (default: the whole training set),
         through the engine's ``partial`` (one block, or shards tree-summed)."""
         data = self.train_data if data is None else data
-        part = self.backend.partial(lambda b: self.objective.partial(params, b), data)
-        return self.objective.finish(part, params)  # type: ignore[return-value]
+        objective = self.objective  # the partial closes over it, not the trainer: an engine
+        part = self.backend.partial(lambda b: objective.partial(params, b), data)  # may ship it
+        return objective.finish(part, params)  # type: ignore[return-value]
 
     def close(self) -> None:
         """Drop every device array this trainer holds (data, parameters, optimizer state,

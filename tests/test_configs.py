@@ -21,6 +21,8 @@ def test_config_opens_with_its_command_and_trains(path, in_tmp):
     assert first == f"# smx {command} {path.relative_to(ROOT)}" or first.startswith(
         f"# smx {command} {path.relative_to(ROOT)} "), first
     cfg = load_config(path, ["epochs=2", "output=out"], plugins=PLUGINS)
+    if cfg.backend != "auto" and (why := PLUGINS.get("backend", cfg.backend).unavailable_reason()):
+        pytest.skip(f"backend {cfg.backend} is unavailable: {why}")
     outcome = run(cfg, plugins=PLUGINS, progress=False)
     assert outcome.summary["test_accuracy"] > 0.5
 
