@@ -287,9 +287,13 @@ def validate(data: dict[str, Any], plugins: Any = None) -> RunConfig:
 
 
 def check_backend_options(cfg: RunConfig, backend: Any) -> dict[str, Any]:
-    """``backend_options`` against the backend's own options model; the validated dict."""
+    """``backend_options`` against the backend's own options model; the validated dict.
+
+    The options belong to the backend the config names (or, with ``auto``, to the one
+    chosen): another backend running the same config (``smx parity``) gets its defaults."""
+    options = cfg.backend_options if cfg.backend in ("auto", backend.name) else {}
     try:
-        checked = backend.options.model_validate(cfg.backend_options)
+        checked = backend.options.model_validate(options)
     except ValidationError as exc:
         raise ConfigError(_format(exc, "backend_options",
                                   allowed=sorted(backend.options.model_fields))) from None

@@ -74,6 +74,10 @@ def test_the_documented_chunked_engine_trains_like_numpy(optimizer, batch_size):
     ref = train(load_config(base, plugins=plugins), splits, plugins.backend("numpy"), "cpu",
                 plugins)
     assert backend.chunk_rows == 7 and backend.compiled <= 1
+    # the options belong to the backend the config names: NumPy runs it with its defaults
+    again = train(cfg, splits, plugins.backend("numpy"), "cpu", plugins)
+    for k in ref.params:
+        np.testing.assert_array_equal(again.params[k], ref.params[k])
     for k in ref.params:
         np.testing.assert_allclose(ours.params[k], ref.params[k], rtol=1e-10, atol=1e-12)
     with pytest.raises(smx.errors.ConfigError, match=r"backend_options.chunks: unknown key; "
