@@ -42,6 +42,10 @@ class Splits:
     X_test: np.ndarray
     y_test: np.ndarray
     standardizer: Standardizer
+    # sample weights of the train/validation rows (None: every row weighs 1); the Trainer
+    # hands them to the engine with the rows
+    w_train: np.ndarray | None = None
+    w_val: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:
