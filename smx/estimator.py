@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import log_expit, log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -36,6 +37,8 @@ from smx.modelfile import FittedModel, load_model
 
 #: what fit and predict accept: float64 stays float64, float32 is not copied to float64
 FLOAT_DTYPES = (np.float64, np.float32)
+#: scipy.sparse formats taken as they are (others are converted to CSR)
+SPARSE = ("csr", "csc")
 
 
 class InvalidParameter(ConfigError, ValueError):
@@ -137,7 +140,15 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         from smx.plugins import get_plugins
         from smx.training import Trainer
 
-        X, y = validate_data(self, X, y, dtype=FLOAT_DTYPES)
+        X, y = validate_data(self, X, y, accept_sparse=SPARSE, dtype=FLOAT_DTYPES)
+        if sp.issparse(X):
+            if self.backend != "numpy":
+                raise ValueError(f"sparse X is trained on backend='numpy' only, not "
+                                 f"{self.backend!r}; pass X.toarray() for another backend")
+            if self.standardize:
+                raise ValueError("standardize=True would densify sparse X (centering); scale "
+                                 "it instead, e.g. with MaxAbsScaler")
+            X = X.tocsr()
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
         y_idx = y_idx.astype(np.int64).reshape(-1)
@@ -204,13 +215,18 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             self.intercept_ = b
         self.classes_ = m.classes
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
     # --- prediction ------------------------------------------------------------------------
 
     def decision_function(self, X: Any) -> np.ndarray:
         """``X @ coef_.T + intercept_``: (n, K), or (n,) for two classes (the score of
         ``classes_[1]``), as ``LogisticRegression``."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
+        X = validate_data(self, X, reset=False, accept_sparse=SPARSE, dtype=FLOAT_DTYPES)
         scores = safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_
         return scores.ravel() if scores.shape[1] == 1 else scores
 
