@@ -1,28 +1,60 @@
 """A scikit-learn estimator over the same trainer the CLI uses.
 
 Drop-in where ``LogisticRegression`` is used (pipelines, ``clone``, grid
-search), with smx's choice of backend, device and optimizer.
+search, every ``check_estimator`` check), with smx's choice of backend, device
+and optimizer. Input is validated by scikit-learn's own helpers, so bad input
+raises the ``ValueError`` (or ``TypeError``) a scikit-learn user expects.
+
+Two classes are fitted as ``LogisticRegression`` fits them: one coefficient
+vector. A two-column softmax with the penalty doubled is exactly that model
+(the optimum has ``w0 = −w1``, and ``l2/2·(‖w0‖² + ‖w1‖²)`` at ``w1 − w0 = u``
+is ``l2/4·‖u‖²``), so the trainer fits two columns at twice the l2 and the
+estimator reports ``coef_ = w1 − w0``, ``intercept_ = b1 − b0``.
 """
 
 from __future__ import annotations
 
+import json
+import numbers
+import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.special import log_expit, log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.extmath import safe_sparse_dot
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from smx.config import load_config
-from smx.datasets.split import prepare
-from smx.modelfile import FittedModel
+from smx.datasets.split import Splits, Standardizer
+from smx.errors import ConfigError, DataError
+from smx.modelfile import FittedModel, load_model
+
+#: what fit and predict accept: float64 stays float64, float32 is not copied to float64
+FLOAT_DTYPES = (np.float64, np.float32)
+#: scipy.sparse formats taken as they are (others are converted to CSR)
+SPARSE = ("csr", "csc")
+
+
+class InvalidParameter(ConfigError, ValueError):
+    """A parameter the config refuses: an smx error that is also the ``ValueError``
+    scikit-learn raises for a bad parameter."""
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
-    """Multinomial logistic regression: mean cross-entropy + l2/2·‖W‖².
+    """Multinomial logistic regression: weighted mean cross-entropy + l2/2·‖W‖².
 
-    ``C`` (scikit-learn's convention, l2 = 1/(C·n)) overrides ``l2`` when given.
+    ``C`` (scikit-learn's convention, l2 = 1/(C·Σ sample weights)) overrides ``l2``
+    when given. ``max_iter`` and ``tol`` are scikit-learn's names for ``epochs``
+    (L-BFGS: iterations) and L-BFGS's gradient tolerance; they win when given.
     ``optimizer_params`` and ``schedule_params`` are the plugins' own options,
-    validated exactly as in a YAML config.
+    validated exactly as in a YAML config. Training starts from zero weights, as
+    scikit-learn does; ``random_state`` seeds the batch order of minibatch optimizers.
     """
 
     def __init__(
@@ -31,92 +63,225 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         l2: float = 1e-4,
         C: float | None = None,
         fit_intercept: bool = True,
+        class_weight: str | dict[Any, float] | None = None,
         optimizer: str = "lbfgs",
         optimizer_params: dict[str, Any] | None = None,
         schedule: str = "constant",
         schedule_params: dict[str, Any] | None = None,
         epochs: int = 100,
+        max_iter: int | None = None,
+        tol: float | None = None,
         batch_size: int = 64,
         backend: str = "numpy",
         device: str = "auto",
         fallback: str = "none",
         dtype: str = "float64",
         standardize: bool = False,
-        seed: int = 0,
+        random_state: int | np.random.RandomState | None = None,
     ) -> None:
         self.l2 = l2
         self.C = C
         self.fit_intercept = fit_intercept
+        self.class_weight = class_weight
         self.optimizer = optimizer
         self.optimizer_params = optimizer_params
         self.schedule = schedule
         self.schedule_params = schedule_params
         self.epochs = epochs
+        self.max_iter = max_iter
+        self.tol = tol
         self.batch_size = batch_size
         self.backend = backend
         self.device = device
         self.fallback = fallback
         self.dtype = dtype
         self.standardize = standardize
-        self.seed = seed
+        self.random_state = random_state
 
-    def _config(self):
-        return load_config({
-            "model": {"l2": self.l2, "C": self.C, "fit_intercept": self.fit_intercept},
-            "optimizer": {"name": self.optimizer, **(self.optimizer_params or {})},
-            "schedule": {"name": self.schedule, **(self.schedule_params or {})},
-            "epochs": self.epochs, "batch_size": self.batch_size, "backend": self.backend,
-            "device": self.device, "fallback": self.fallback, "dtype": self.dtype,
-            "seed": self.seed,
-        })
+    # --- fitting ---------------------------------------------------------------------------
 
-    def fit(self, X: Any, y: Any) -> SoftmaxRegression:
+    def _seed(self) -> int:
+        rs = self.random_state
+        if isinstance(rs, numbers.Integral) and not isinstance(rs, bool):
+            return int(rs)
+        return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
+
+    def _config(self, binary: bool):
+        # two classes: the two-column softmax at twice the penalty is the binary model
+        factor = 2.0 if binary else 1.0
+        C = None if self.C is None else self.C / factor
+        l2 = self.l2 * factor if isinstance(self.l2, (int, float)) else self.l2
+        optimizer = {"name": self.optimizer, **(self.optimizer_params or {})}
+        if self.tol is not None:
+            optimizer["tol"] = self.tol
+        class_weight = self.class_weight
+        if isinstance(class_weight, dict):  # numpy labels as the plain keys the config takes
+            class_weight = {(k.item() if isinstance(k, np.generic) else k): v
+                            for k, v in class_weight.items()}
+        try:
+            return load_config({
+                "model": {"l2": l2, "C": C, "fit_intercept": self.fit_intercept,
+                          "init_scale": 0.0},
+                "loss": {"name": "cross_entropy", "class_weight": class_weight},
+                "optimizer": optimizer,
+                "schedule": {"name": self.schedule, **(self.schedule_params or {})},
+                "epochs": self.epochs if self.max_iter is None else self.max_iter,
+                "batch_size": self.batch_size, "backend": self.backend,
+                "device": self.device, "fallback": self.fallback, "dtype": self.dtype,
+                "seed": self._seed(),
+            })
+        except ConfigError as exc:
+            raise InvalidParameter(str(exc)) from None
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> SoftmaxRegression:
+        """Fit on (X, y), each row weighing ``sample_weight`` (default 1) times its
+        class's weight (``class_weight``)."""
         from smx import hardware
         from smx.plugins import get_plugins
         from smx.training import Trainer
 
-        cfg = self._config()
+        X, y = validate_data(self, X, y, accept_sparse=SPARSE, dtype=FLOAT_DTYPES)
+        if sp.issparse(X):
+            if self.backend != "numpy":
+                raise ValueError(f"sparse X is trained on backend='numpy' only, not "
+                                 f"{self.backend!r}; pass X.toarray() for another backend")
+            if self.standardize:
+                raise ValueError("standardize=True would densify sparse X (centering); scale "
+                                 "it instead, e.g. with MaxAbsScaler")
+            X = X.tocsr()
+        check_classification_targets(y)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        y_idx = y_idx.astype(np.int64).reshape(-1)
+        w = None
+        if sample_weight is not None:
+            w = _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                     ensure_non_negative=True)
+        present = classes if w is None else np.unique(y[w > 0])
+        if len(present) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes in the data, but "
+                f"the data contains only one class: {present[0]!r}" if len(present) else
+                "every sample weight is zero: there is no class to learn")
+
+        cfg = self._config(binary=len(classes) == 2)
+        std = _standardizer(X, w) if self.standardize else Standardizer.identity(X.shape[1])
+        empty = np.empty((0, X.shape[1]))
+        none = np.empty(0, np.int64)
+        splits = Splits(classes=classes, X_train=std(X) if self.standardize else X,
+                        y_train=y_idx, X_val=empty, y_val=none, X_test=empty, y_test=none,
+                        standardizer=std, w_train=w)
         plugins = get_plugins()
         placement = hardware.select(cfg, plugins)
-        splits = prepare(np.asarray(X), np.asarray(y), val_fraction=0.0, test_fraction=0.0,
-                         seed=self.seed, standardize=self.standardize, where="fit")
-        trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
+        try:
+            trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
+        except (ConfigError, DataError) as exc:  # e.g. a class_weight naming no label
+            placement.backend.release(placement.device)
+            raise InvalidParameter(str(exc)) from None
         try:
             result = trainer.fit()
         finally:
             trainer.close()  # drop the device arrays first: release can then free them
             placement.backend.release(placement.device)
+
         W, b = result.params["W"], result.params.get("b")
-        self.model_ = FittedModel(W, b, splits.classes, splits.standardizer,
-                                  {"backend": placement.backend.name, "dtype": cfg.dtype})
-        std = splits.standardizer
-        # coefficients in the caller's feature units: x·W' + b' == ((x - mean)/scale)·W + b
-        self.coef_ = (W / std.scale[:, None]).T
-        self.intercept_ = (b if b is not None else np.zeros(W.shape[1])) - std.mean @ (
-            W / std.scale[:, None])
-        self.classes_ = splits.classes
-        self.n_features_in_ = splits.n_features
-        self.n_iter_ = result.steps
+        meta = {"backend": placement.backend.name, "dtype": cfg.dtype}
+        self.model_ = FittedModel(W, b, classes, std, meta)
+        self._set_coefficients()
         self.history_ = result.history
         self.stop_reason_ = result.stop_reason
+        if trainer.solver is not None:
+            self.n_iter_ = np.array([result.steps], dtype=np.int32)  # as LogisticRegression
+            if result.stop_reason == "max_epochs":
+                warnings.warn(
+                    f"{cfg.optimizer.name} stopped at its iteration limit ({cfg.epochs}) "
+                    "before converging; raise max_iter (or epochs), or scale the data "
+                    "(StandardScaler, or standardize=True)", ConvergenceWarning, stacklevel=2)
+        else:
+            self.n_iter_ = len(result.history)  # epochs, as SGDClassifier
         return self
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "model_")
-        return self.model_.predict_proba(np.asarray(X), where="X")
+    def _set_coefficients(self) -> None:
+        """``coef_``/``intercept_`` in the caller's feature units from the trained
+        (standardized) model: x·W' + b' == ((x − mean)/scale)·W + b."""
+        m = self.model_
+        W = m.W.astype(np.float64) / m.standardizer.scale[:, None]
+        b = (np.zeros(W.shape[1]) if m.b is None else m.b.astype(np.float64)) \
+            - m.standardizer.mean @ W
+        if len(m.classes) == 2:
+            self.coef_ = (W[:, 1] - W[:, 0])[None, :]
+            self.intercept_ = np.array([b[1] - b[0]])
+        else:
+            self.coef_ = np.ascontiguousarray(W.T)
+            self.intercept_ = b
+        self.classes_ = m.classes
 
-    def predict_log_proba(self, X: Any) -> np.ndarray:
-        return np.log(self.predict_proba(X))
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
-    def predict(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "model_")
-        return self.model_.predict(np.asarray(X), where="X")
+    # --- prediction ------------------------------------------------------------------------
 
     def decision_function(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "model_")
-        return np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
+        """``X @ coef_.T + intercept_``: (n, K), or (n,) for two classes (the score of
+        ``classes_[1]``), as ``LogisticRegression``."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, accept_sparse=SPARSE, dtype=FLOAT_DTYPES)
+        scores = safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_
+        return scores.ravel() if scores.shape[1] == 1 else scores
 
-    def save(self, path: str) -> None:
-        """Write the same pickle-free model file as a run folder's ``model.npz``."""
-        check_is_fitted(self, "model_")
-        self.model_.save(path)
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        scores = self.decision_function(X)
+        if scores.ndim == 1:
+            return np.column_stack([log_expit(-scores), log_expit(scores)])
+        return log_softmax(scores, axis=1)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        scores = self.decision_function(X)
+        idx = (scores > 0).astype(np.intp) if scores.ndim == 1 else np.argmax(scores, axis=1)
+        return self.classes_[idx]
+
+    # --- the model file --------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write the same pickle-free model file as a run folder's ``model.npz``
+        (``smx predict`` reads it; :meth:`load` reads it back)."""
+        check_is_fitted(self)
+        params = {k: v for k, v in self.get_params().items() if _json_ok(v)}
+        meta = {**self.model_.meta, "estimator": params}
+        if hasattr(self, "feature_names_in_"):
+            meta["feature_names_in"] = [str(c) for c in self.feature_names_in_]
+        FittedModel(self.model_.W, self.model_.b, self.model_.classes,
+                    self.model_.standardizer, meta).save(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SoftmaxRegression:
+        """A fitted estimator from a model file (this class's :meth:`save`, or a CLI run's
+        ``model.npz``): it predicts as the one that was saved. Parameters the file
+        recorded are restored; others keep their defaults."""
+        fitted = load_model(path)
+        saved = fitted.meta.get("estimator", {})
+        est = cls(**{k: v for k, v in saved.items() if k in cls._get_param_names()})
+        est.model_ = fitted
+        est._set_coefficients()
+        est.n_features_in_ = fitted.n_features
+        if "feature_names_in" in fitted.meta:
+            est.feature_names_in_ = np.asarray(fitted.meta["feature_names_in"], dtype=object)
+        return est
+
+
+def _standardizer(X: np.ndarray, w: np.ndarray | None) -> Standardizer:
+    """The (weighted) mean and std of the rows: a zero-weight row counts as absent."""
+    mean = np.average(X, axis=0, weights=w)
+    scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=w))
+    return Standardizer(mean, np.where(scale > 0, scale, 1.0))
+
+
+def _json_ok(value: Any) -> bool:
+    try:
+        return json.loads(json.dumps(value)) == value
+    except (TypeError, ValueError):
+        return False

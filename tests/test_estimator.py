@@ -5,13 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.base import clone
-from sklearn.datasets import load_iris, load_wine
+from sklearn.datasets import load_breast_cancer, load_iris, load_wine
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from smx import SoftmaxRegression
-from smx.errors import ConfigError, DataError, ModelFileError
+from smx.errors import ConfigError
 from smx.modelfile import load_model
 
 
@@ -30,6 +33,7 @@ def test_fit_predict_score_and_decision_function():
     assert est.coef_.shape == (3, 4) and est.n_features_in_ == 4
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_works_in_pipelines_and_cross_validation():
     X, y = load_wine(return_X_y=True)
     pipe = make_pipeline(StandardScaler(), SoftmaxRegression(epochs=20, batch_size=16))
@@ -39,6 +43,7 @@ def test_works_in_pipelines_and_cross_validation():
     assert est.get_params()["l2"] == 0.5 and est.optimizer_params == {"lr": 0.2}
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_strict_backend_matches_numpy():
     X, y = load_iris(return_X_y=True)
     a = SoftmaxRegression(epochs=5, standardize=True).fit(X, y)
@@ -46,19 +51,95 @@ def test_strict_backend_matches_numpy():
     np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-12, atol=1e-12)
 
 
-def test_bad_parameters_and_data_are_smx_errors():
+def test_bad_parameters_and_data_are_value_errors():
     X, y = load_iris(return_X_y=True)
-    with pytest.raises(ConfigError, match=r"optimizer\.lr"):
+    with pytest.raises(ConfigError, match=r"optimizer\.lr"):  # an smx error...
         SoftmaxRegression(optimizer_params={"lr": -1}).fit(X, y)
-    with pytest.raises(DataError, match="only one class"):
+    with pytest.raises(ValueError, match=r"optimizer\.lr"):  # ...and scikit-learn's ValueError
+        SoftmaxRegression(optimizer_params={"lr": -1}).fit(X, y)
+    with pytest.raises(ValueError, match="only one class"):
         SoftmaxRegression().fit(X, np.zeros(len(y)))
-    est = SoftmaxRegression(epochs=2).fit(X, y)
-    with pytest.raises(ModelFileError, match="expects 4 features"):
+    with pytest.raises(ValueError, match="not among the labels"):
+        SoftmaxRegression(class_weight={7: 2.0}).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match="iteration limit"):
+        est = SoftmaxRegression(max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="X has 3 features, but SoftmaxRegression is expecting 4"):
         est.predict(X[:, :3])
 
 
-def test_save_writes_a_model_file(tmp_path):
+def test_save_writes_a_model_file_that_load_reads_back(tmp_path):
+    pd = pytest.importorskip("pandas")
     X, y = load_iris(return_X_y=True)
-    est = SoftmaxRegression(epochs=3).fit(X, y)
+    frame = pd.DataFrame(X, columns=["sl", "sw", "pl", "pw"])
+    est = SoftmaxRegression(C=3.0, standardize=True, epochs=30).fit(frame, y)
     est.save(tmp_path / "m.npz")
-    np.testing.assert_array_equal(load_model(tmp_path / "m.npz").predict(X), est.predict(X))
+    # the CLI's reader agrees with the estimator
+    np.testing.assert_array_equal(load_model(tmp_path / "m.npz").predict(X), est.predict(frame))
+    back = SoftmaxRegression.load(tmp_path / "m.npz")
+    assert back.get_params() == est.get_params()
+    assert list(back.feature_names_in_) == ["sl", "sw", "pl", "pw"]
+    np.testing.assert_array_equal(back.predict(frame), est.predict(frame))
+    np.testing.assert_allclose(back.predict_proba(frame), est.predict_proba(frame), rtol=1e-12)
+    np.testing.assert_array_equal(back.coef_, est.coef_)
+
+
+@pytest.mark.parametrize("C", [1.0, 100.0])
+def test_binary_problems_are_fitted_as_logistic_regression_fits_them(C, tmp_path):
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    ref = LogisticRegression(C=C, tol=1e-10, max_iter=10_000).fit(X, y)
+    est = SoftmaxRegression(C=C, tol=1e-10, max_iter=1000, optimizer_params={"ftol": 0.0})
+    est.fit(X, y)
+    assert est.coef_.shape == (1, 30) and est.intercept_.shape == (1,)
+    scale = np.abs(ref.coef_).max()
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(est.intercept_, ref.intercept_, rtol=0, atol=1e-4 * scale)
+    scores = est.decision_function(X)
+    assert scores.shape == (len(y),)
+    assert roc_auc_score(y, scores) == pytest.approx(roc_auc_score(y, ref.decision_function(X)),
+                                                      abs=1e-4)
+    np.testing.assert_allclose(est.predict_proba(X), ref.predict_proba(X), atol=1e-4)
+    np.testing.assert_array_equal(est.predict(X), est.classes_[(scores > 0).astype(int)])
+    # the model file (two softmax columns) predicts what the estimator predicts
+    est.save(tmp_path / "m.npz")
+    np.testing.assert_allclose(load_model(tmp_path / "m.npz").predict_proba(X),
+                               est.predict_proba(X), rtol=1e-10, atol=1e-12)
+
+
+def _weighted_problem():
+    X, y = load_wine(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    w = np.random.default_rng(0).integers(0, 4, size=len(y)).astype(float)
+    return X, y, w
+
+
+@pytest.mark.parametrize("class_weight", [None, "balanced", {0: 3.0, 2: 0.5}])
+def test_sample_and_class_weights_minimise_scikit_learns_objective(class_weight):
+    X, y, w = _weighted_problem()
+    kw = {"C": 10.0, "class_weight": class_weight}
+    ref = LogisticRegression(**kw, tol=1e-10, max_iter=10_000).fit(X, y, sample_weight=w)
+    est = SoftmaxRegression(**kw, tol=1e-10, max_iter=1000, optimizer_params={"ftol": 0.0})
+    est.fit(X, y, sample_weight=w)
+    scale = np.abs(ref.coef_).max()
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(est.intercept_, ref.intercept_, rtol=0, atol=1e-4 * scale)
+
+
+def test_integer_weights_are_repeated_rows():
+    X, y, w = _weighted_problem()
+    kw = {"C": 10.0, "tol": 1e-10, "max_iter": 1000, "optimizer_params": {"ftol": 0.0}}
+    a = SoftmaxRegression(**kw).fit(X, y, sample_weight=w)
+    rows = np.repeat(np.arange(len(y)), w.astype(int))
+    b = SoftmaxRegression(**kw).fit(X[rows], y[rows])
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=0, atol=1e-6)
+
+
+def test_random_state_seeds_minibatch_order():
+    X, y = load_iris(return_X_y=True)
+    kw = {"optimizer": "sgd", "epochs": 3, "batch_size": 8}
+    a = SoftmaxRegression(**kw, random_state=1).fit(X, y)
+    b = SoftmaxRegression(**kw, random_state=1).fit(X, y)
+    c = SoftmaxRegression(**kw, random_state=2).fit(X, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    assert not np.array_equal(a.coef_, c.coef_)
+    assert a.n_iter_ == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import smx
-from smx.types import Array, Backend
+from smx.types import Array, Backend, Block
 
 
 class NumpyBackend(Backend):
@@ -28,6 +28,23 @@ class NumpyBackend(Backend):
 
         # not ascontiguousarray: it turns 0-d arrays (optimizer scalars) into shape (1,)
         return np.asarray(array, dtype=dtype, order="C")
+
+    def place(self, X: Any, y: Any, w: Any | None, device: str, dtype: str) -> Block:
+        """scipy.sparse X stays sparse (CSR: rows gather fast), in ``dtype``; the fused
+        kernel multiplies it as it is, so text-sized data is never densified."""
+        import scipy.sparse as sp
+
+        if not sp.issparse(X):
+            return super().place(X, y, w, device, dtype)
+        return Block(sp.csr_matrix(X, dtype=dtype), self.from_host(y, device, "int64"),
+                     None if w is None else self.from_host(w, device, dtype))
+
+    def batch(self, data: Block, idx: Array) -> Block:
+        import scipy.sparse as sp
+
+        if not sp.issparse(data.X):
+            return super().batch(data, idx)
+        return Block(data.X[idx], data.y[idx], None if data.w is None else data.w[idx])
 
     def to_host(self, array: Array) -> Any:
         import numpy as np

@@ -32,9 +32,6 @@ import smx
 from smx.optimizers.transforms import tree_map
 from smx.types import Array, LossAndGrad, Params, PluginParams, SolverSpec
 
-#: sᵀy at or below this is not positive curvature: the pair is skipped
-CURVATURE_EPS = 1e-10
-
 
 class LBFGSParams(PluginParams):
     lr: float = Field(1.0, gt=0, description="initial step of each line search")
@@ -265,12 +262,16 @@ class LBFGS:
         x_new = axpy(new.t, d, params)
         s = scale(new.t, d)
         y = tree_map(lambda a, b: a - b, new.g, g)
-        ys = host_float(vdot(y, s))
-        if ys > CURVATURE_EPS:
+        ys, yy = vdot(y, s), vdot(y, y)
+        # SciPy's L-BFGS-B rule: the pair is kept when sᵀy > eps·yᵀy, relative to the pair's
+        # size (an absolute threshold drops every pair late in an ill-conditioned fit, where
+        # steps are small, and the solver stalls); eps of the parameters' dtype. One host read.
+        eps = float(array_namespace(ys).finfo(ys.dtype).eps)
+        if host_float(ys - eps * yy) > 0:
             if len(state["s"]) == self.history:
                 state.update(s=state["s"][1:], y=state["y"][1:], rho=state["rho"][1:])
             state.update(s=[*state["s"], s], y=[*state["y"], y], rho=[*state["rho"], 1.0 / ys],
-                         gamma=ys / vdot(y, y))
+                         gamma=ys / yy)
         state.update(loss=new.loss, g=new.g)
         change = abs(start.f - new.f)
         if change <= self.ftol * max(abs(start.f), abs(new.f), 1.0):
