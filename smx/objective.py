@@ -75,7 +75,11 @@ class Objective:
         Consumes ``part``: its gradient arrays are scaled in place (they are fresh
         temporaries; on immutable libraries ``*=`` just rebinds).
         """
-        inv = 1.0 / part.weight
+        weight = part.weight
+        if not isinstance(weight, int):  # a weighted total: a batch whose rows all
+            xp = array_namespace(weight)         # weigh 0 contributes 0, not 0/0
+            weight = xp.where(weight > 0, weight, xp.ones_like(weight))
+        inv = 1.0 / weight
         value = part.loss * inv
         grads = part.grads
         if grads is not None:

@@ -195,3 +195,10 @@ def test_weights_from_a_csv_column_and_an_npz_key_train(tmp_path):
     proc = run_smx("run", "data.name=file", "data.path=d.npz", "data.sample_weight=nope",
                    "epochs=1", "output=bad", "--quiet", cwd=tmp_path)
     assert_one_line_error(proc, "no array 'nope'")
+
+
+def test_a_batch_whose_rows_all_weigh_zero_contributes_nothing():
+    X, y, params, _, _ = problem(seed=4)
+    block = Block(X, y, np.zeros(len(y)))
+    value, grads = Objective(CrossEntropy(), 0.0).value_and_grad(params, block)
+    assert float(value) == 0.0 and all(np.all(g == 0) for g in grads.values())
