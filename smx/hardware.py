@@ -14,7 +14,13 @@ from smx.config import RunConfig
 from smx.errors import BackendUnavailable
 from smx.types import Backend
 
-GPU_DEVICES = ("cuda",)
+#: device names that ask for an accelerator: NVIDIA/AMD (cuda, gpu, rocm), Apple (mps), TPUs
+GPU_DEVICES = ("cuda", "gpu", "rocm", "mps", "tpu")
+#: `backend: auto` tries accelerator engines in this order, then any other plugin's: CuPy
+#: first (eager, nothing to compile), PyTorch next (eager; CUDA, ROCm and MPS), JAX last
+#: (each new shape pays an XLA compilation, and by default it reserves 75% of the GPU's
+#: memory up front)
+AUTO_ORDER = ("cupy", "torch", "jax")
 
 
 @dataclass(frozen=True)
@@ -51,13 +57,10 @@ def _select(cfg: RunConfig, plugins) -> Placement:
     if cfg.backend == "auto":
         if device != "cpu":
             reasons = []
-            for reg in plugins.registrations("backend"):
-                backend = reg.record
-                if not backend.is_gpu:
-                    continue
-                reason = backend.unavailable_reason()
-                if reason is None:
-                    return Placement(backend, backend.resolve_device(device))
+            for backend in _accelerator_engines(plugins):
+                resolved, reason = _on_accelerator(backend, device)
+                if resolved is not None:
+                    return Placement(backend, resolved)
                 reasons.append(f"{backend.name}: {reason}")
             if _wants_gpu(device):
                 why = "; ".join(reasons) or "no GPU backend is installed"
@@ -72,6 +75,31 @@ def _select(cfg: RunConfig, plugins) -> Placement:
             "a GPU backend", where="device",
         )
     return Placement(backend, backend.resolve_device(device))
+
+
+def _accelerator_engines(plugins) -> list[Backend]:
+    """The backends that may run on an accelerator, in ``AUTO_ORDER`` then by name."""
+    found = [reg.record for reg in plugins.registrations("backend") if reg.record.is_gpu]
+    rank = {name: i for i, name in enumerate(AUTO_ORDER)}
+    return sorted(found, key=lambda b: (rank.get(b.name, len(rank)), b.name))
+
+
+def _on_accelerator(backend: Backend, device: str) -> tuple[str | None, str | None]:
+    """(the accelerator device ``device`` resolves to, None) or (None, why not).
+
+    An engine with ``accelerator_hint()`` answers from the installed files first, so a
+    machine without a GPU never imports PyTorch or JAX to find that out."""
+    hint = getattr(backend, "accelerator_hint", None)
+    reason = hint() if hint is not None else backend.unavailable_reason()
+    if reason is not None:
+        return None, reason
+    try:
+        resolved = backend.resolve_device(device)
+    except BackendUnavailable as exc:
+        return None, str(exc)
+    if not _wants_gpu(resolved):
+        return None, "no accelerator is usable (only the CPU)"
+    return resolved, None
 
 
 # --- what `smx info` reports -------------------------------------------------------------
@@ -106,7 +134,11 @@ def backend_report(plugins) -> list[dict[str, Any]]:
         reason = backend.unavailable_reason()
         entry: dict[str, Any] = {"name": backend.name, "gpu": backend.is_gpu,
                                  "usable": reason is None, "reason": reason, "devices": []}
-        if reason is None:
+        quick = getattr(backend, "cheap_report", None)
+        listed = quick() if reason is None and quick is not None else None
+        if listed is not None:  # known without importing the library (no accelerator here)
+            entry.update(listed)
+        elif reason is None:
             try:
                 entry["devices"] = backend.devices()
                 details = getattr(backend, "device_info", None)
@@ -115,5 +147,7 @@ def backend_report(plugins) -> list[dict[str, Any]]:
                 entry["versions"] = backend.versions()
             except Exception as exc:  # a backend that passed its probe but fails here
                 entry.update(usable=False, reason=f"{type(exc).__name__}: {exc}")
+        if entry["usable"] and hasattr(backend, "accelerator_hint"):  # CPU and GPU engines
+            entry["gpu"] = any(_wants_gpu(d) for d in entry["devices"])
         out.append(entry)
     return out

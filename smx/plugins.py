@@ -25,6 +25,8 @@ BUILTINS: dict[str, str] = {
     "array-api-strict": "smx.backends.strict_backend",
     "cupy": "smx.backends.cupy_backend",
     "dask": "smx.backends.dask_backend",
+    "torch": "smx.backends.torch_backend",
+    "jax": "smx.backends.jax_backend",
     "sgd": "smx.optimizers.sgd",
     "adam": "smx.optimizers.adam",
     "adamw": "smx.optimizers.adamw",

@@ -193,6 +193,9 @@ class Trainer:
         self.xp = backend.namespace()
         if self.transform is not None:
             self.train_step = backend.compile(self.make_step())
+        else:  # the solver's host loop calls a compiled full-batch value-and-gradient
+            self.full_value_and_grad = backend.compile(
+                lambda params, X, y, w: self.value_and_grad(params, Block(X, y, w)))
         self.step = 0
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
@@ -248,8 +251,9 @@ class Trainer:
         n = data.n
         params, state, step = self.params, self.opt_state, self.step
         if self.solver is not None:
-            params, state, loss = self.solver.step(params, state, self.value_and_grad,
-                                                   self.lr(step))
+            compiled = self.full_value_and_grad
+            params, state, loss = self.solver.step(
+                params, state, lambda p: compiled(p, data.X, data.y, data.w), self.lr(step))
             running = loss
             step += 1
             if step % cfg.log_every == 0:

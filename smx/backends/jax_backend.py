@@ -1,0 +1,177 @@
+"""JAX as an engine: the whole training step compiled once with ``jax.jit``.
+
+Devices come from ``jax.devices()``: ``cpu``, ``gpu:N`` (``cuda``/``cuda:N`` are
+accepted for it) and ``tpu:N``. jax is imported only inside the methods that need it;
+listing plugins asks :mod:`smx.backends.probe` instead.
+
+How the core's step becomes one XLA program, reused every step:
+
+* :meth:`JaxBackend.compile` is ``jax.jit`` of the pure step (partial, transformation,
+  update). Optimizer step counts and the scheduled ``lr`` are Python numbers that jit
+  traces as scalars, so changing them never retraces.
+* A short last batch would be a new shape, hence a new compilation. :meth:`batch`
+  pads it to the full batch size with copies of row 0 carrying weight 0 (and gives
+  the real rows weight 1 when the data has none): the objective's weighted partial
+  sums then count exactly the real rows (``Σ w`` is their number, and zero-weight
+  rows add exactly 0 to the loss and the gradient sums). The padded shape is traced
+  once, in the first epoch; no epoch after it compiles anything.
+* JAX arrays are immutable: the core's ``Zt -= m`` style updates rebind a new array,
+  which is what they are written to allow.
+* L-BFGS runs as a host loop (its line search decides on a few host scalars per
+  iteration) over a jitted full-batch value-and-gradient (:meth:`Trainer.value_and_grad`
+  goes through :meth:`compile` as well).
+
+Float64: JAX computes in 32 bits unless ``jax_enable_x64`` is set. The engine sets it
+(``jax.config.update('jax_enable_x64', True)``) when a float64 run first places its
+data, and only then: a float32-only process never changes JAX's default. Once set it
+stays on for the process (a context manager cannot span a run whose loop the Trainer
+drives); float32 runs afterwards are unaffected because every array smx creates has an
+explicit dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import smx
+from smx.backends import probe
+from smx.types import Array, Backend, Block
+
+INSTALL_HINT = "pip install 'smx[jax]' (jax[cpu]; for NVIDIA GPUs jax[cuda12], for TPUs jax[tpu])"
+ALIASES = {"gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu", "cpu": "cpu"}
+
+
+class JaxBackend(Backend):
+    name = "jax"
+    description = "JAX arrays, jit-compiled steps (cpu, gpu:N, tpu:N)"
+    #: may run on accelerators; `backend: auto` asks accelerator_hint() before importing jax
+    is_gpu = True
+    deterministic = False  # XLA GPU reductions may use atomics
+
+    def __init__(self) -> None:
+        self._pad_to = 0  # the batch size seen (the first batch of an epoch is a full one)
+
+    def unavailable_reason(self) -> str | None:
+        if not probe.installed("jax"):
+            return f"JAX is not installed; {INSTALL_HINT}"
+        if not probe.installed("jaxlib"):
+            return f"jaxlib is missing; {INSTALL_HINT}"
+        return None
+
+    def accelerator_hint(self) -> str | None:
+        """None when a GPU or TPU may be usable, else why not, without importing jax:
+        JAX reaches accelerators only through a separately installed plugin or libtpu."""
+        if (reason := self.unavailable_reason()) is not None:
+            return reason
+        plugin = probe.any_dist("jax-cuda", "jax-rocm", "libtpu")
+        if plugin is None:
+            return ("the installed JAX is CPU-only; for NVIDIA GPUs pip install 'jax[cuda12]', "
+                    "for TPUs 'jax[tpu]'")
+        if plugin.startswith("jax-cuda") and not probe.nvidia_driver():
+            return "JAX has CUDA support but no NVIDIA driver is loaded (check nvidia-smi)"
+        return None
+
+    def _jax(self) -> Any:
+        reason = self.unavailable_reason()
+        if reason is not None:
+            from smx.errors import BackendUnavailable
+
+            raise BackendUnavailable(f"backend 'jax' is unavailable: {reason}")
+        import jax
+
+        return jax
+
+    def namespace(self) -> Any:
+        self._jax()
+        import jax.numpy as xp  # Array API compliant since jax 0.4.32
+
+        return xp
+
+    def _device_map(self) -> dict[str, Any]:
+        """Name -> jax device, accelerators first (``device: auto`` takes the GPU/TPU)."""
+        jax = self._jax()
+        out: dict[str, Any] = {}
+        for platform in ("gpu", "tpu", "cpu"):
+            try:
+                found = jax.devices(platform)
+            except RuntimeError:  # no such platform here
+                continue
+            for i, dev in enumerate(found):
+                out["cpu" if platform == "cpu" and i == 0 else f"{platform}:{i}"] = dev
+        return out
+
+    def devices(self) -> list[str]:
+        return list(self._device_map())
+
+    def resolve_device(self, device: str) -> str:
+        kind, _, index = device.partition(":")
+        if kind in ALIASES and kind != "cpu":
+            device = f"{ALIASES[kind]}:{index or 0}"
+        try:
+            return super().resolve_device(device)
+        except Exception as exc:
+            raise probe.no_accelerator(self, device, exc) from None
+
+    def cheap_report(self) -> dict[str, Any] | None:
+        return probe.cheap_report(self, "jax", "jax")
+
+    def _enable_x64(self, dtype: str | None) -> None:
+        if dtype in ("float64", "int64"):
+            jax = self._jax()
+            if dtype == "float64" and not jax.config.jax_enable_x64:
+                jax.config.update("jax_enable_x64", True)
+
+    def place(self, X: Any, y: Any, w: Any | None, device: str, dtype: str) -> Block:
+        self._pad_to = 0
+        self._enable_x64(dtype)
+        return super().place(X, y, w, device, dtype)
+
+    def from_host(self, array: Any, device: str, dtype: str | None = None) -> Array:
+        import numpy as np
+
+        jax = self._jax()
+        self._enable_x64(dtype)
+        if dtype == "int64" and not jax.config.jax_enable_x64:
+            dtype = "int32"  # what JAX would make of it anyway, without its warning
+        host = np.asarray(array, dtype=dtype)
+        return jax.device_put(host, self._device_map()[self.resolve_device(device)])
+
+    def to_host(self, array: Array) -> Any:
+        import numpy as np
+
+        return np.array(self._jax().device_get(array))  # a writable copy
+
+    def batch(self, data: Block, idx: Array) -> Block:
+        """The rows ``idx``, a short last batch padded to the batch size with zero weights."""
+        xp = self.namespace()
+        rows = int(idx.shape[0])
+        self._pad_to = max(self._pad_to, rows)
+        pad = self._pad_to - rows
+        if pad == 0:
+            return super().batch(data, idx)
+        dtype = data.X.dtype
+        idx = xp.concat([idx, xp.zeros(pad, dtype=idx.dtype)])
+        w = (xp.ones(rows, dtype=dtype) if data.w is None
+             else xp.astype(xp.take(data.w, idx[:rows], axis=0), dtype))
+        w = xp.concat([w, xp.zeros(pad, dtype=dtype)])
+        return Block(xp.take(data.X, idx, axis=0), xp.take(data.y, idx, axis=0), w)
+
+    def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return self._jax().jit(fn)
+
+    def synchronize(self, device: str) -> None:
+        jax = self._jax()
+        jax.effects_barrier()
+        jax.device_put(0.0, self._device_map()[self.resolve_device(device)]).block_until_ready()
+
+    def versions(self) -> dict[str, str]:
+        jax = self._jax()
+        import jaxlib
+
+        return {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
+
+
+@smx.hookimpl
+def smx_backends():
+    yield JaxBackend()
