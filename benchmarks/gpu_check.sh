@@ -5,9 +5,12 @@
 #     bash benchmarks/gpu_check.sh            # PYTHON=/path/to/python to pick the interpreter
 #
 # Records, under benchmarks/gpu/<date>-<card>/: the card, driver, CuPy and CUDA versions
-# (environment.json, nvidia-smi.txt, info.txt), the GPU tests (pytest-gpu.txt) and
-# `smx parity configs/parity.yaml --backends numpy,array-api-strict,cupy` in float32 and
-# float64 (parity-<dtype>.txt/.json). Exits non-zero if any of them failed; commit the folder.
+# (environment.json, nvidia-smi.txt, info.txt), the GPU tests of every engine (pytest-gpu.txt),
+# `smx parity configs/parity.yaml` over numpy, array-api-strict and each GPU engine (CuPy,
+# PyTorch, JAX) in float32 and float64 (parity-<dtype>.txt/.json), and the engines' epochs
+# beside a hand-written PyTorch CUDA loop (engines.json, from benchmarks/gpu_engines.py).
+# Engines whose library is missing are left out of parity and say why in the tests.
+# Exits non-zero if any of them failed; commit the folder.
 set -uo pipefail
 PY=${PYTHON:-python}
 
@@ -34,13 +37,21 @@ nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || echo "(nvidia-smi not found)" > "$out
 "$PY" -m smx info > "$out/info.txt" 2>&1
 
 status=0
+# JAX would otherwise reserve 75 % of the card up front, beside CuPy's and PyTorch's pools
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 "$PY" -m pytest -m gpu -rs -v -p no:cacheprovider tests/test_gpu.py > "$out/pytest-gpu.txt" 2>&1 \
     || status=1
 if grep -q "SKIPPED" "$out/pytest-gpu.txt"; then status=1; fi  # on a GPU nothing may skip
+engines="numpy,array-api-strict,cupy"
+for e in torch jax; do
+    if "$PY" -c "import $e" 2>/dev/null; then engines="$engines,$e@cuda"; fi
+done
 for dtype in float32 float64; do
-    "$PY" -m smx parity configs/parity.yaml --backends numpy,array-api-strict,cupy \
+    "$PY" -m smx parity configs/parity.yaml --backends "$engines" \
         --dtype "$dtype" -o "$out/parity-$dtype.json" > "$out/parity-$dtype.txt" 2>&1 || status=1
 done
+"$PY" benchmarks/gpu_engines.py -o "$out/engines.json" > "$out/engines.txt" 2>&1 || status=1
 tail -n 3 "$out/pytest-gpu.txt" "$out"/parity-*.txt
+tail -n 20 "$out/engines.txt"
 echo "gpu_check: recorded in $out ($([ $status = 0 ] && echo passed || echo FAILED))"
 exit $status

@@ -49,18 +49,38 @@ def write_yaml(path: Path, text: str) -> Path:
     return path
 
 
-def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` skip, saying why, when CuPy cannot use a GPU here."""
-    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
-    if not gpu_items:
-        return
-    from smx.backends.cupy_backend import CupyBackend
+def gpu_reason(engine: str) -> str | None:
+    """Why ``engine`` cannot use a GPU here (None: it can). Decided without importing the
+    library where the engine can tell (a CPU-only wheel, no driver), else by asking it."""
+    from smx.plugins import Plugins
 
-    reason = CupyBackend().unavailable_reason()
-    if reason:
-        skip = pytest.mark.skip(reason=f"no usable GPU: {reason}")
-        for item in gpu_items:
-            item.add_marker(skip)
+    backend = Plugins(entry_points=False).get("backend", engine)
+    if engine == "cupy":
+        return backend.unavailable_reason()
+    hint = getattr(backend, "accelerator_hint", backend.unavailable_reason)()
+    if hint is not None:
+        return hint
+    try:
+        backend.resolve_device("cuda")
+    except Exception as exc:
+        return str(exc)
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` (``gpu("torch")``: on that engine; CuPy by default) skip, saying
+    why, when the engine cannot use a GPU here."""
+    reasons: dict[str, str | None] = {}
+    for item in items:
+        marker = item.get_closest_marker("gpu")
+        if marker is None:
+            continue
+        engine = marker.args[0] if marker.args else "cupy"
+        if engine not in reasons:
+            reasons[engine] = gpu_reason(engine)
+        if reasons[engine]:
+            item.add_marker(pytest.mark.skip(reason=f"no usable GPU for {engine}: "
+                                                    f"{reasons[engine]}"))
 
 
 def counting(backend_cls: type) -> type:

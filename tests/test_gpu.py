@@ -1,4 +1,5 @@
-"""On a real NVIDIA GPU through CuPy. Marked ``gpu``: skipped, with CuPy's reason, elsewhere.
+"""On a real NVIDIA GPU through CuPy, PyTorch and JAX. Marked ``gpu``: skipped, with the
+engine's reason, elsewhere.
 
 Run them with ``pytest -m gpu`` (``benchmarks/gpu_check.sh`` does, and records the card).
 """
@@ -19,7 +20,7 @@ from smx.runner import load_data, run
 from smx.training import Trainer
 from tests.conftest import ROOT, run_smx
 
-pytestmark = pytest.mark.gpu
+pytestmark = pytest.mark.gpu  # CuPy unless a test names its engine
 PLUGINS = Plugins(entry_points=False)
 PARITY = ROOT / "configs" / "parity.yaml"
 
@@ -103,3 +104,26 @@ def test_no_implicit_transfers_in_the_loop():
     assert Counting.to_host_calls == result.steps // log_every + 2 * epochs + 2
     with contextlib.suppress(Exception):
         backend.release("cuda:0")
+
+
+ENGINES = [pytest.param("torch", marks=pytest.mark.gpu("torch")),
+           pytest.param("jax", marks=pytest.mark.gpu("jax"))]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_engine_trains_digits_on_the_gpu(in_tmp, engine, dtype):
+    cfg = load_config(ROOT / "configs" / "digits.yaml",
+                      [f"backend={engine}", "device=cuda", f"dtype={dtype}", "output=out"],
+                      plugins=PLUGINS)
+    s = run(cfg, plugins=PLUGINS, progress=False).summary
+    assert s["backend"] == engine and s["device"] != "cpu"
+    assert s["test_accuracy"] >= 0.95
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_parity_numpy_vs_engine_on_the_gpu(engine, dtype):
+    cfg = load_config(PARITY, [f"dtype={dtype}"], plugins=PLUGINS)
+    report = run_parity(cfg, [("numpy", "auto"), (engine, "cuda")], PLUGINS)
+    assert report.passed, report.failures()
