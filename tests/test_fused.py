@@ -130,8 +130,8 @@ def run_cfg(backend, **over):
 @needs_numba
 @pytest.mark.parametrize("shuffle", ["rows", "batches"])
 def test_trainer_fused_equals_portable_and_other_backends(shuffle):
-    fused = run_cfg("numpy", shuffle=shuffle)
-    portable = run_cfg("numpy", shuffle=shuffle, backend_options={"fused": False})
+    fused = run_cfg("numpy", shuffle=shuffle, backend_options={"fused": True})
+    portable = run_cfg("numpy", shuffle=shuffle)
     strict = run_cfg("array-api-strict", shuffle=shuffle)
     for other in (portable, strict):
         np.testing.assert_allclose(fused.params["W"], other.params["W"], rtol=1e-10, atol=1e-12)
@@ -140,13 +140,13 @@ def test_trainer_fused_equals_portable_and_other_backends(shuffle):
 
 
 def test_trainer_uses_the_fused_step_only_where_it_can():
-    cfg = load_config({"data": {"name": "iris"}, "batch_size": 16}, plugins=PLUGINS)
+    cfg = load_config({"data": {"name": "iris"}, "batch_size": 16,
+                       "backend_options": {"fused": True}}, plugins=PLUGINS)
     splits = load_data(cfg, PLUGINS)
     trainer = Trainer(cfg, splits, NumpyBackend(), "cpu", PLUGINS)
     assert (trainer.fused_step is not None) == (numpy_fused.numba_missing() is None)
-    cfg = load_config({"data": {"name": "iris"}, "batch_size": 16,
-                       "backend_options": {"fused": False}}, plugins=PLUGINS)
-    assert Trainer(cfg, splits, NumpyBackend(), "cpu", PLUGINS).fused_step is None
+    cfg = load_config({"data": {"name": "iris"}, "batch_size": 16}, plugins=PLUGINS)
+    assert Trainer(cfg, splits, NumpyBackend(), "cpu", PLUGINS).fused_step is None  # default
 
 
 def test_shuffle_batches_keeps_batches_whole_and_shuffles_their_order():

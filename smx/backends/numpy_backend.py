@@ -13,8 +13,9 @@ from smx.types import Array, Backend, Block, PluginParams
 class NumpyOptions(PluginParams):
     """``backend_options`` of ``backend: numpy``."""
 
-    fused: bool = Field(True, description="one compiled call per SGD step when Numba is "
-                                          "installed (smx[fast]); false: the portable step")
+    # off by default: measured faster only at small batches (see benchmarks/NOTES.md)
+    fused: bool = Field(False, description="one compiled call per SGD step when Numba is "
+                                           "installed (smx[fast]); false: the portable step")
 
 
 class NumpyBackend(Backend):
