@@ -116,6 +116,9 @@ class RunConfig(Section):
         None, gt=0, description="rescale each step's gradient to this global L2 norm at most"
     )
     batch_size: int = Field(64, ge=1, description="rows per step (full-batch optimizers ignore it)")
+    shuffle: Literal["rows", "batches"] = Field(
+        "rows", description="rows: a new row order each epoch; batches: rows shuffled once, "
+                            "then whole batches in a new order each epoch (faster, one copy)")
     seed: int = Field(0, ge=0, lt=2**32, description="seeds the split, init and batch order")
     dtype: Literal["float32", "float64"] = "float32"
     log_every: int = Field(50, ge=1, description="steps between reading the loss on the host")

@@ -30,8 +30,8 @@ class StopRule(Protocol):
 class EarlyStopping:
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
 
-    With ``restore_best`` it also remembers the best epoch's parameters: a
-    reference, not a copy, since optimizer updates return new arrays.
+    With ``restore_best`` it also remembers the best epoch's parameters: a copy, since
+    an engine's fused step (:meth:`smx.types.Backend.fused_step`) updates in place.
     """
 
     patience: int | None = None
@@ -58,7 +58,7 @@ class EarlyStopping:
         if score < self.best - self.min_delta:  # NaN never improves
             self.best, self.best_epoch, self.wait = score, record["epoch"], 0
             if self.restore_best:
-                self.best_params = trainer.params
+                self.best_params = _copied(trainer.params)
         else:
             self.wait += 1
         if self.patience is not None and self.wait >= self.patience:
@@ -74,3 +74,12 @@ def optimizer_converged(trainer: Any) -> str | None:
     state = trainer.opt_state
     converged = state.get("converged") if isinstance(state, dict) else None
     return f"converged: {converged}" if converged else None
+
+
+def _copied(params: Any) -> Any:
+    """Each array leaf copied on its own device (scalars as they are)."""
+    from array_api_compat import array_namespace
+
+    from smx.checkpoint import map_arrays
+
+    return map_arrays(params, lambda a: array_namespace(a).asarray(a, copy=True))

@@ -190,9 +190,18 @@ class Trainer:
                 steps_per_epoch=self.steps_per_epoch, **cfg.schedule.params(),
             )
         self.rng = np.random.default_rng(cfg.seed)
+        if cfg.shuffle == "batches" and not self.full_batch:
+            # one row shuffle per run (drawn before any epoch's, so a resumed run, whose RNG
+            # state comes back afterwards, gets the same copy), then contiguous batches
+            perm = backend.from_host(self.rng.permutation(n), device, "int64")
+            self.train_data = backend.batch(self.train_data, perm)
         self.xp = backend.namespace()
+        self.fused_step = None
         if self.transform is not None:
             self.train_step = backend.compile(self.make_step())
+            if not self.full_batch:
+                self.fused_step = backend.fused_step(self.objective, self.transform,
+                                                     self.train_data)
         else:  # the solver's host loop calls a compiled full-batch value-and-gradient
             self.full_value_and_grad = backend.compile(
                 lambda params, X, y, w: self.value_and_grad(params, Block(X, y, w)))
@@ -237,6 +246,7 @@ class Trainer:
         the best epoch's parameters), so the backend's ``release`` can free their memory.
         The trainer cannot train after this; its host-side history stays."""
         self.train_data = self.val_data = None  # type: ignore[assignment]
+        self.fused_step = None
         self.params = {}
         self.opt_state = None
         if self.early_stopping is not None:
@@ -267,14 +277,18 @@ class Trainer:
                 self._logged(step, loss, params, on_log)
         else:
             running = None  # device scalar: Σ batch loss · batch rows / batch_size
-            bs = self.batch_size
-            order = backend.from_host(self.rng.permutation(n), self.device, "int64")
-            for start in range(0, n, bs):
-                idx = order[start:min(start + bs, n)]
-                # gather class indices, not one-hot rows: n ints instead of n·K floats
-                batch = backend.batch(data, idx)
-                params, state, loss = self.train_step(params, state, batch.X, batch.y, batch.w,
-                                                      self.lr(step))
+            bs, fused = self.batch_size, self.fused_step
+            host_order, bounds = self.batch_order(n)
+            order = backend.from_host(host_order, self.device, "int64")
+            for start, stop in bounds:
+                idx = order[start:stop]
+                if fused is not None:  # gathers, steps and updates in one engine call
+                    params, state, loss = fused(params, state, data, idx, self.lr(step))
+                else:
+                    # gather class indices, not one-hot rows: n ints instead of n·K floats
+                    batch = backend.batch(data, idx)
+                    params, state, loss = self.train_step(params, state, batch.X, batch.y,
+                                                          batch.w, self.lr(step))
                 rows = idx.shape[0]  # one add per step; only a short last batch is scaled
                 weighted = loss if rows == bs else loss * (rows / bs)
                 running = weighted if running is None else running + weighted
@@ -289,6 +303,23 @@ class Trainer:
             self._diverged(running, params)
         self.last_finite = train_loss
         return train_loss
+
+    def batch_order(self, n: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """This epoch's row order and each batch's (start, stop) in it, from the host RNG
+        (so every backend sees the same batches): ``shuffle: rows`` permutes the rows;
+        ``batches`` keeps each batch of the once-shuffled data whole and permutes their
+        order (a short last batch goes wherever it falls)."""
+        bs = self.batch_size
+        if self.cfg.shuffle == "rows":
+            return self.rng.permutation(n), [(s, min(s + bs, n)) for s in range(0, n, bs)]
+        starts = self.rng.permutation(np.arange(0, n, bs))
+        order = np.concatenate([np.arange(s, min(s + bs, n)) for s in starts])
+        bounds, pos = [], 0
+        for s in starts.tolist():
+            rows = min(s + bs, n) - s
+            bounds.append((pos, pos + rows))
+            pos += rows
+        return order, bounds
 
     def _guarded(self, value: Array, params: Params) -> Array:
         """``value + 0·Σparams``: exactly ``value`` while the parameters are finite, NaN once
@@ -413,7 +444,8 @@ class Trainer:
             es.best_params = map_arrays(saved["best_params"], put, memo)
 
     def host_params(self) -> dict[str, np.ndarray]:
-        return {name: np.asarray(self.backend.to_host(v)) for name, v in self.params.items()}
+        """Host copies: a fused step (``Backend.fused_step``) goes on updating its own."""
+        return {name: np.array(self.backend.to_host(v)) for name, v in self.params.items()}
 
     def fit(self, *, on_epoch: EpochCallback | None = None,
             on_log: LogCallback | None = None) -> TrainResult:

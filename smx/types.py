@@ -145,6 +145,20 @@ class Backend(ABC):
         engine has none for that loss and its options: the portable core then runs."""
         return None
 
+    def fused_step(self, objective: Any, transform: Transform, data: Block
+                   ) -> Callable[..., tuple[Params, Any, Array]] | None:
+        """A whole minibatch step in one call, or None (the default: the Trainer gathers with
+        :meth:`batch` and runs the compiled portable step).
+
+        The step is ``(params, state, data, idx, lr) -> (params, state, loss)`` with the
+        portable step's results to rounding; it may gather the rows ``idx`` of ``data``
+        itself and update buffers it owns in place: it copies ``params`` and ``state``
+        when they are not the ones it returned last, so arrays the caller holds from
+        before that call (a checkpoint, the initial values) never change; those it
+        returned may change at its next call. ``transform.spec`` says which chain it is.
+        """
+        return None
+
 
 @dataclass
 class Block:
@@ -173,10 +187,16 @@ class Transform(NamedTuple):
     parameters are ``params + updates``. ``lr`` is this step's scheduled learning
     rate (a host float, or a traced scalar under a compiled engine); links that do
     not scale by it ignore it. Compose links with :func:`smx.optimizers.transforms.chain`.
+
+    ``spec`` optionally says what the pair computes, as a tuple of links ``(name,
+    *hyperparameters)`` (``chain`` concatenates them; None: opaque). An engine with
+    a fused update (:meth:`Backend.fused_step`) reads it to recognise chains it can
+    apply in place; every other engine ignores it.
     """
 
     init: Callable[[Params], Any]
     update: Callable[[Params, Any, Params, Any], tuple[Params, Any]]
+    spec: tuple[tuple[Any, ...], ...] | None = None
 
 
 class Solver(Protocol):

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 import smx
-from smx.types import Array, Backend, Block
+from smx.types import Array, Backend, Block, PluginParams
+
+
+class NumpyOptions(PluginParams):
+    """``backend_options`` of ``backend: numpy``."""
+
+    # off by default: measured faster only at small batches (see benchmarks/NOTES.md)
+    fused: bool = Field(False, description="one compiled call per SGD step when Numba is "
+                                           "installed (smx[fast]); false: the portable step")
 
 
 class NumpyBackend(Backend):
     name = "numpy"
     description = "NumPy on the CPU (default)"
+    options = NumpyOptions
+    settings = NumpyOptions()  # until configure()
+
+    def configure(self, options: PluginParams) -> None:
+        assert isinstance(options, NumpyOptions)
+        self.settings = options
 
     def unavailable_reason(self) -> str | None:
         return None
@@ -57,6 +73,14 @@ class NumpyBackend(Backend):
         if getattr(loss, "kernel_key", None) == numpy_kernels.KEY:
             return numpy_kernels.cross_entropy_partial
         return None
+
+    def fused_step(self, objective: Any, transform: Any, data: Block) -> Any:
+        """The Numba step of :mod:`smx.backends.numpy_fused` for SGD chains, else None."""
+        if not self.settings.fused:
+            return None
+        from smx.backends import numpy_fused
+
+        return numpy_fused.fused_step(objective, transform, data)
 
     def versions(self) -> dict[str, str]:
         import numpy as np

@@ -59,11 +59,15 @@ def chain(*links: Transform) -> Transform:
             new_state.append(s)
         return grads, tuple(new_state)
 
-    return Transform(init, update)
+    specs = [link.spec for link in links]
+    spec = None if any(s is None for s in specs) else tuple(x for s in specs for x in s)
+    return Transform(init, update, spec)
 
 
-def _stateless(fn: Callable[[Params, Params, Any], Params]) -> Transform:
-    return Transform(lambda params: (), lambda g, s, p, lr: (fn(g, p, lr), s))
+def _stateless(fn: Callable[[Params, Params, Any], Params], spec: tuple[Any, ...] | None = None
+               ) -> Transform:
+    return Transform(lambda params: (), lambda g, s, p, lr: (fn(g, p, lr), s),
+                     None if spec is None else (spec,))
 
 
 def global_norm(tree: Params) -> Array:
@@ -88,7 +92,7 @@ def clip_by_global_norm(max_norm: float) -> Transform:
         scale = xp.minimum(scale, xp.ones_like(scale))
         return {k: g * scale for k, g in grads.items()}
 
-    return _stateless(clip)
+    return _stateless(clip, ("clip_by_global_norm", max_norm))
 
 
 def add_decayed_weights(weight_decay: float,
@@ -102,14 +106,15 @@ def add_decayed_weights(weight_decay: float,
         m = mask(params)
         return {k: g + weight_decay * params[k] if m[k] else g for k, g in grads.items()}
 
-    return _stateless(decay)
+    return _stateless(decay, ("add_decayed_weights", weight_decay)
+                      if mask is decay_mask else None)
 
 
 def trace(momentum: float, nesterov: bool = False) -> Transform:
     """PyTorch's momentum buffer ``b ← μ·b + g`` (the first step starts from b = 0, which
     gives PyTorch's b₁ = g); the update is ``b``, or ``g + μ·b`` with Nesterov."""
     if not momentum:
-        return _stateless(lambda g, p, lr: g)
+        return _stateless(lambda g, p, lr: g, ("trace", 0.0, False))
 
     def update(grads: Params, state: dict[str, Any], params: Params, lr: Any
                ) -> tuple[Params, dict[str, Any]]:
@@ -117,7 +122,8 @@ def trace(momentum: float, nesterov: bool = False) -> Transform:
         out = tree_map(lambda g, b: g + momentum * b, grads, buf) if nesterov else buf
         return out, {"buf": buf}
 
-    return Transform(lambda params: {"buf": zeros_like(params)}, update)
+    return Transform(lambda params: {"buf": zeros_like(params)}, update,
+                     (("trace", momentum, nesterov),))
 
 
 def scale_by_adam(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> Transform:
@@ -192,4 +198,4 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10,
 
 def scale_by_lr() -> Transform:
     """``−lr · g``: the last link of a descent method, with the step's scheduled ``lr``."""
-    return _stateless(lambda g, p, lr: tree_map(lambda x: -lr * x, g))
+    return _stateless(lambda g, p, lr: tree_map(lambda x: -lr * x, g), ("scale_by_lr",))
