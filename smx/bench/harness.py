@@ -26,7 +26,7 @@ from smx import sysinfo
 MIN_ROUNDS = 3
 #: fewest timed rounds a judged target needs
 JUDGED_ROUNDS = 5
-#: how far, in threads, the demand on the machine may exceed its cores before it is "busy"
+#: how far, in threads, the load may exceed the cores before the machine counts as busy
 BUSY_MARGIN = 0.5
 
 
@@ -114,11 +114,14 @@ def assess_load(timings: dict[str, Timing], threads: int, cores: int | None = No
                 ) -> dict[str, Any]:
     """Was the machine quiet while this block ran with ``threads`` busy threads of its own?
 
-    Busy when other processes' runnable threads (mean over the block's samples) plus
-    ours exceed the cores by :data:`BUSY_MARGIN`; where other processes cannot be told
-    apart from this one, when the 1-minute load average exceeded the cores. The 1-minute
-    load average before and during the block is reported either way; it is not the test
-    because this run's own recent work is part of it.
+    Busy (by more than :data:`BUSY_MARGIN`) when either
+
+    - before: the 1-minute load average when the block started exceeded the cores. This
+      run's own earlier blocks count in it, but never beyond the cores; more means other
+      work was running and, bursty as it often is, may come back mid-block;
+    - during: other processes' runnable threads (mean over the samples taken after each
+      run) plus this block's own threads exceeded the cores. Where other processes cannot
+      be told apart from this one, the 1-minute load average during the block stands in.
     """
     cores = cores or sysinfo.cores()
     samples = [s for t in timings.values() for s in t.after]
@@ -133,17 +136,36 @@ def assess_load(timings: dict[str, Timing], threads: int, cores: int | None = No
         "others_runnable": statistics.fmean(others) if others else None,
         "rounds": min((len(t.runs) for t in timings.values()), default=0),
     }
+    limit = cores + BUSY_MARGIN
+    reasons, known = [], False
+    if out["load_before"] is not None:
+        known = True
+        if out["load_before"] > limit:
+            reasons.append(f"1-minute load average {out['load_before']:.2f} before the block")
     if out["others_runnable"] is not None:
+        known = True
         demand = out["others_runnable"] + threads
-        out["busy"] = demand > cores + BUSY_MARGIN
-        out["why"] = (f"other processes' runnable threads {out['others_runnable']:.2f} + "
-                      f"{threads} of this run's on {cores} cores")
+        if demand > limit:
+            reasons.append(f"other processes' runnable threads {out['others_runnable']:.2f} "
+                           f"+ {threads} of this run's during it")
     elif out["load_during"] is not None:
-        out["busy"] = out["load_during"] > cores
-        out["why"] = f"1-minute load average up to {out['load_during']:.2f} on {cores} cores"
-    else:
+        known = True
+        if out["load_during"] > limit:
+            reasons.append(f"1-minute load average up to {out['load_during']:.2f} during it")
+    if not known:
         out["busy"], out["why"] = None, "the load could not be read on this system"
+    elif reasons:
+        out["busy"], out["why"] = True, f"{'; '.join(reasons)}, on {cores} cores"
+    else:
+        out["busy"] = False
+        out["why"] = (f"1-minute load average {_fmt(out['load_before'])} before the block, other "
+                      f"processes' runnable threads {_fmt(out['others_runnable'])} + {threads} "
+                      f"of this run's during it, on {cores} cores")
     return out
+
+
+def _fmt(x: float | None) -> str:
+    return "unknown" if x is None else f"{x:.2f}"
 
 
 def paired_ratio(timings: dict[str, Timing], a: str, b: str) -> float | None:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from smx import sysinfo
-from smx.bench.harness import JUDGED_ROUNDS
+from smx.bench.harness import BUSY_MARGIN, JUDGED_ROUNDS
 
 if TYPE_CHECKING:
     from smx.bench import BenchConfig
@@ -301,8 +301,9 @@ def render(results: dict[str, Any]) -> str:
         "min/min, steadier when other work shares the machine. A target is judged only at "
         "the sizes it is set for, from at least "
         f"{JUDGED_ROUNDS} rounds, and when the machine was not busier than its cores "
-        "(other processes' runnable threads plus the bench's own, averaged over the timed "
-        "block); otherwise the row says why not.", "",
+        f"(by more than {BUSY_MARGIN}): neither the 1-minute load average before the timed "
+        "block, nor other processes' runnable threads plus the bench's own during it, above "
+        "them. Otherwise the row says why it is not judged.", "",
     ]
     if m.get("mode") == "quick":
         lines += ["**--quick run: toy sizes; the figures are reported, no target is judged.**",
