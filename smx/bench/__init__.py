@@ -48,7 +48,7 @@ class BenchConfig:
     gpu_bandwidth_rows: int = 2_000_000
     seed: int = 0
     threads: tuple[int, ...] | None = None  # BLAS thread settings; None: the default and 1
-    budget_s: float | None = 150.0  # seconds for the timed blocks; None: no limit
+    budget_s: float | None = 120.0  # seconds for the timed parts; None: no limit
     parts: tuple[str, ...] = ("sgd", "lbfgs", "memory", "gpu")
 
     @classmethod
