@@ -395,8 +395,9 @@ def test_targets_are_judged_only_when_the_figure_means_something():
     assert verdict(sgd_entry(1.9)) == (True, None)
     assert verdict(sgd_entry(2.5)) == (False, None)
     assert verdict(sgd_entry(9.0), mode="quick") == (None, "--quick (toy sizes)")
-    met, why = verdict(sgd_entry(2.5, busy=True))
-    assert met is None and why.startswith("machine busy")
+    for busy in (sgd_entry(2.5, busy=True), sgd_entry(2.5, busy=True, rounds=3)):
+        met, why = verdict(busy)
+        assert met is None and why.startswith("machine busy")
     met, why = verdict(sgd_entry(2.5, rounds=3))
     assert met is None and "3 timed rounds" in why
     for small in (sgd_entry(2.5, rows=20_000), sgd_entry(2.5, batch=32)):

@@ -69,7 +69,8 @@ def run_bench(bc: BenchConfig, out_dir: Path, log: Callable[[str], None] = print
     """Run the selected parts and write ``RESULTS.md`` and ``results.json`` into ``out_dir``.
 
     The CPU parts run once per BLAS thread setting (the default and 1, where they differ),
-    since which one is faster depends on how busy the machine is.
+    since which one is faster depends on how busy the machine is. Memory runs first (not a
+    timing, and cheap), then the GPU, SGD and L-BFGS blocks within the time budget.
     """
     from smx.plugins import get_plugins
 
@@ -90,8 +91,8 @@ def run_bench(bc: BenchConfig, out_dir: Path, log: Callable[[str], None] = print
             budget.drop(WEIGHTS["gpu"])
     for part in cpu_parts:
         results[part] = {"by_threads": {}}
-    for threads in settings:
-        for part in cpu_parts:
+    for part in cpu_parts:  # both thread settings of the cheap SGD part before L-BFGS
+        for threads in settings:
             if budget.spent:
                 entry = budget.skipped()
             else:

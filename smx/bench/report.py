@@ -148,12 +148,12 @@ def judge(t: Target, entry: dict[str, Any] | None, mode: str) -> tuple[bool | No
         return None, reason
     load = dig(entry, t.load)
     if load is not None:
-        if load["rounds"] < JUDGED_ROUNDS:
-            return None, f"only {load['rounds']} timed rounds (time budget)"
         if load["busy"]:
             return None, f"machine busy: {load['why']}"
         if load["busy"] is None:
             return None, load["why"]
+        if load["rounds"] < JUDGED_ROUNDS:
+            return None, f"only {load['rounds']} timed rounds (time budget)"
     return (value >= t.limit if t.at_least else value <= t.limit), None
 
 
@@ -224,10 +224,10 @@ def _load_line(load: dict[str, Any] | None) -> list[str]:
     if not load:
         return []
     state = {True: "**busy** (figures not judged)", False: "quiet",
-             None: "unknown"}[load["busy"]]
-    return [f"- machine {state}: {load['why']}; 1-minute load average "
-            f"{_num(load['load_before'], '.2f')} before, up to {_num(load['load_during'], '.2f')}"
-            f" during; {load['rounds']} timed rounds"]
+             None: "load unknown"}[load["busy"]]
+    return [f"- machine {state}: {load['why']}. 1-minute load average up to "
+            f"{_num(load['load_during'], '.2f')} during the block (this run included); "
+            f"{load['rounds']} timed rounds"]
 
 
 def _section(lines: list[str], title: str, part: dict[str, Any] | None) -> bool:
