@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import platform
 import shutil
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 import smx
-from smx import hardware
+from smx import hardware, sysinfo
 from smx.checkpoint import FILENAME as CHECKPOINT
 from smx.checkpoint import load_checkpoint, save_checkpoint
 from smx.config import RunConfig, to_yaml
@@ -139,17 +138,6 @@ def create_default_folder(config_name: str) -> Path:
                                  where=str(path)) from None
         return path
     raise RunFolderError("no free run folder name", where=str(base))
-
-
-def library_versions(backend: Any) -> dict[str, str]:
-    import array_api_compat
-
-    versions = {
-        "python": platform.python_version(), "smx": smx.__version__,
-        "numpy": np.__version__, "array-api-compat": array_api_compat.__version__,
-    }
-    versions.update(backend.versions())
-    return versions
 
 
 def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
@@ -392,7 +380,7 @@ def _train_and_finish(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Sp
         "n_features": splits.n_features, "n_classes": splits.n_classes,
         "train_seconds": result.train_seconds,
         "wall_seconds": time.perf_counter() - t0,
-        "versions": library_versions(backend),
+        "versions": sysinfo.library_versions(backend=backend),
     }
     atomic_write_json(folder / "summary.json", _json_safe(summary), allow_nan=False)
     return RunOutcome(folder, summary, result)
