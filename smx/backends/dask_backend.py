@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 import smx
+from smx.objective import Partial
 from smx.types import Array, Backend, Block, PluginParams
 
 INSTALL_HINT = "pip install 'smx[dask]'"
@@ -383,7 +384,12 @@ class DaskBackend(Backend):
             xs, ys, ws = self._chunk_futures(data)
             parts = client.map(_chunk_partial, xs, ys, ws or [None] * len(xs), fn=fn,
                                pure=False)
-        return self._tree_sum(parts).result()
+        total = self._tree_sum(parts).result()
+        if isinstance(total, Partial):  # NumPy's 0-d + 0-d is a scalar: a 0-d array again
+            import numpy as np
+
+            total = Partial(np.asarray(total.loss), total.weight, total.grads)
+        return total
 
     # --- mini-batches within one chunk, stepped where the chunk lives ---------------------
 

@@ -24,10 +24,10 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from smx.datasets.partitions import Moments, row_split
 from smx.datasets.split import Splits, Standardizer
@@ -47,10 +47,18 @@ class SourceParams(PluginParams):
     label_column: str | None = Field(None, description=".parquet: the labels column (every "
                                      "other column is a feature)")
     chunk_rows: int = Field(100_000, ge=1, description="rows per chunk (one task each)")
-    persist: Literal["auto"] | bool = Field(
+    persist: bool | str = Field(
         "auto", description="hold the chunks in the workers' memory (true), read them from the "
         "source at every evaluation (false), or persist when they fit in half the workers' "
         "memory (auto)")
+
+
+    @field_validator("persist")
+    @classmethod
+    def _auto_or_flag(cls, value: bool | str) -> bool | str:
+        if value != "auto" and not isinstance(value, bool):
+            raise ValueError("expected auto, true or false")
+        return value
 
 
 # --- the sources ---------------------------------------------------------------------------
