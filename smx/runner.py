@@ -44,20 +44,30 @@ from smx.types import SolverSpec
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", CHECKPOINT, "model.npz", "loss.png")
 
 
-def load_data(cfg: RunConfig, plugins: Any) -> Splits:
+def load_data(cfg: RunConfig, plugins: Any, backend: Any = None) -> Splits:
+    """The run's splits; a partitioned source is prepared by ``backend`` (default: the
+    config's) where its rows live (:func:`smx.datasets.sources.prepare_partitioned`)."""
+    from smx.datasets.sources import Partitioned, prepare_partitioned
+
     spec = plugins.get("dataset", cfg.data.name, where="data.name")
     try:
-        X, y, *weights = spec.load(**cfg.data.params())
+        loaded = spec.load(**cfg.data.params())
+        if not isinstance(loaded, Partitioned):
+            X, y, *weights = loaded
     except SmxError:
         raise
     except Exception as exc:  # a dataset plugin's own failure: one line naming it
         raise DataError(f"the dataset failed to load: {type(exc).__name__}: {exc}",
                         where=f"data ({cfg.data.name})") from None
-    splits = prepare(
-        np.asarray(X), np.asarray(y), val_fraction=cfg.data.val_fraction,
-        test_fraction=cfg.data.test_fraction, seed=cfg.seed, standardize=cfg.data.standardize,
-        where=f"data ({cfg.data.name})", sample_weight=weights[0] if weights else None,
-    )
+    if isinstance(loaded, Partitioned):
+        splits = prepare_partitioned(loaded, cfg, plugins, backend)
+    else:
+        splits = prepare(
+            np.asarray(X), np.asarray(y), val_fraction=cfg.data.val_fraction,
+            test_fraction=cfg.data.test_fraction, seed=cfg.seed,
+            standardize=cfg.data.standardize, where=f"data ({cfg.data.name})",
+            sample_weight=weights[0] if weights else None,
+        )
     opt = plugins.get("optimizer", cfg.optimizer.name)
     full_batch = isinstance(opt, SolverSpec)
     n = len(splits.y_train)
@@ -212,7 +222,7 @@ def run(
     t0 = time.perf_counter()
     plugins = plugins or get_plugins()
     placement = hardware.select(cfg, plugins)
-    splits = load_data(cfg, plugins)
+    splits = load_data(cfg, plugins, placement.backend)
     # the Trainer writes no file: when it fails (device memory, a plugin), no folder is left
     trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
     try:
@@ -259,7 +269,7 @@ def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -
                              "resume needs the config the run started with",
                              where=str(folder / "config.yaml"))
     placement = hardware.select(cfg, plugins)
-    splits = load_data(cfg, plugins)
+    splits = load_data(cfg, plugins, placement.backend)
     trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
     try:
         try:
@@ -346,6 +356,7 @@ def _train_and_finish(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Sp
             bar.close()
             metrics.close()
         final = final_metrics(trainer, splits)
+        engine = getattr(backend, "run_report", dict)()  # e.g. Dask workers' peak memory
     except BaseException as exc:
         # the finished frames of the traceback still hold device arrays (batches, params)
         traceback.clear_frames(exc.__traceback__)
@@ -381,6 +392,7 @@ def _train_and_finish(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Sp
         "train_seconds": result.train_seconds,
         "wall_seconds": time.perf_counter() - t0,
         "versions": sysinfo.library_versions(backend=backend),
+        **engine,
     }
     atomic_write_json(folder / "summary.json", _json_safe(summary), allow_nan=False)
     return RunOutcome(folder, summary, result)

@@ -320,6 +320,9 @@ class Trainer:
         ``batches`` keeps each batch of the once-shuffled data whole and permutes their
         order (a short last batch goes wherever it falls)."""
         bs = self.batch_size
+        chunked = getattr(self.backend, "batch_order", None)  # an engine's own (Dask: per chunk)
+        if chunked is not None and (got := chunked(self.train_data, bs, self.rng)) is not None:
+            return got
         if self.cfg.shuffle == "rows":
             return self.rng.permutation(n), [(s, min(s + bs, n)) for s in range(0, n, bs)]
         starts = self.rng.permutation(np.arange(0, n, bs))
@@ -514,7 +517,7 @@ def tree_mismatch(fresh: Any, loaded: Any, shapes: dict[str, tuple[int, ...]],
             return f"{path} should be a list of parameter-shaped entries"
         return None
     if fresh is None:
-        if loaded is None or isinstance(loaded, str) or params_like(loaded) or (
+        if loaded is None or isinstance(loaded, (str, int, float)) or params_like(loaded) or (
                 is_array(loaded) and loaded.ndim == 0):
             return None
         return f"{path} should be empty, a scalar or parameter-shaped"

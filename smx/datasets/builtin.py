@@ -77,3 +77,7 @@ def smx_datasets():
         yield DatasetSpec(name, _sklearn(name), NoParams, f"scikit-learn bundled: {what}")
     yield DatasetSpec("synthetic", synthetic, SyntheticParams, "Gaussian blobs (n, d, k, seed)")
     yield DatasetSpec("file", load_file, FileParams, "user file: .npz, .csv or .npy pair")
+    from smx.datasets.sources import SourceParams, open_source
+
+    yield DatasetSpec("partitioned", open_source, SourceParams,
+                      "rows read in chunks where they are needed: .npy, .parquet or .zarr")
