@@ -60,12 +60,13 @@ def core_splits(X: np.ndarray, y: np.ndarray, k: int) -> Any:
 
 
 def core_trainer(bc: BenchConfig, X: np.ndarray, y: np.ndarray, backend_name: str,
-                 plugins: Any) -> Any:
-    """A Trainer on ``backend_name``'s default device, as ``smx run`` would build it."""
+                 plugins: Any, device: str = "auto") -> Any:
+    """A Trainer on ``backend_name``'s ``device`` (default: its first), as ``smx run`` would
+    build it."""
     from smx.training import Trainer
 
     backend = plugins.backend(backend_name)
-    device = backend.resolve_device("auto")
+    device = backend.resolve_device(device)
     return Trainer(core_run_config(bc, backend_name), core_splits(X, y, bc.classes), backend,
                    device, plugins)
 
@@ -187,9 +188,9 @@ def summaries(timings: dict[str, Timing]) -> dict[str, Any]:
 
 
 def smx_epoch(bc: BenchConfig, X: np.ndarray, y: np.ndarray, backend_name: str,
-              plugins: Any) -> tuple[Callable[[], Any], Any]:
+              plugins: Any, device: str = "auto") -> tuple[Callable[[], Any], Any]:
     """Trainer.run_epoch on ``backend_name``, and the Trainer."""
-    trainer = core_trainer(bc, X, y, backend_name, plugins)
+    trainer = core_trainer(bc, X, y, backend_name, plugins, device)
     return core_epoch(trainer), trainer
 
 
@@ -291,6 +292,8 @@ SGD_RATIOS = {
     "smx_numpy/torch_cpu": ("smx_numpy", "torch_cpu", 0.0),
     "bare_loop/gemm_floor": ("bare_loop", "gemm_floor", 0.0),
     "overhead": ("smx_numpy", "bare_loop", 1.0),  # the Trainer's share on top of the bare loop
+    "smx_jax/smx_numpy": ("smx_jax", "smx_numpy", 0.0),  # the JAX engine, jitted, on the CPU
+    "smx_torch/torch_cpu": ("smx_torch", "torch_cpu", 0.0),  # the PyTorch engine vs autograd
 }
 
 
@@ -312,6 +315,12 @@ def bench_sgd(bc: BenchConfig, plugins: Any, log: Log, *, threads: int = 1,
     else:
         cases["torch_cpu"] = torch_epoch(X, y, bc.classes, bc.batch, bc.lr,
                                          core_trainer_l2(trainer), bc.seed)
+    for engine in ("torch", "jax"):  # the other engines on the same rows and batches
+        reason = plugins.get("backend", engine).unavailable_reason()
+        if reason:
+            skipped[f"smx_{engine}"] = reason
+        else:
+            cases[f"smx_{engine}"] = smx_epoch(bc, X, y, engine, plugins, device="cpu")[0]
     strict = plugins.get("backend", "array-api-strict")
     m = min(bc.strict_rows, bc.rows)
     if reason := strict.unavailable_reason():

@@ -97,6 +97,8 @@ TARGETS = [
     _sgd("smx_numpy/gemm_floor", "smx NumPy epoch / GEMM floor", 2.0),
     _sgd("smx_numpy/torch_cpu", "smx NumPy epoch / PyTorch CPU epoch", 0.35),
     _sgd("overhead", "smx overhead per step (Trainer vs bare loop)", 0.05),
+    _sgd("smx_jax/smx_numpy", "smx JAX engine epoch (jit, CPU) / smx NumPy epoch", 1.0),
+    _sgd("smx_torch/torch_cpu", "smx PyTorch engine epoch / PyTorch autograd + optim.SGD", 0.9),
     _lbfgs("float32", 0.7),
     _lbfgs("float64", 1.0),
     Target("memory", "peak memory / (training data + its device copy unless shared)", 1.3,
