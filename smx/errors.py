@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
+
+def note(message: str) -> None:
+    """One ``smx: note:`` line on stderr: something the user should know that is no error
+    (an option a plugin switch dropped, a batch size capped to the data)."""
+    print(f"smx: note: {' '.join(message.splitlines())}", file=sys.stderr)
+
 
 class SmxError(Exception):
     """Base of every error the CLI reports without a traceback."""

@@ -254,8 +254,12 @@ class Trainer:
         self.epoch += 1
         self.elapsed += seconds
         val = evaluate(self.backend, self.params, self.val_data)
+        # train_loss means one thing everywhere (as val_loss, and summary.json's): the mean
+        # cross-entropy of the epoch's final parameters on the training split, not the
+        # argument (the penalised batch losses averaged while the parameters moved)
+        train = evaluate(self.backend, self.params, self.train_data)
         record = {
-            "epoch": self.epoch, "step": self.step, "train_loss": train_loss,
+            "epoch": self.epoch, "step": self.step, "train_loss": train["loss"],
             "val_loss": val["loss"], "val_accuracy": val["accuracy"],
             "lr": self.lr(max(self.step - 1, 0)), "elapsed": self.elapsed,
         }
