@@ -130,7 +130,10 @@ def _short(value: Any) -> str:
     """``value`` for an error message: at most 120 characters, and never an exception
     (an int past Python's 4300-digit limit cannot even be turned into text)."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
-        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+        try:
+            return f"an integer of {len(str(abs(value)))} digits"
+        except ValueError:  # past the limit: the count from its bits (exact or one short)
+            return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
     try:
         text = _SHORT.repr(value)
     except Exception:  # a repr that fails must not hide the real error

@@ -107,7 +107,10 @@ def load_model(path: str | Path) -> FittedModel:
         return ModelFileError(message, where=where)
 
     unknown = sorted(set(arrays) - set(ENTRIES))
-    missing = [k for k in ("format", "W", "classes", "mean", "scale") if k not in arrays]
+    # meta too: every smx version writes it, so an entry lost to damage cannot pass for
+    # an optional one
+    missing = [k for k in ("format", "W", "classes", "mean", "scale", "meta")
+               if k not in arrays]
     fmt = arrays.get("format")
     if unknown or missing or fmt is None or fmt.shape != () or fmt.dtype.kind != "U" \
             or str(fmt) != FORMAT:

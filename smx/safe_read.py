@@ -165,6 +165,12 @@ def read_npz(path: str | Path, error: type[SmxError], *, what: str,
                             where=where)
             fh.seek(0)
             zf = zipfile.ZipFile(fh)
+            declared = _declared_entries(fh, size)
+            if declared is not None and declared != len(zf.infolist()):
+                # a damaged length in the directory can end its parsing early, silently
+                # dropping entries (an intercept, a checksum): zipfile does not compare
+                raise ValueError(f"the zip directory lists {len(zf.infolist())} entries, its "
+                                 f"end record {declared}")
         except SmxError:
             raise
         except Exception as exc:
@@ -188,6 +194,19 @@ def read_npz(path: str | Path, error: type[SmxError], *, what: str,
                     raise error(f"corrupted {what}: entry {name!r}: {_text(exc)}",
                                 where=where) from None
     return arrays
+
+
+def _declared_entries(fh: BinaryIO, size: int) -> int | None:
+    """The entry count in the zip's end-of-central-directory record (None: ZIP64 or not
+    found), located as zipfile does: at the very end, else before a trailing comment."""
+    tail_len = min(size, 22 + 0xFFFF)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    at = len(tail) - 22 if tail[-22:-18] == b"PK\x05\x06" else tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return None
+    count = int.from_bytes(tail[at + 10:at + 12], "little")
+    return None if count == 0xFFFF else count
 
 
 def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int) -> np.ndarray:

@@ -67,7 +67,7 @@ def _parse_labels(raw: list[str]) -> np.ndarray:
     rest as continuous), else the strings themselves."""
     try:
         return np.asarray([int(v) for v in raw], dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):  # beyond int64: as floats, which prepare refuses
         pass
     try:
         return np.asarray([float(v) for v in raw], dtype=np.float64)

@@ -84,6 +84,10 @@ def check_xy(X: np.ndarray, y: np.ndarray, where: str) -> None:
         if (y != np.round(y)).any():
             raise DataError("labels look continuous; classes must be integers or strings "
                             f"(got {y[y != np.round(y)][0].item()!r})", where=where)
+        huge = np.abs(y) >= 2.0**63
+        if huge.any():  # integral, but no int64 holds it: the class would be garbage
+            raise DataError(f"label {y[huge][0].item()!r} is too large for a class number "
+                            "(integers must fit in 64 bits)", where=where)
     if len(np.unique(y)) < 2:
         raise DataError(f"only one class in the labels ({y[0].item()!r}); need at least two",
                         where=where)
