@@ -154,13 +154,13 @@ def prepare_folder(path: Path, overwrite: bool) -> RunLock:
     if not exists:
         try:
             path.mkdir(parents=True)
-        except FileExistsError:  # another run created it a moment ago
-            return prepare_folder(path, overwrite)
+            return RunLock(path).acquire()
+        except FileExistsError:  # another run created it a moment ago: treated as existing
+            pass
         except (OSError, ValueError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else exc
             raise RunFolderError(f"cannot create the run folder: {why}", where=str(path)) \
                 from None
-        return RunLock(path).acquire()
     if not path.is_dir() or path.is_symlink():
         raise RunFolderError("exists and is not a folder", where=str(path))
     contents = list(path.iterdir())
