@@ -270,6 +270,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         out = Path(args.output)
         if out.is_dir():
             raise ConfigError("is a folder; give a file name for the CSV", where=str(out))
+        if out.exists() and not out.is_file():  # replacing a FIFO or /dev/... : never
+            raise ConfigError("exists and is not a regular file; give a file name for the CSV",
+                              where=str(out))
         if not out.parent.is_dir():
             raise ConfigError(f"folder {str(out.parent)!r} does not exist", where=str(out))
     fitted = load_model(args.model)

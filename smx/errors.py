@@ -17,6 +17,8 @@ class SmxError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, *, where: str | None = None) -> None:
+        if where is not None and len(where) > 240:  # a path of 100,000 characters
+            where = f"{where[:160]}...{where[-60:]}"
         self.where = where
         text = f"{where}: {message}" if where else message
         super().__init__(" ".join(text.splitlines()))  # the CLI prints exactly one line

@@ -51,7 +51,8 @@ class FittedModel:
         return {"W": self.W} if self.b is None else {"W": self.W, "b": self.b}
 
     def _check(self, X: np.ndarray, where: str) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
+        with np.errstate(over="ignore"):  # past float64's range: inf, refused below
+            X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             got = X.shape[1] if X.ndim == 2 else f"shape {X.shape}"
             raise ModelFileError(
@@ -143,7 +144,7 @@ def load_model(path: str | Path) -> FittedModel:
             raise bad(f"{name} contains NaN/inf")
     if not (scale > 0).all():
         raise bad("scale must be positive (it divides the features)")
-    if classes.dtype.kind not in "iuUS" or len(np.unique(classes)) != k:
+    if classes.dtype.kind not in "biuUS" or len(np.unique(classes)) != k:
         raise bad(f"classes must be {k} distinct integers or strings")
     meta: Any = {}
     if "meta" in arrays:

@@ -149,8 +149,8 @@ def prepare_folder(path: Path, overwrite: bool) -> RunLock:
     try:
         exists = path.exists() or path.is_symlink()
     except (OSError, ValueError) as exc:
-        raise RunFolderError(f"cannot use the run folder: {exc}", where=repr(str(path))) \
-            from None
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise RunFolderError(f"cannot use the run folder: {why}", where=str(path)) from None
     if not exists:
         try:
             path.mkdir(parents=True)
@@ -348,7 +348,8 @@ def run(
     try:
         if cfg.output:
             folder = Path(cfg.output)
-            created = not (folder.exists() or folder.is_symlink())
+            with contextlib.suppress(OSError, ValueError):  # prepare_folder says what is wrong
+                created = not (folder.exists() or folder.is_symlink())
             lock = prepare_folder(folder, overwrite)
         else:
             folder = create_default_folder(run_name(config_name, cfg))
@@ -403,6 +404,11 @@ def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -
         cfg = load_config(folder / "config.yaml", plugins=plugins)
         cfg = cfg.model_copy(update={"output": str(folder)})
         state = load_checkpoint(folder / CHECKPOINT)
+        for name in RUN_FILES:  # resuming replaces or removes these: files, nothing else
+            entry = folder / name
+            if entry.is_symlink() or (entry.exists() and not entry.is_file()):
+                raise RunFolderError("is not a regular file; a run folder holds only files "
+                                     "smx wrote", where=str(entry))
         if not isinstance(state, dict) or state.get("config") != config_fingerprint(cfg):
             raise RunFolderError("config.yaml was changed after the checkpoint was written; "
                                  "resume needs the config the run started with",

@@ -223,6 +223,12 @@ RUN_CASES = {
     "label-integral-float-beyond-int64": (_file("d.csv", GOOD_CSV + "1,2,1e30\n"),
                                           [*FILE_DATA, "data.path=d.csv"],
                                           ["label 1e+30 is too large for a class number"]),
+    "complex-labels": ({"d.npz": _npz(X=np.ones((20, 2)), y=(np.arange(20) % 2) + 0j)},
+                       ["data.name=file", "data.path=d.npz"],
+                       ["d.npz: labels must be integers or strings, got dtype complex128"]),
+    "long-double-beyond-float64": (
+        {"d.npz": _npz(X=np.full((20, 2), np.longdouble(10) ** 4000), y=np.arange(20) % 2)},
+        ["data.name=file", "data.path=d.npz"], ["d.npz: X has 40 NaN/inf value(s)"]),
     "one-row-class": (_file("d.csv", GOOD_CSV + "1,2,7\n"), [*FILE_DATA, "data.path=d.csv"],
                       ["class(es) 7 (1); each needs at least 3 rows"]),
     # NaN/inf are no numbers a run can use
@@ -404,6 +410,8 @@ PREDICT_CASES = {
                                  ["nodir/p.csv: folder 'nodir' does not exist"]),
     "output-is-a-folder": ({"m.npz": MODEL, "outdir/x": ""}, ["m.npz", "X.npy", "-o", "outdir"],
                            ["outdir: is a folder"]),
+    "output-is-a-fifo": ({"m.npz": MODEL, "p.csv": FIFO}, ["m.npz", "X.npy", "-o", "p.csv"],
+                         ["p.csv: exists and is not a regular file"]),
     # model files: every way one can be damaged is one line; a changed byte never loads
     "model-is-a-fifo": ({"m.npz": FIFO}, ["m.npz", "X.npy"],
                         ["m.npz: is a FIFO (named pipe), expected an smx model file"]),

@@ -191,6 +191,20 @@ def test_a_crafted_checkpoint_changes_nothing(change, needle, resumable, tmp_pat
     assert snapshot(tmp_path) == before  # summary.json kept, metrics.jsonl not cut
 
 
+def test_resume_refuses_a_run_file_that_is_no_file(resumable, tmp_path, monkeypatch, capsys):
+    """summary.json a folder: found before metrics.jsonl is rewritten, not after."""
+    import shutil
+
+    shutil.copytree(resumable, tmp_path / "out")
+    (tmp_path / "out" / "summary.json").unlink()
+    (tmp_path / "out" / "summary.json").mkdir()
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    code, _, err = cli(["run", "--resume", "out", "--quiet"], capsys)
+    check_error(code, err, ["out/summary.json: is not a regular file"])
+    assert snapshot(tmp_path) == before
+
+
 def test_an_uncrafted_checkpoint_still_resumes(resumable, tmp_path, monkeypatch, capsys):
     """The check accepts what smx itself writes (a run stopped at epoch 1, resumed)."""
     import shutil
@@ -313,6 +327,25 @@ def test_the_plot_is_written_through_a_temporary_file_of_its_own(resumable, tmp_
     assert (tmp_path / ".loss.png.tmp.png").is_dir()
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".loss.png.tmp.png", "loss.png"]
+
+
+def test_a_path_too_long_is_one_short_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text(f"output: {'x' * 100_000}\ndata: {{name: iris}}\n")
+    code, _, err = cli(["run", "c.yaml", "--quiet"], capsys)
+    line = check_error(code, err, ["cannot use the run folder: File name too long"])
+    assert len(line) < 400
+    assert [p.name for p in tmp_path.iterdir()] == ["c.yaml"]
+
+
+def test_boolean_labels_train_and_the_model_loads(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    np.savez(tmp_path / "d.npz", X=X, y=X[:, 0] > 0)
+    code, _, err = cli(["run", "data.name=file", "data.path=d.npz", "epochs=2", "output=o",
+                        "--quiet"], capsys)
+    assert code == 0, err
+    assert load_model(tmp_path / "o" / "model.npz").classes.tolist() == [False, True]
 
 
 def test_a_full_disk_names_the_file_and_leaves_no_empty_folder(tmp_path, monkeypatch, capsys):

@@ -78,6 +78,9 @@ def check_xy(X: np.ndarray, y: np.ndarray, where: str) -> None:
     if X.shape[0] != y.shape[0]:
         raise DataError(f"X has {X.shape[0]} rows but y has {y.shape[0]} labels", where=where)
     check_features(X, where)
+    if y.dtype.kind not in "biufUS":  # complex, dates, structured: no class labels
+        raise DataError(f"labels must be integers or strings, got dtype {y.dtype}",
+                        where=where)
     if y.dtype.kind == "f":
         if not np.isfinite(y).all():
             raise DataError("y has NaN/inf labels", where=where)
@@ -172,7 +175,8 @@ def prepare(
     """
     from sklearn.model_selection import train_test_split
 
-    X = np.asarray(X, dtype=np.float64)
+    with np.errstate(over="ignore"):  # float128 past float64's range: inf, refused below
+        X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
     check_xy(X, y, where)
     if y.dtype.kind == "f":  # integral floats (1.0 from a CSV or an npz): the classes 0, 1...
