@@ -242,7 +242,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     raw = read_bytes(path, ConfigError, limit=MAX_CONFIG_BYTES, what="the config",
                      missing="config file not found", expected="a YAML file")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark from an editor is no content
     except UnicodeDecodeError as exc:
         raise ConfigError(f"cannot read: not UTF-8 text (byte {exc.start})",
                           where=str(path)) from None

@@ -344,24 +344,26 @@ def run(
     # the Trainer writes no file: when it fails (device memory, a plugin), no folder is left
     trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
     lock: RunLock | None = None
-    created = False
+    made: list[Path] = []  # folders this run creates, innermost last
     try:
         if cfg.output:
             folder = Path(cfg.output)
             with contextlib.suppress(OSError, ValueError):  # prepare_folder says what is wrong
-                created = not (folder.exists() or folder.is_symlink())
+                made = [] if folder.exists() or folder.is_symlink() else [folder]
             lock = prepare_folder(folder, overwrite)
         else:
-            folder = create_default_folder(run_name(config_name, cfg))
-            created = True
+            name = run_name(config_name, cfg)
+            made = [] if default_output(name).parent.exists() else [default_output(name).parent]
+            folder = create_default_folder(name)
+            made.append(folder)
             lock = RunLock(folder).acquire()
         resolved = cfg.model_copy(update={"output": str(folder)})
         atomic_write_text(folder / "config.yaml", to_yaml(resolved))
     except BaseException:
         if lock is not None:
             lock.release()
-            if created:  # a folder this run made and could not fill (a full disk)
-                _remove_if_empty(folder)
+        for path in reversed(made):  # what this run made and could not fill (a full disk)
+            _remove_if_empty(path)
         _close(trainer, placement)
         raise
     return _train_and_finish(cfg, folder, trainer, splits, placement, progress, t0, lock)

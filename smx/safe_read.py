@@ -127,6 +127,8 @@ def _read_npy(fh: BinaryIO, available: int) -> np.ndarray:
         got += n
     if fh.read(1):  # also makes zipfile check the entry's CRC-32
         raise ValueError("trailing bytes after the array data")
+    if need == 0:  # no data (an empty array, or a zero-size dtype)
+        return np.empty(shape, dtype=dtype, order="F" if fortran else "C")
     array = np.frombuffer(buf, dtype=dtype, count=count)
     return array.reshape(shape, order="F" if fortran else "C")
 

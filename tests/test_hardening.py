@@ -361,6 +361,9 @@ def test_a_full_disk_names_the_file_and_leaves_no_empty_folder(tmp_path, monkeyp
     code, _, err = cli(["run", "data.name=iris", "epochs=1", "output=out", "--quiet"], capsys)
     check_error(code, err, ["smx: error: out/config.yaml: No space left on device"])
     assert list(tmp_path.iterdir()) == []
+    code, _, err = cli(["run", "data.name=iris", "epochs=1", "--quiet"], capsys)  # runs/...
+    check_error(code, err, ["smx: error: runs/digits-iris-", "No space left on device"])
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- smx predict -------------------------------------------------------------------------
@@ -424,6 +427,21 @@ def test_predict_reads_standard_input(csv_run, tmp_path):
                          input="sl,sw,pl,pw\n1,2,x,4\n", capture_output=True, text=True,
                          cwd=tmp_path, timeout=300)
     assert_one_line_error(bad, "<stdin>:2: column 'pl' is not a number: 'x'")
+
+
+@pytest.mark.parametrize(("stdin", "needle"), [
+    (None, "<stdin>: standard input is closed"),
+    (b"\xff\xfe1,2\n", "<stdin>: cannot read as CSV text"),
+    (b"", "<stdin>: empty file"),
+])
+def test_bad_standard_input_is_one_line(stdin, needle, csv_run, monkeypatch, capsys):
+    import io
+
+    fake = None if stdin is None else io.TextIOWrapper(io.BytesIO(stdin))
+    monkeypatch.setattr(sys, "stdin", fake)
+    code, out, err = cli(["predict", str(csv_run / "out" / "model.npz"), "-"], capsys)
+    check_error(code, err, [needle])
+    assert out == ""
 
 
 def test_a_closed_pipe_ends_predict_quietly(csv_run, tmp_path):

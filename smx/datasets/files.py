@@ -78,6 +78,8 @@ def _parse_labels(raw: list[str]) -> np.ndarray:
 def _csv_rows(path: Path | str) -> list[tuple[int, list[str]]]:
     """(line number, fields) of every non-blank row; standard input is read, not closed."""
     stdin = str(path) == STDIN
+    if stdin and getattr(sys.stdin, "buffer", None) is None:
+        raise DataError("standard input is closed", where="<stdin>")
     raw = sys.stdin.buffer if stdin else open_regular(path, DataError, expected="a data file")
     fh = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
     try:
