@@ -346,12 +346,17 @@ def validate(data: dict[str, Any], plugins: Any = None) -> RunConfig:
             raise ConfigError(str(exc)) from None
         try:
             checked = spec.params.model_validate(sec.params())
+        except RecursionError:
+            raise ConfigError("nested too deeply", where=section) from None
         except ValidationError as exc:
             # the section's own keys (data.val_fraction...) are allowed beside the plugin's
             # (``name`` goes without saying: it is what picked the plugin)
             own = set(type(sec).model_fields) - {"name"}
             allowed = sorted(set(spec.params.model_fields) | own)
             raise ConfigError(_format(exc, section, allowed=allowed)) from None
+        except Exception as exc:  # a plugin's own validator failing some other way
+            raise ConfigError(f"the {kind} plugin {sec.name!r} could not check its options: "
+                              f"{type(exc).__name__}: {exc}", where=section) from None
         base = {k: getattr(sec, k) for k in type(sec).model_fields}
         setattr(cfg, section, type(sec).model_validate({**base, **checked.model_dump()}))
     return cfg

@@ -216,6 +216,40 @@ def test_an_uncrafted_checkpoint_still_resumes(resumable, tmp_path, monkeypatch,
     assert not (tmp_path / "out" / LOCK_NAME).exists()
 
 
+@pytest.mark.parametrize("optimizer", [
+    {"name": "sgd", "momentum": 0.9, "nesterov": True}, {"name": "adam", "lr": 0.01},
+    {"name": "adamw"}, {"name": "rmsprop", "centered": True, "momentum": 0.5},
+    {"name": "adagrad"}, {"name": "lbfgs"}])
+def test_every_optimizers_mid_run_checkpoint_passes_the_check(optimizer, tmp_path,
+                                                              monkeypatch):
+    """What smx itself writes mid-run (L-BFGS history half full, Adam's moments...) is
+    accepted, and the resumed run ends where an uninterrupted one does."""
+    from smx.config import load_config
+    from smx.runner import Progress, resume, run
+
+    def cfg(out):
+        return load_config({"data": {"name": "iris"}, "epochs": 4, "output": str(out),
+                            "optimizer": optimizer, "model": {"C": 1.0},
+                            "early_stopping": {"restore_best": True}, "dtype": "float64"})
+
+    real = Progress.on_epoch
+
+    def interrupt_after_epoch_2(self, record):
+        real(self, record)
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Progress, "on_epoch", interrupt_after_epoch_2)
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg(tmp_path / "cut"), progress=False)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.npz")["epoch"] == 2
+    resumed = resume(tmp_path / "cut", progress=False)
+    straight = run(cfg(tmp_path / "straight"), progress=False)
+    assert resumed.summary["train_loss"] == straight.summary["train_loss"]
+    assert np.array_equal(resumed.result.params["W"], straight.result.params["W"])
+
+
 # --- one run at a time in a folder ----------------------------------------------------------
 
 
@@ -569,3 +603,35 @@ def test_the_loss_plot_legend_covers_no_curve_and_the_best_epoch_is_marked():
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "restored epoch (3)" in labels
     plt.close(fig)
+
+
+def test_a_plugin_options_check_that_crashes_is_one_line():
+    """A third-party params model raising something other than a ValueError."""
+    import dataclasses
+
+    from pydantic import field_validator
+
+    from smx.config import load_config
+    from smx.errors import ConfigError
+    from smx.plugins import Plugins
+    from smx.types import PluginParams
+
+    class Fragile(PluginParams):
+        lr: float = 0.1
+
+        @field_validator("lr")
+        @classmethod
+        def _boom(cls, v: float) -> float:
+            raise TypeError("fragile plugin")
+
+    plugins = Plugins(entry_points=False)
+    real_get = plugins.get
+
+    def get(kind, name, **kw):
+        spec = real_get(kind, name, **kw)
+        return dataclasses.replace(spec, params=Fragile) if kind == "optimizer" else spec
+
+    plugins.get = get  # type: ignore[method-assign]
+    with pytest.raises(ConfigError, match="optimizer: the optimizer plugin 'sgd' could not "
+                                          "check its options: TypeError: fragile plugin"):
+        load_config({"optimizer": {"name": "sgd", "lr": 0.5}}, plugins=plugins)
