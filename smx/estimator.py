@@ -79,7 +79,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         plugins = get_plugins()
         placement = hardware.select(cfg, plugins)
         splits = prepare(np.asarray(X), np.asarray(y), val_fraction=0.0, test_fraction=0.0,
-                         seed=self.seed, standardize=self.standardize, where="fit")
+                         seed=self.seed, standardize=self.standardize, where="fit",
+                         dtype=cfg.dtype)
         trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
         try:
             result = trainer.fit()

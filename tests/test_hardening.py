@@ -635,3 +635,15 @@ def test_a_plugin_options_check_that_crashes_is_one_line():
     with pytest.raises(ConfigError, match="optimizer: the optimizer plugin 'sgd' could not "
                                           "check its options: TypeError: fragile plugin"):
         load_config({"optimizer": {"name": "sgd", "lr": 0.5}}, plugins=plugins)
+
+
+def test_the_estimator_refuses_values_too_large_for_its_dtype():
+    from smx import SoftmaxRegression
+    from smx.errors import DataError
+
+    X = np.c_[np.arange(20.0), np.r_[np.ones(19), 3e30]]
+    y = np.arange(20) % 2
+    with pytest.raises(DataError, match=r"fit: column 1 holds 3e\+30 \(row 19\), too large "
+                                        "for float32 training"):
+        SoftmaxRegression(dtype="float32", optimizer="sgd", epochs=1).fit(X, y)
+    SoftmaxRegression(dtype="float64", optimizer="sgd", epochs=1).fit(X, y)  # fits float64
