@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -106,29 +105,33 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The state saved by :func:`save_checkpoint`, or ModelFileError saying what is wrong."""
-    path = Path(path)
+    """The state saved by :func:`save_checkpoint`, or ModelFileError saying what is wrong.
+
+    Whether the state fits a run (shapes, ranges, optimizer state) is checked by
+    :func:`smx.resume_check.check_state`, before a resumed run touches its folder.
+    """
+    from smx.safe_read import read_npz
+
     where = str(path)
-    if not path.is_file():
-        raise ModelFileError("no checkpoint here (the run was stopped before its first "
-                             "checkpoint, or checkpoint_every is 0)", where=where)
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
-            raise ModelFileError(f"not an smx checkpoint (expected format {FORMAT})", where=where)
-        with loaded as f:
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ModelFileError(f"corrupted or truncated checkpoint ({exc})", where=where) from None
-    if str(arrays.get("format", "")) != FORMAT or "sha256" not in arrays or "tree" not in arrays:
+    arrays = read_npz(path, ModelFileError, what="checkpoint", strict_names=True,
+                      missing="no checkpoint here (the run was stopped before its first "
+                              "checkpoint, or checkpoint_every is 0)",
+                      expected="an smx checkpoint")
+    fmt = arrays.get("format")
+    if fmt is None or fmt.shape != () or str(fmt) != FORMAT or "sha256" not in arrays \
+            or "tree" not in arrays:
         raise ModelFileError(f"not an smx checkpoint (expected format {FORMAT})", where=where)
-    stored = str(arrays.pop("sha256"))
-    if checksum(arrays) != stored:
+    stored = arrays.pop("sha256")
+    if stored.shape != () or checksum(arrays) != str(stored):
         raise ModelFileError("checkpoint checksum mismatch: the file is corrupted", where=where)
     try:
-        return unflatten_tree(json.loads(str(arrays["tree"])), arrays)
-    except (ValueError, KeyError, AttributeError, TypeError) as exc:
-        raise ModelFileError(f"malformed checkpoint contents ({exc})", where=where) from None
+        tree = arrays["tree"]
+        if tree.shape != () or tree.dtype.kind != "U":
+            raise ValueError("the tree entry is not a string")
+        return unflatten_tree(json.loads(str(tree)), arrays)
     except RecursionError:  # a tree nested deeper than any state smx writes
         raise ModelFileError("malformed checkpoint contents (tree nested too deeply)",
+                             where=where) from None
+    except Exception as exc:
+        raise ModelFileError(f"malformed checkpoint contents ({type(exc).__name__}: {exc})",
                              where=where) from None

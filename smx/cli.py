@@ -5,22 +5,63 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
+import os
+import re
+import shutil
+import signal
 import sys
+import textwrap
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from smx.errors import ConfigError, ModelFileError, SmxError
+from smx.errors import ConfigError, ModelFileError, SmxError, note
 
 DEFAULT_CONFIG = "digits"
 
 
-def builtin_config(name: str) -> Path | None:
-    """A config shipped with smx (``smx run digits``): packaged in the wheel, or the checkout's."""
-    candidates = [Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml"]
+def _config_roots() -> list[Path]:
+    """Where shipped configs live: packaged in the wheel, or the checkout's ``configs/``."""
+    roots = []
     with contextlib.suppress(ModuleNotFoundError, TypeError):
-        candidates.insert(0, Path(str(resources.files("smx") / "configs" / f"{name}.yaml")))
-    return next((p for p in candidates if p.is_file()), None)
+        roots.append(Path(str(resources.files("smx") / "configs")))
+    roots.append(Path(__file__).resolve().parent.parent / "configs")
+    return [r for r in roots if r.is_dir()]
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Every config shipped with smx by name (``lbfgs`` for ``optimizers/lbfgs.yaml``);
+    the first root that has a name wins."""
+    found: dict[str, Path] = {}
+    for root in _config_roots():
+        for path in sorted(root.rglob("*.yaml")):
+            found.setdefault(path.stem, path)
+            found.setdefault(path.relative_to(root).with_suffix("").as_posix(), path)
+    return found
+
+
+def builtin_config(name: str) -> Path | None:
+    """A config shipped with smx (``smx run digits``, ``smx run lbfgs``), or None."""
+    return shipped_configs().get(name.removesuffix(".yaml"))
+
+
+def config_description(path: Path) -> str:
+    """A shipped config's opening comment (less its own ``smx run`` line), first sentence."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    words = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("#").strip()
+        if text and not text.startswith("smx "):
+            words.append(text)
+    text = " ".join(words)
+    end = re.search(r"\.\s+(?=[A-Z])", text)
+    return text[:end.start() + 1] if end else text
 
 
 def resolve_config_path(arg: str | None) -> Path:
@@ -30,9 +71,30 @@ def resolve_config_path(arg: str | None) -> Path:
             raise ConfigError("the default config is missing from this installation")
         return path
     path = Path(arg)
-    if not path.exists() and path.suffix == "" and (shipped := builtin_config(arg)):
+    if path.exists() or path.is_symlink():
+        return path
+    if path.suffix in ("", ".yaml") and (shipped := builtin_config(arg)):
         return shipped
-    return path
+    raise ConfigError(_not_found_hint(arg), where=arg)
+
+
+def _not_found_hint(arg: str) -> str:
+    """Why ``smx run NAME`` found nothing, and what the user probably meant."""
+    names = sorted(n for n in shipped_configs() if "/" not in n)
+    text = "config file not found"
+    if Path(arg).suffix:
+        return text
+    text += f", and no config of that name ships with smx ({', '.join(names)}; smx configs " \
+            "lists them)"
+    with contextlib.suppress(Exception):
+        from smx.plugins import get_plugins
+
+        for kind, key in (("dataset", "data.name"), ("optimizer", "optimizer.name"),
+                          ("schedule", "schedule.name")):
+            if arg in {r.name for r in get_plugins().registrations(kind)}:
+                text += f"; {arg!r} is a {kind}: smx run {key}={arg}"
+                break
+    return text
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -51,7 +113,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcome = resume(args.resume, progress=not args.quiet)
     else:
         path = resolve_config_path(config_arg)
-        cfg = load_config(path, overrides)
+        notes: list[str] = []
+        cfg = load_config(path, overrides, notes=notes)
+        for text in notes:
+            note(text)
         outcome = run(cfg, config_name=path.stem, overwrite=args.overwrite,
                       progress=not args.quiet)
     s = outcome.summary
@@ -66,12 +131,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+def _table(rows: list[list[str]], header: list[str], width: int | None = None) -> str:
+    """Columns padded to line up; with ``width``, the widest columns are wrapped onto
+    more lines until the table fits (never below 8 characters or their header)."""
+    cells = [[str(c) for c in r] for r in [header, *rows]]
+    n = len(header)
+    widths = [max(len(r[i]) for r in cells) for i in range(n)]
+    if width is not None:
+        floor = [max(len(str(h)), 8) for h in header]
+
+        def over() -> int:
+            return sum(widths) + 2 * (n - 1) - width
+
+        while over() > 0:  # narrow the widest column that can still give, one at a time
+            shrinkable = [j for j in range(n) if widths[j] > floor[j]]
+            if not shrinkable:
+                break  # as narrow as it goes
+            widths[max(shrinkable, key=lambda j: widths[j])] -= 1
+    lines = []
+    for k, row in enumerate(cells):
+        wrapped = [textwrap.wrap(c, w, break_on_hyphens=False) or [""]
+                   for c, w in zip(row, widths, strict=True)]
+        for line in range(max(len(w) for w in wrapped)):
+            lines.append("  ".join((w[line] if line < len(w) else "").ljust(wd)
+                                   for w, wd in zip(wrapped, widths, strict=True)).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _terminal_width() -> int | None:
+    """The terminal's columns ($COLUMNS first), or None when the output goes to a file or
+    a pipe without $COLUMNS: lines are then kept whole, for grep and friends."""
+    if "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        return None
+    return max(shutil.get_terminal_size((80, 24)).columns, 40)
 
 
 def _options(spec: object) -> str:
@@ -99,7 +193,20 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             rows.append([kind, reg.name, reg.plugin, reg.version, status, detail])
     for name, dist, error in plugins.broken:
         rows.append(["(broken)", name, name, dist, f"failed to load: {error}", ""])
-    print(_table(rows, ["kind", "name", "plugin", "version", "status", "options"]))
+    print(_table(rows, ["kind", "name", "plugin", "version", "status", "options"],
+                 width=_terminal_width()))
+    return 0
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    """The configs shipped with smx, each runnable as ``smx run NAME``."""
+    configs = shipped_configs()
+    rows = [[name, config_description(path)] for name, path in configs.items()
+            if "/" not in name]
+    print(_table(rows, ["name", "what (smx run NAME)"], width=_terminal_width()))
+    roots = _config_roots()
+    if roots:
+        print(f"\nfiles in {roots[0]}; copy one to start your own")
     return 0
 
 
@@ -155,7 +262,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from smx.datasets.files import load_features
+    from smx.datasets.files import STDIN, load_features
     from smx.io import atomic_write_text
     from smx.modelfile import load_model
 
@@ -163,6 +270,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         out = Path(args.output)
         if out.is_dir():
             raise ConfigError("is a folder; give a file name for the CSV", where=str(out))
+        if out.exists() and not out.is_file():  # replacing a FIFO or /dev/... : never
+            raise ConfigError("exists and is not a regular file; give a file name for the CSV",
+                              where=str(out))
         if not out.parent.is_dir():
             raise ConfigError(f"folder {str(out.parent)!r} does not exist", where=str(out))
     fitted = load_model(args.model)
@@ -170,13 +280,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     trained_label = fitted.meta.get("label_column")
     label_column = args.label_column or (trained_label if isinstance(trained_label, str)
                                          else None)
+    notes: list[str] = []
     X, _ = load_features(args.data, label_column=label_column,
-                         label_required=args.label_column is not None)
-    if X.shape[1] == fitted.n_features + 1 and Path(args.data).suffix.lower() == ".csv":
+                         label_required=args.label_column is not None, header=args.header,
+                         columns=fitted.columns, notes=notes)
+    for text in notes:
+        note(text)
+    is_csv = args.data == STDIN or Path(args.data).suffix.lower() == ".csv"
+    where = "<stdin>" if args.data == STDIN else str(args.data)
+    if X.shape[1] == fitted.n_features + 1 and is_csv:
+        hint = ("if one column is the label, remove it (the file has no header to name it)"
+                if not getattr(X, "columns", ()) else
+                "if one column is the label, pass --label-column NAME")
         raise ModelFileError(f"the model expects {fitted.n_features} features, the data has "
-                             f"{X.shape[1]}; if one column is the label, pass --label-column "
-                             "NAME", where=str(args.data))
-    proba = fitted.predict_proba(X, where=str(args.data))
+                             f"{X.shape[1]}; {hint}", where=where)
+    proba = fitted.predict_proba(X, where=where)
     labels = fitted.classes[np.argmax(proba, axis=1)]
     header = ["prediction"] + ([f"p_{c}" for c in fitted.classes] if args.proba else [])
     out = [header]
@@ -262,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list backends, optimizers, schedules and datasets")
     p.set_defaults(func=cmd_plugins)
 
+    p = sub.add_parser("configs", help="list the configs shipped with smx (smx run NAME)")
+    p.set_defaults(func=cmd_configs)
+
     p = sub.add_parser("parity", help="train one config on several backends and compare them "
                        "with a float64 reference")
     p.add_argument("config", help="YAML file or shipped config name")
@@ -284,7 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict labels for a data file with a saved model")
     p.add_argument("model", help="model.npz from a run folder")
-    p.add_argument("data", help=".npz (X), .csv or .npy of features")
+    p.add_argument("data", help=".npz (X), .csv or .npy of features; - reads a CSV from "
+                   "standard input")
+    p.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                   help="CSV: the first row is (--header) or is not (--no-header) column "
+                   "names; by default text is a header, and a row of numbers is data when "
+                   "the model knows its column names (otherwise smx asks)")
     p.add_argument("--label-column", help="CSV column to ignore (the labels); by default the "
                    "training data's label column, when the file has it")
     p.add_argument("--proba", action="store_true", help="also print class probabilities")
@@ -326,7 +452,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        # `smx predict ... | head -1`: the reader has all it wants; end quietly, as Unix
+        # tools do (128 + SIGPIPE), and keep Python from complaining at exit
+        _stdout_to_devnull()
+        return 128 + signal.SIGPIPE
     except SmxError as exc:
         print(f"smx: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -339,6 +472,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.command == "run" else "")
         print(f"smx: interrupted{hint}", file=sys.stderr)
         return 130
+
+
+def _stdout_to_devnull() -> None:
+    with contextlib.suppress(AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":

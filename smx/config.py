@@ -8,9 +8,10 @@ checks as a built-in one.
 
 from __future__ import annotations
 
+import math
 import reprlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -151,6 +152,25 @@ _SHORT.maxstring = _SHORT.maxother = 80
 _SHORT.maxlevel = 3
 
 
+def _short(value: Any) -> str:
+    """``value`` for an error message: at most 120 characters, and never an exception
+    (an int past Python's 4300-digit limit cannot even be turned into text)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        try:
+            return f"an integer of {len(str(abs(value)))} digits"
+        except ValueError:  # past the limit: the count from its bits (exact or one short)
+            return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    try:
+        text = _SHORT.repr(value)
+    except Exception:  # a repr that fails must not hide the real error
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 120 else f"{text[:117]}..."
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) and len(value) <= 80 else _short(value)
+
+
 def _format(exc: ValidationError, prefix: str = "", allowed: list[str] | None = None) -> str:
     err = exc.errors()[0]
     loc = tuple(err["loc"])
@@ -161,15 +181,50 @@ def _format(exc: ValidationError, prefix: str = "", allowed: list[str] | None = 
     if err["type"] == "missing":
         return f"{path}: required key is missing"
     got = err.get("input")
-    text = _SHORT.repr(got)
-    text = text if len(text) <= 120 else f"{text[:117]}..."
-    shown = f" (got {text})" if not isinstance(got, dict) else ""
+    shown = f" (got {_short(got)})" if not isinstance(got, dict) else ""
     msg = err["msg"].removeprefix("Value error, ")  # our own validators' messages, as written
     return f"{path}: {msg}{shown}"
 
 
+#: a config is a few hundred bytes; these bound what a hostile or mistaken file can cost
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 10_000
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last),
+    reads dates as plain text (``output: 2024-02-30`` is a folder name, not a bad date),
+    turns any failure to build a value (``!!int abc``, a 5000-digit integer) into a YAML
+    error at that value's line, and stops at :data:`MAX_CONFIG_NODES` nodes."""
+
+    yaml_implicit_resolvers: ClassVar[dict[Any, list[Any]]] = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._nodes += 1
+        if self._nodes > MAX_CONFIG_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"more than {MAX_CONFIG_NODES:,} values; a config is far smaller",
+                self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception as exc:  # ValueError from int()/float()/date(), KeyError for !!bool
+            text = " ".join(str(exc).split()).split("; ")[0][:120] or type(exc).__name__
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {node.tag.rsplit(':', 1)[-1]} value: {text}",
+                node.start_mark) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -186,27 +241,38 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Safe-load a YAML mapping; errors name the file, line and column."""
-    path = Path(path)
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text to Python values with :class:`_UniqueKeyLoader`; errors name
+    ``where`` with line and column."""
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError("config file not found", where=str(path)) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, expected a YAML file", where=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", where=str(path)) from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(f"malformed YAML: {exc.problem}", where=where) from None
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        raise ConfigError(f"malformed YAML: {exc.problem}", where=at) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"malformed YAML: {exc}", where=str(path)) from None
+        raise ConfigError(f"malformed YAML: {exc}", where=where) from None
     except RecursionError:
-        raise ConfigError("malformed YAML: nested too deeply", where=str(path)) from None
+        raise ConfigError("malformed YAML: nested too deeply", where=where) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Safe-load a YAML mapping; errors name the file, line and column.
+
+    Only a regular file of at most :data:`MAX_CONFIG_BYTES` is read: a FIFO or a
+    device is refused at once instead of blocking or never ending.
+    """
+    from smx.safe_read import read_bytes
+
+    path = Path(path)
+    raw = read_bytes(path, ConfigError, limit=MAX_CONFIG_BYTES, what="the config",
+                     missing="config file not found", expected="a YAML file")
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark from an editor is no content
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read: not UTF-8 text (byte {exc.start})",
+                          where=str(path)) from None
+    data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -220,18 +286,21 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not p for p in key.split(".")):
         raise ConfigError(f"override {item!r} must look like key.sub=value", where="overrides")
     try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
+        value = parse_yaml(raw, "overrides") if raw else ""
+    except ConfigError:  # not YAML: the text itself (the schema says if text will do)
         value = raw
     return key.split("."), value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: list[str],
+                    notes: list[str] | None = None) -> dict[str, Any]:
     """``optimizer.lr=0.05`` style overrides; values are parsed as YAML scalars.
 
     Switching a plugin (``optimizer.name=adam``) starts that section afresh, keeping
     only the keys every plugin of the kind shares: the file's options belong to
     the plugin it named. Name switches apply first, so their order does not matter.
+    Each option a switch drops (and no override gives again) is described in
+    ``notes``, so that ``lr: 0.1`` silently becoming Adam's default cannot go unseen.
     """
     out = dict(data)
     parsed = [_parse_override(item) for item in overrides]
@@ -242,6 +311,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if isinstance(old, dict) and old.get("name", value) != value:
             shared = set(SECTION_MODELS[section].model_fields) - {"name"}
             out[section] = {k: v for k, v in old.items() if k in shared}
+            given = {k[1] for k, _ in parsed if len(k) == 2 and k[0] == section}
+            dropped = [f"{k}={_short(v)}" for k, v in old.items()
+                       if k not in shared and k != "name" and k not in given]
+            if dropped and notes is not None:
+                new, was = _plain(value), _plain(old.get("name", "?"))
+                notes.append(
+                    f"{section}.name={new} replaces {was}: {was}'s options {', '.join(dropped)} "
+                    f"are dropped and {new}'s defaults apply; give them again (e.g. "
+                    f"{section}.{dropped[0]}) to keep them")
     for parts, value in parsed:
         node = out
         for p in parts[:-1]:
@@ -256,9 +334,27 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def _refuse_nul(data: Any, path: str = "", seen: set[int] | None = None) -> None:
+    """No name, path or option of a config can hold a NUL character (the OS would refuse
+    it later, deep inside a run); each container is visited once (YAML aliases share)."""
+    seen = set() if seen is None else seen
+    if isinstance(data, str):
+        if "\0" in data:
+            raise ConfigError("contains a NUL character", where=path or "(top level)")
+    elif isinstance(data, dict | list | tuple) and id(data) not in seen:
+        seen.add(id(data))
+        items = data.items() if isinstance(data, dict) else enumerate(data)
+        for key, value in items:
+            sub = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\0" in key:
+                raise ConfigError("a key contains a NUL character", where=repr(sub))
+            _refuse_nul(value, sub, seen)
+
+
 def validate(data: dict[str, Any], plugins: Any = None) -> RunConfig:
     """Schema check, then each plugin section against its plugin's own options."""
     try:
+        _refuse_nul(data)
         cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format(exc)) from None
@@ -276,12 +372,17 @@ def validate(data: dict[str, Any], plugins: Any = None) -> RunConfig:
             raise ConfigError(str(exc)) from None
         try:
             checked = spec.params.model_validate(sec.params())
+        except RecursionError:
+            raise ConfigError("nested too deeply", where=section) from None
         except ValidationError as exc:
             # the section's own keys (data.val_fraction...) are allowed beside the plugin's
             # (``name`` goes without saying: it is what picked the plugin)
             own = set(type(sec).model_fields) - {"name"}
             allowed = sorted(set(spec.params.model_fields) | own)
             raise ConfigError(_format(exc, section, allowed=allowed)) from None
+        except Exception as exc:  # a plugin's own validator failing some other way
+            raise ConfigError(f"the {kind} plugin {sec.name!r} could not check its options: "
+                              f"{type(exc).__name__}: {exc}", where=section) from None
         base = {k: getattr(sec, k) for k in type(sec).model_fields}
         setattr(cfg, section, type(sec).model_validate({**base, **checked.model_dump()}))
     if cfg.backend in plugins.names("backend"):  # auto: checked once the backend is chosen
@@ -304,9 +405,11 @@ def check_backend_options(cfg: RunConfig, backend: Any) -> dict[str, Any]:
 
 
 def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None,
-                plugins: Any = None) -> RunConfig:
+                plugins: Any = None, notes: list[str] | None = None) -> RunConfig:
+    """Read (or take) a config, apply overrides, validate. ``notes`` collects what the
+    user should hear about (see :func:`apply_overrides`)."""
     data = source if isinstance(source, dict) else read_yaml(source)
-    return validate(apply_overrides(data, overrides or []), plugins)
+    return validate(apply_overrides(data, overrides or [], notes), plugins)
 
 
 def to_yaml(cfg: RunConfig) -> str:

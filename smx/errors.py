@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
+
+def note(message: str) -> None:
+    """One ``smx: note:`` line on stderr: something the user should know that is no error
+    (an option a plugin switch dropped, a batch size capped to the data)."""
+    print(f"smx: note: {' '.join(message.splitlines())}", file=sys.stderr)
+
 
 class SmxError(Exception):
     """Base of every error the CLI reports without a traceback."""
@@ -9,6 +17,8 @@ class SmxError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, *, where: str | None = None) -> None:
+        if where is not None and len(where) > 240:  # a path of 100,000 characters
+            where = f"{where[:160]}...{where[-60:]}"
         self.where = where
         text = f"{where}: {message}" if where else message
         super().__init__(" ".join(text.splitlines()))  # the CLI prints exactly one line

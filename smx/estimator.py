@@ -32,7 +32,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from smx.config import load_config
-from smx.datasets.split import Splits, Standardizer
+from smx.datasets.split import Splits, Standardizer, check_standardized
 from smx.errors import ConfigError, DataError
 from smx.modelfile import FittedModel, load_model
 
@@ -45,6 +45,11 @@ SPARSE = ("csr", "csc")
 class InvalidParameter(ConfigError, ValueError):
     """A parameter the config refuses: an smx error that is also the ``ValueError``
     scikit-learn raises for a bad parameter."""
+
+
+class InvalidData(DataError, ValueError):
+    """Data smx refuses (values too large for the run's dtype): an smx error that is also
+    the ``ValueError`` scikit-learn raises for bad input."""
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
@@ -174,6 +179,13 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
         cfg = self._config(binary=len(classes) == 2)
         std = _standardizer(X, w) if self.standardize else Standardizer.identity(X.shape[1])
+        if not sp.issparse(X):  # values whose logits would overflow the training dtype
+            try:
+                check_standardized(std(X) if self.standardize else X, np.arange(len(X)),
+                                   dtype=cfg.dtype, where="fit", columns=None, raw=X,
+                                   standardized=self.standardize)
+            except DataError as exc:
+                raise InvalidData(str(exc)) from None
         empty = np.empty((0, X.shape[1]))
         none = np.empty(0, np.int64)
         splits = Splits(classes=classes, X_train=std(X) if self.standardize else X,

@@ -63,12 +63,12 @@ def predict_proba(params: Params, X: Array) -> Array:
 
 def predict(params: Params, X: Array) -> Array:
     """Class indices (map through the model's ``classes`` for user labels)."""
-    xp = array_namespace(X)
+    xp = array_namespace(params["W"])  # X may be scipy.sparse, which has no namespace
     return xp.argmax(logits(params, X), axis=1)
 
 
 def accuracy(params: Params, X: Array, y: Array) -> Array:
     """Fraction of rows whose argmax is the label, as a 0-d device array."""
-    xp = array_namespace(X)
+    xp = array_namespace(params["W"])
     hits = xp.astype(predict(params, X) == y, params["W"].dtype)
     return xp.mean(hits)

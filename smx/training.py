@@ -106,7 +106,7 @@ def evaluate(backend: Backend, objective: Objective, params: Params, data: Block
     transfer; None for an empty split (there is nothing to measure, and NaN is not valid JSON)."""
     if data.n == 0:
         return {"loss": None, "accuracy": None}
-    xp = array_namespace(data.X)
+    xp = array_namespace(params["W"])  # data.X may be scipy.sparse (NumPy engine)
     part = backend.partial(lambda b: objective.partial(params, b, grad=False), data)
     loss = objective.finish(part, params, penalty=False)[0]
     both = xp.stack([xp.astype(loss, params["W"].dtype), model.accuracy(params, data.X, data.y)])
@@ -368,8 +368,12 @@ class Trainer:
         self.epoch += 1
         self.elapsed += seconds
         val = evaluate(self.backend, self.objective, self.params, self.val_data)
+        # train_loss means one thing everywhere (as val_loss, and summary.json's): the loss
+        # (without the penalty) of the epoch's final parameters on the training split, not
+        # the argument (the penalised batch losses averaged while the parameters moved)
+        train = evaluate(self.backend, self.objective, self.params, self.train_data)
         record = {
-            "epoch": self.epoch, "step": self.step, "train_loss": train_loss,
+            "epoch": self.epoch, "step": self.step, "train_loss": train["loss"],
             "val_loss": val["loss"], "val_accuracy": val["accuracy"],
             "lr": self.lr(max(self.step - 1, 0)), "elapsed": self.elapsed,
         }

@@ -41,7 +41,8 @@ def _npz(**arrays: np.ndarray) -> bytes:
 
 def _model_bytes(n_features: int = 2, **bad: np.ndarray) -> bytes:
     """A valid model file's bytes (saved through FittedModel, as a run does); ``bad``
-    replaces arrays with hand-made ones (written past FittedModel, as a tamperer would)."""
+    replaces arrays with hand-made ones (written past FittedModel, as a tamperer would),
+    in the format of smx 0.1 (no checksum), so that the checks of the values are reached."""
     import tempfile
 
     fitted = FittedModel(np.zeros((n_features, 2)), np.zeros(2), np.array([0, 1]),
@@ -50,7 +51,7 @@ def _model_bytes(n_features: int = 2, **bad: np.ndarray) -> bytes:
         fitted.save(Path(tmp) / "m.npz")
         if bad:
             with np.load(Path(tmp) / "m.npz") as f:
-                arrays = {k: f[k] for k in f.files}
+                arrays = {k: f[k] for k in f.files if k != "sha256"}
             np.savez(Path(tmp) / "m.npz", **{**arrays, **bad})
         return (Path(tmp) / "m.npz").read_bytes()
 
@@ -59,11 +60,17 @@ MODEL = _model_bytes()
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """Every path under root with a hash of its bytes (folders marked as such)."""
+    """Every path under root with a hash of its bytes (folders, links and special files
+    such as FIFOs marked as such: reading a FIFO would block)."""
+    import stat
+
     out = {}
     for p in sorted(root.rglob("*")):
         rel = str(p.relative_to(root))
-        out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        mode = p.lstat().st_mode
+        out[rel] = ("dir" if stat.S_ISDIR(mode) else f"link:{p.readlink()}"
+                    if stat.S_ISLNK(mode) else hashlib.sha256(p.read_bytes()).hexdigest()
+                    if stat.S_ISREG(mode) else f"special:{stat.S_IFMT(mode)}")
     return out
 
 
@@ -87,6 +94,59 @@ def _file(name: str, content: str | bytes) -> dict[str, str | bytes]:
     return {name: content}
 
 
+FIFO = object()  # a named pipe: opening one for reading used to block forever
+
+
+class Link:
+    """A symbolic link to ``target`` (a device such as /dev/zero, which never ends)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+
+def _npy_declaring(shape: tuple[int, ...], data: bytes = b"\x00" * 32) -> bytes:
+    """An .npy whose header declares ``shape`` of float64 but holds only ``data``."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    return buf.getvalue() + data
+
+
+def _zip(**entries: bytes) -> bytes:
+    """An .npz from raw entry bytes (``W=...`` becomes entry ``W.npy``)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, content in entries.items():
+            zf.writestr(name if "." in name else f"{name}.npy", content)
+    return buf.getvalue()
+
+
+def _model_entries(**replace: bytes | None) -> bytes:
+    """A valid (checksummed) model file's entries as raw bytes, some replaced or, with
+    None, dropped; ``rename`` moves entry b to c (as a flipped byte in its name would)."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(MODEL)) as zf:
+        entries = {n.removesuffix(".npy"): zf.read(n) for n in zf.namelist()}
+    for key, value in replace.items():
+        if value is None:
+            entries.pop(key, None)
+        else:
+            entries[key] = value
+    return _zip(**entries)
+
+
+HEADERLESS = "1.5,2\n0.5,1\n2,3\n4,1\n0,0\n"
+BIG_CSV = "a,b,label\n" + "".join(f"{i % 7}.5,{i % 3},{i % 2}\n" for i in range(39)) \
+    + "1e200,1,1\n"
+
+
 FILE_DATA = ["data.name=file", "data.label_column=label"]
 
 RUN_CASES = {
@@ -104,8 +164,6 @@ RUN_CASES = {
     "wrong-type-section": ({}, ["model=3"], ["model:", "valid dictionary"]),
     "negative-lr": ({}, ["optimizer.lr=-0.1"], ["optimizer.lr:", "greater than 0", "-0.1"]),
     "batch-size-0": ({}, ["batch_size=0"], ["batch_size:", "greater than or equal to 1"]),
-    "batch-size-too-large": ({}, ["data.name=iris", "batch_size=5000"],
-                             ["batch_size: 5000 is larger than the training set"]),
     "missing-config": ({}, ["missing.yaml"], ["missing.yaml: config file not found"]),
     "missing-data-file": ({}, ["data.name=file", "data.path=nope.npz"],
                           ["nope.npz: file not found"]),
@@ -115,7 +173,7 @@ RUN_CASES = {
     "nan-in-x": (_file("d.csv", NAN_CSV), [*FILE_DATA, "data.path=d.csv"],
                  ["2 NaN/inf value(s) in 1 row(s); first at row 3, column 0"]),
     "single-class": (_file("d.csv", "a,label\n" + "1,0\n2,0\n3,0\n" * 5),
-                     [*FILE_DATA, "data.path=d.csv"], ["only one class"]),
+                     [*FILE_DATA, "data.path=d.csv"], ["only one class in the labels (0);"]),
     "label-column-missing": (_file("d.csv", GOOD_CSV), [*FILE_DATA[:1], "data.path=d.csv",
                                                         "data.label_column=target"],
                              ["label column 'target' not in the header", "a, b, label"]),
@@ -134,7 +192,7 @@ RUN_CASES = {
                    ["d.csv: empty file"]),
     "corrupt-npz-data": (_file("d.npz", b"PK\x03\x04garbage"), ["data.name=file",
                                                                 "data.path=d.npz"],
-                         ["d.npz: corrupted or unreadable"]),
+                         ["d.npz: corrupted or truncated"]),
     "seed-out-of-range": ({}, ["seed=4294967296"], ["seed:", "less than 4294967296"]),
     "negative-dataset-seed": ({}, ["data.name=synthetic", "data.seed=-1"],
                               ["data.seed:", "greater than or equal to 0"]),
@@ -161,6 +219,18 @@ RUN_CASES = {
     "continuous-npz-labels": ({"d.npz": _npz(X=np.ones((20, 2)), y=np.linspace(0, 1, 20))},
                               ["data.name=file", "data.path=d.npz"],
                               ["labels look continuous", "integers or strings"]),
+    "label-beyond-int64": (_file("d.csv", GOOD_CSV + "1,2,99999999999999999999\n"),
+                           [*FILE_DATA, "data.path=d.csv"],
+                           ["label 1e+20 is too large for a class number"]),
+    "label-integral-float-beyond-int64": (_file("d.csv", GOOD_CSV + "1,2,1e30\n"),
+                                          [*FILE_DATA, "data.path=d.csv"],
+                                          ["label 1e+30 is too large for a class number"]),
+    "complex-labels": ({"d.npz": _npz(X=np.ones((20, 2)), y=(np.arange(20) % 2) + 0j)},
+                       ["data.name=file", "data.path=d.npz"],
+                       ["d.npz: labels must be integers or strings, got dtype complex128"]),
+    "long-double-beyond-float64": (
+        {"d.npz": _npz(X=np.full((20, 2), np.longdouble(10) ** 4000), y=np.arange(20) % 2)},
+        ["data.name=file", "data.path=d.npz"], ["d.npz: X has 40 NaN/inf value(s)"]),
     "one-row-class": (_file("d.csv", GOOD_CSV + "1,2,7\n"), [*FILE_DATA, "data.path=d.csv"],
                       ["class(es) 7 (1); each needs at least 3 rows"]),
     # NaN/inf are no numbers a run can use
@@ -186,6 +256,88 @@ RUN_CASES = {
     "unknown-data-key": ({}, ["data.name=iris", "data.val_fractoin=0.1"],
                          ["data.val_fractoin: unknown key; allowed: standardize, "
                           "test_fraction, val_fraction"]),
+    # values YAML cannot build, and YAML that is too big: one line, no traceback
+    "yaml-impossible-date": (_file("c.yaml", "epochs: 2001-13-45\n"), ["c.yaml"],
+                             ["epochs:", "valid integer", "'2001-13-45'"]),
+    "override-impossible-date": ({}, ["epochs=2001-13-45"], ["epochs:", "'2001-13-45'"]),
+    "yaml-date-as-output-of-bad-run": (_file("c.yaml", "output: 2024-02-30\nepochs: 0\n"),
+                                       ["c.yaml"], ["epochs:", "greater than or equal to 1"]),
+    "yaml-int-tag-on-text": (_file("c.yaml", "epochs: !!int abc\n"), ["c.yaml"],
+                             ["c.yaml:1:9: malformed YAML: cannot read int value", "'abc'"]),
+    "override-int-tag-on-text": ({}, ["epochs=!!int abc"], ["epochs:", "'!!int abc'"]),
+    "yaml-5000-digit-int": (_file("c.yaml", "epochs: " + "9" * 5000 + "\n"), ["c.yaml"],
+                            ["c.yaml:1:9: malformed YAML: cannot read int value",
+                             "4300 digits"]),
+    "yaml-4000-digit-int": (_file("c.yaml", "epochs: " + "9" * 4000 + "\n"), ["c.yaml"],
+                            ["epochs: Input should be less than or equal to 1000000",
+                             "got an integer of 4000 digits"]),
+    "yaml-24000-digit-hex-int": (_file("c.yaml", "seed: 0x" + "f" * 20000 + "\n"), ["c.yaml"],
+                                 ["seed:", "got an integer of about 24083 digits"]),
+    "override-5000-digit-int": ({}, ["epochs=" + "9" * 5000], ["epochs:", "..."]),
+    "yaml-bad-timestamp-tag": (_file("c.yaml", "output: !!timestamp 2001-13-45\n"), ["c.yaml"],
+                               ["c.yaml:1:9:", "cannot read timestamp value", "month"]),
+    "yaml-bad-bool-tag": (_file("c.yaml", "data:\n  standardize: !!bool maybe\n"), ["c.yaml"],
+                          ["c.yaml:2:16:", "cannot read bool value"]),
+    "yaml-bad-float-tag": (_file("c.yaml", "model:\n  l2: !!float x\n"), ["c.yaml"],
+                           ["c.yaml:2:7:", "cannot read float value"]),
+    "config-too-large": (_file("c.yaml", "foo: [" + "1," * 1_100_000 + "]\n"), ["c.yaml"],
+                         ["c.yaml: the config is 2.1 MiB; at most 1.0 MiB is read"]),
+    "config-too-many-values": (_file("c.yaml", "epochs: 1\nfoo:\n" + "- 1\n" * 20_000),
+                               ["c.yaml"], ["c.yaml:9998:3:", "more than 10,000 values"]),
+    "config-not-utf8": (_file("c.yaml", b"epochs: 1\n\xff\xfe\n"), ["c.yaml"],
+                        ["c.yaml: cannot read: not UTF-8 text (byte 10)"]),
+    "nul-in-a-path": (_file("c.yaml", 'data:\n  name: file\n  path: "d\\0.csv"\n'),
+                      ["c.yaml"], ["data.path: contains a NUL character"]),
+    "nul-in-an-override": ({}, ["device=cp\0u"], ["device: contains a NUL character"]),
+    # special files: refused at once, never read (a FIFO would block, a device never ends)
+    "config-is-a-fifo": ({"c.yaml": FIFO}, ["c.yaml"],
+                         ["c.yaml: is a FIFO (named pipe), expected a YAML file"]),
+    "config-is-a-device": ({"c.yaml": Link("/dev/zero")}, ["c.yaml"],
+                           ["c.yaml: is a character device"]),
+    "data-is-a-fifo": ({"d.csv": FIFO}, [*FILE_DATA, "data.path=d.csv"],
+                       ["d.csv: is a FIFO (named pipe), expected a data file"]),
+    "npz-data-is-a-fifo": ({"d.npz": FIFO}, ["data.name=file", "data.path=d.npz"],
+                           ["d.npz: is a FIFO"]),
+    "labels-are-a-fifo": ({"X.npy": _npy(np.ones((10, 2))), "y.npy": FIFO},
+                          ["data.name=file", "data.path=X.npy", "data.labels=y.npy"],
+                          ["y.npy: is a FIFO"]),
+    "data-is-a-device": ({"d.csv": Link("/dev/zero")}, [*FILE_DATA, "data.path=d.csv"],
+                         ["d.csv: is a character device"]),
+    # sizes declared in a header are checked against the bytes really there
+    "npy-header-declares-1e13-rows": ({"X.npy": _npy_declaring((10**13, 2)),
+                                       "y.npy": _npy(np.arange(4) % 2)},
+                                      ["data.name=file", "data.path=X.npy", "data.labels=y.npy"],
+                                      ["X.npy: corrupted or unreadable .npy file",
+                                       "declares shape (10000000000000, 2)", "holds 32 bytes"]),
+    "npz-entry-declares-1e13-rows": ({"d.npz": _zip(X=_npy_declaring((10**13, 2)),
+                                                    y=_npy(np.arange(4) % 2))},
+                                     ["data.name=file", "data.path=d.npz"],
+                                     ["d.npz: corrupted .npz file: entry 'X.npy'",
+                                      "declares shape (10000000000000, 2)"]),
+    "npy-header-garbage": ({"X.npy": _npy(np.ones((4, 2))).replace(b"'descr'", b"'descr("),
+                            "y.npy": _npy(np.arange(4) % 2)},
+                           ["data.name=file", "data.path=X.npy", "data.labels=y.npy"],
+                           ["X.npy: corrupted or unreadable .npy file"]),
+    # values whose standardisation or logits would overflow: refused, naming the column
+    "feature-1e200": (_file("d.csv", BIG_CSV), [*FILE_DATA, "data.path=d.csv"],
+                      ["d.csv: column 'a' holds 1e+200 (row 39)"]),
+    "feature-1e308": (_file("d.csv", BIG_CSV.replace("1e200", "1e308")),
+                      [*FILE_DATA, "data.path=d.csv"], ["d.csv: column 'a' holds 1e+308",
+                                                        "overflow"]),
+    "feature-1e160-standardised": (_file("d.csv", BIG_CSV.replace("1e200", "1e160")),
+                                   [*FILE_DATA, "data.path=d.csv"],
+                                   ["d.csv: column 'a' holds 1e+160",
+                                    "standardising it overflows float64"]),
+    "feature-too-large-for-float32": (
+        _file("d.csv", BIG_CSV.replace("1e200", "3e30")),
+        [*FILE_DATA, "data.path=d.csv", "data.standardize=false"],
+        ["d.csv: column 'a' holds 3e+30 (row 39), too large for float32 training",
+         "|x| must stay below 1.8e+19", "data.standardize: true"]),
+    "feature-too-large-for-float64": (
+        {"d.npz": _npz(X=np.c_[np.arange(40.0), np.r_[np.ones(39), 1e300]],
+                       y=np.arange(40) % 2)},
+        ["data.name=file", "data.path=d.npz", "data.standardize=false", "dtype=float64"],
+        ["d.npz: column 1 holds 1e+300 (row 39), too large for float64 training"]),
     # --overwrite replaces run folders only: a project folder with a config.yaml is safe
     "overwrite-project-folder": ({"out/config.yaml": "x: 1\n", "out/src/main.py": "important"},
                                  ["data.name=iris", "epochs=1", "--overwrite"],
@@ -197,14 +349,28 @@ RUN_CASES = {
     "overwrite-folder-without-config": ({"out/model.npz": ""},
                                         ["data.name=iris", "epochs=1", "--overwrite"],
                                         ["out: not an smx run folder (has no config.yaml)"]),
+    "overwrite-keeps-a-file-named-like-a-temporary": (
+        {"out/config.yaml": "x: 1\n", "out/.model.npz.my-notes": "mine"},
+        ["data.name=iris", "epochs=1", "--overwrite"],
+        ["out: not an smx run folder (holds .model.npz.my-notes)"]),
+    "bad-data-with-overwrite-keeps-the-old-run": (
+        {"out/config.yaml": "x: 1\n", "out/model.npz": "good", "d.csv": BIG_CSV},
+        [*FILE_DATA, "data.path=d.csv", "--overwrite"], ["d.csv: column 'a' holds 1e+200"]),
 }
 
 
 def _write(root: Path, files: dict[str, str | bytes]) -> None:
+    import os
+
     for name, content in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        if content is FIFO:
+            os.mkfifo(path)
+        elif isinstance(content, Link):
+            path.symlink_to(content.target)
+        else:
+            path.write_bytes(content if isinstance(content, bytes) else content.encode())
 
 
 @pytest.mark.parametrize(("files", "args", "needles"), list(RUN_CASES.values()),
@@ -225,7 +391,7 @@ PREDICT_CASES = {
                         ["m.npz: corrupted or truncated model file"]),
     "not-a-model": ({"m.npz": _npy(np.ones(3))}, ["m.npz", "X.npy"],
                     ["m.npz: not an smx model file"]),
-    "model-is-a-folder": ({"m.npz/x": ""}, ["m.npz", "X.npy"], ["m.npz: corrupted"]),
+    "model-is-a-folder": ({"m.npz/x": ""}, ["m.npz", "X.npy"], ["m.npz: is a directory"]),
     "missing-model": ({}, ["m.npz", "X.npy"], ["m.npz: model file not found"]),
     "feature-mismatch": ({"m.npz": MODEL}, ["m.npz", "X5.npy"],
                          ["X5.npy: the model expects 2 features, the data has 5"]),
@@ -246,6 +412,62 @@ PREDICT_CASES = {
                                  ["nodir/p.csv: folder 'nodir' does not exist"]),
     "output-is-a-folder": ({"m.npz": MODEL, "outdir/x": ""}, ["m.npz", "X.npy", "-o", "outdir"],
                            ["outdir: is a folder"]),
+    "output-is-a-fifo": ({"m.npz": MODEL, "p.csv": FIFO}, ["m.npz", "X.npy", "-o", "p.csv"],
+                         ["p.csv: exists and is not a regular file"]),
+    # model files: every way one can be damaged is one line; a changed byte never loads
+    "model-is-a-fifo": ({"m.npz": FIFO}, ["m.npz", "X.npy"],
+                        ["m.npz: is a FIFO (named pipe), expected an smx model file"]),
+    "model-is-a-device": ({"m.npz": Link("/dev/zero")}, ["m.npz", "X.npy"],
+                          ["m.npz: is a character device"]),
+    "model-tampered-with-checksum": (
+        {"m.npz": _model_entries(W=_npy(np.ones((2, 2))))}, ["m.npz", "X.npy"],
+        ["m.npz: model file checksum mismatch"]),
+    "model-intercept-renamed": (
+        {"m.npz": _model_entries(b=None, c=_npy(np.zeros(2)))}, ["m.npz", "X.npy"],
+        ["m.npz: not an smx model file (unexpected entries: c)"]),
+    "model-entry-not-npy": ({"m.npz": _model_entries(**{"notes.txt": b"hi"})},
+                            ["m.npz", "X.npy"], ["m.npz: unexpected entry 'notes.txt'"]),
+    "model-without-meta": ({"m.npz": _model_entries(meta=None, sha256=None)},
+                           ["m.npz", "X.npy"], ["m.npz: not an smx model file (missing: meta)"]),
+    "model-meta-is-a-list": ({"m.npz": _model_bytes(meta=np.asarray("[1, 2]"))},
+                             ["m.npz", "X.npy"], ["m.npz: meta must be a JSON object, got list"]),
+    "model-meta-not-json": ({"m.npz": _model_bytes(meta=np.asarray("{oops"))},
+                            ["m.npz", "X.npy"], ["m.npz: meta is not valid JSON"]),
+    "model-meta-nested-deeply": ({"m.npz": _model_bytes(meta=np.asarray("[" * 100_000))},
+                                 ["m.npz", "X.npy"], ["m.npz: meta is not valid JSON"]),
+    "model-zero-classes": ({"m.npz": _model_bytes(W=np.zeros((2, 0)), b=np.zeros(0),
+                                                  classes=np.zeros(0, dtype=np.int64))},
+                           ["m.npz", "X.npy"], ["m.npz: the model has 2 feature(s) and 0 "
+                                                "class(es)"]),
+    "model-duplicate-classes": ({"m.npz": _model_bytes(classes=np.array([1, 1]))},
+                                ["m.npz", "X.npy"], ["m.npz: classes must be 2 distinct"]),
+    "model-W-declares-1e13-elements": (
+        {"m.npz": _model_entries(W=_npy_declaring((10**13, 2)), sha256=None)},
+        ["m.npz", "X.npy"], ["m.npz: corrupted model file: entry 'W.npy'",
+                             "declares shape (10000000000000, 2)"]),
+    "model-zip-version-unsupported": (
+        # "version needed to extract" 25.5: zipfile raises NotImplementedError
+        {"m.npz": MODEL.replace(b"PK\x01\x02-\x03-\x00", b"PK\x01\x02-\x03\xff\x00", 1)},
+        ["m.npz", "X.npy"], ["m.npz: corrupted or truncated model file",
+                             "NotImplementedError: zip file version"]),
+    "model-directory-cut-short": ({"m.npz": MODEL[:-30]}, ["m.npz", "X.npy"],
+                                  ["m.npz: corrupted or truncated model file"]),
+    # data at prediction time: special files, headerless CSVs, overflowing values
+    "data-is-a-fifo-at-predict": ({"m.npz": MODEL, "d.csv": FIFO}, ["m.npz", "d.csv"],
+                                  ["d.csv: is a FIFO"]),
+    "headerless-csv-model-without-names": ({"m.npz": MODEL, "d.csv": HEADERLESS},
+                                           ["m.npz", "d.csv"],
+                                           ["d.csv: the first row (1.5, 2) is all numbers",
+                                            "--no-header"]),
+    "headerless-csv-with-a-label": ({"m.npz": MODEL, "d.csv": "1,2,0\n3,4,1\n"},
+                                    ["m.npz", "d.csv", "--no-header"],
+                                    ["d.csv: the model expects 2 features, the data has 3",
+                                     "the file has no header"]),
+    "huge-value-at-predict": ({"m.npz": MODEL, "d.csv": "a,b\n1,1e308\n"},
+                              ["m.npz", "d.csv"], ["d.csv: column 1 holds 1e+308 (row 0)"]),
+    "logits-overflow-at-predict": ({"m.npz": _model_bytes(W=np.full((2, 2), 1e300)),
+                                    "d.csv": "a,b\n1e100,-1e100\n"},
+                                   ["m.npz", "d.csv"], ["d.csv: row 0: the logits overflow"]),
 }
 
 
@@ -290,19 +512,20 @@ def test_predict_drops_the_training_label_column(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("target", ["config", "data"])
 def test_unreadable_file(target, tmp_path, monkeypatch, capsys):
     """Tests run as root, so chmod 000 would not stop a read: simulate EACCES instead."""
+    import os
+
     monkeypatch.chdir(tmp_path)
     _write(tmp_path, {"c.yaml": "epochs: 2\n", "d.csv": GOOD_CSV})
     locked = tmp_path / ("c.yaml" if target == "config" else "d.csv")
-    real_open = Path.open
+    real_open = os.open
 
-    def guarded(self, *args, **kwargs):
-        if self.resolve() == locked:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_open(self, *args, **kwargs)
+    def guarded(path, *args, **kwargs):
+        if Path(path).resolve() == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
 
     before = snapshot(tmp_path)
-    monkeypatch.setattr(Path, "open", guarded)
-    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: guarded(self).read())
+    monkeypatch.setattr(os, "open", guarded)
     code, _, err = cli(["run", "c.yaml", *FILE_DATA, "data.path=d.csv", "output=out",
                         "--quiet"], capsys)
     check_error(code, err, [locked.name, "cannot read", "Permission denied"])

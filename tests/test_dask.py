@@ -260,7 +260,7 @@ def test_sources_are_read_and_prepared_on_the_workers(scheduler, tmp_path, monke
     try:
         backend.configure(backend.options.model_validate(cfg.backend_options))
         with distributed.get_task_stream(backend._connected()) as ts:
-            splits = load_data(cfg, PLUGINS, backend)
+            splits = load_data(cfg, PLUGINS, backend=backend)
             got = train(cfg, splits, backend, "cpu", PLUGINS)
     finally:
         backend.release("cpu")
@@ -300,7 +300,7 @@ def test_a_killed_worker_is_replaced_and_the_fit_ends_the_same(scheduler, tmp_pa
     def fit_source(on_epoch=None):
         backend = DaskBackend()
         try:
-            splits = load_data(cfg, PLUGINS, backend)
+            splits = load_data(cfg, PLUGINS, backend=backend)
             trainer = Trainer(cfg, splits, backend, "cpu", PLUGINS)
             with distributed.get_task_stream(backend.client) as ts:
                 result = trainer.fit(on_epoch=on_epoch and (lambda r: on_epoch(backend, r)))
@@ -356,7 +356,7 @@ def test_out_of_core_data_is_streamed_and_fits_like_numpy(tmp_path):
         "workers": 1, "memory_limit": limit}}, plugins=PLUGINS)
     backend = DaskBackend()
     try:
-        got = train(cfg, load_data(cfg, PLUGINS, backend), backend, "cpu", PLUGINS)
+        got = train(cfg, load_data(cfg, PLUGINS, backend=backend), backend, "cpu", PLUGINS)
         report = backend.run_report()["dask"]
     finally:
         backend.release("cpu")

@@ -110,12 +110,15 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, schedules_env):
     assert not (folder / "model.npz").exists()
 
 
-def test_overflowing_data_diverges_with_exit_3(tmp_path):
-    """Real divergence, no test plugin: features ~1e19 in float32 overflow the logits."""
+def test_a_huge_learning_rate_diverges_with_exit_3(tmp_path):
+    """Real divergence, no test plugin: lr 1e36 on unstandardised data overflows float32.
+    (Data whose values alone would overflow the logits is refused before training, exit 2:
+    see tests/test_hardening.py.)"""
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "big.npz", X=rng.normal(size=(200, 3)) * 1e19, y=np.arange(200) % 2)
+    np.savez(tmp_path / "big.npz", X=rng.normal(size=(200, 3)) * 1e3, y=np.arange(200) % 2)
     proc = run_smx("run", "data.name=file", "data.path=big.npz", "data.standardize=false",
-                   "output=out", "epochs=3", "log_every=2", "--quiet", cwd=tmp_path)
+                   "optimizer.lr=1e36", "output=out", "epochs=3", "log_every=2", "--quiet",
+                   cwd=tmp_path)
     assert_one_line_error(proc, "train: training diverged at step", "last finite loss",
                           "lower optimizer.lr", code=3)
     assert "Warning" not in proc.stderr  # NumPy's overflow warnings are not shown

@@ -54,8 +54,9 @@ def test_loss_is_read_only_every_log_every_steps(log_every):
     result = train(cfg, splits, backend, "cpu", PLUGINS, on_log=lambda s, v: logged.append(s))
     steps_per_epoch = 80
     assert result.steps == 3 * steps_per_epoch
-    # per epoch: train loss, then val loss and accuracy in one read; at the end: W and b
-    expected = result.steps // log_every + 2 * 3 + 2
+    # per epoch: the running loss (divergence guard), val loss and accuracy in one read,
+    # train loss and accuracy in one read; at the end: W and b
+    expected = result.steps // log_every + 3 * 3 + 2
     assert backend.to_host_calls == expected
     assert logged == list(range(log_every, result.steps + 1, log_every))
 
@@ -70,9 +71,13 @@ def test_same_seed_same_result_other_seed_differs():
     assert not np.array_equal(fit(1), fit(2))
 
 
-def test_batch_size_larger_than_training_set_is_refused():
-    from smx.errors import ConfigError
-
-    cfg = load_config({"data": {"name": "iris"}, "batch_size": 5000}, plugins=PLUGINS)
-    with pytest.raises(ConfigError, match=r"batch_size: 5000 is larger than the training set"):
-        load_data(cfg, PLUGINS)
+def test_batch_size_larger_than_training_set_is_the_whole_set_as_in_the_estimator(capsys):
+    """The CLI does what SoftmaxRegression does (one full-batch step per epoch), and says so."""
+    cfg = load_config({"data": {"name": "iris"}, "batch_size": 5000, "epochs": 2},
+                      plugins=PLUGINS)
+    splits = load_data(cfg, PLUGINS)
+    n = len(splits.y_train)
+    assert f"smx: note: batch_size 5000 is larger than the training set ({n} rows)" \
+        in capsys.readouterr().err
+    result = train(cfg, splits, NumpyBackend(), "cpu", PLUGINS)
+    assert result.steps == 2

@@ -1,55 +1,65 @@
 """Reading user data files (.npz, .csv, .npy pair) with one clear line for each way they fail.
 
-Pickles are never loaded: ``allow_pickle=False`` everywhere.
+Pickles are never loaded, and only regular files are opened (a FIFO or a device is
+refused instead of hanging): :mod:`smx.safe_read` does the reading. A CSV may also
+come from standard input (``-``, for ``smx predict``).
 """
 
 from __future__ import annotations
 
 import csv
-import zipfile
+import io
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from smx.errors import DataError
+from smx.safe_read import open_regular, read_npy, read_npz
+
+#: the name ``smx predict`` takes for standard input
+STDIN = "-"
 
 
-def _open_check(path: Path) -> None:
-    if not path.exists():
-        raise DataError("file not found", where=str(path))
-    if path.is_dir():
-        raise DataError("is a directory, expected a data file", where=str(path))
+class Columns(np.ndarray):
+    """A feature matrix that carries its columns' names (a CSV header), so that errors
+    and the model file can name a column instead of numbering it."""
+
+    columns: tuple[str, ...] = ()
+
+
+def with_columns(X: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    out = X.view(Columns)
+    out.columns = tuple(names)
+    return out
+
+
+def column_names(X: object, n: int) -> list[str] | None:
+    """The names a feature matrix carries (smx's CSV reader, a pandas DataFrame), if any."""
+    names = getattr(X, "columns", None)
+    if names is None:
+        return None
     try:
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        raise DataError(f"cannot read: {exc.strerror}", where=str(path)) from None
+        names = [str(c) for c in names]
+    except TypeError:
+        return None
+    return names if len(names) == n and names else None
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    _open_check(path)
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"not a plain .npy array (pickled objects are refused): {exc}",
-                        where=str(path)) from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"corrupted or truncated .npy file: {exc}", where=str(path)) from None
+    return read_npy(path, DataError, what=".npy file", expected="a data file")
 
 
 def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """An .npz with arrays ``X`` and (for training) ``y``."""
-    _open_check(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if "X" not in f.files:
-                raise DataError(f"no array 'X' (it has: {', '.join(f.files) or 'none'})",
-                                where=str(path))
-            return f["X"], (f["y"] if "y" in f.files else None)
-    except DataError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"corrupted or unreadable .npz file: {exc}", where=str(path)) from None
+    skipped: list[str] = []
+    arrays = read_npz(path, DataError, what=".npz file", only={"X", "y"}, skipped=skipped,
+                      expected="an .npz data file")
+    if "X" not in arrays:
+        names = sorted([*arrays, *skipped])
+        raise DataError(f"no array 'X' (it has: {', '.join(names) or 'none'})", where=str(path))
+    return arrays["X"], arrays.get("y")
 
 
 def _parse_labels(raw: list[str]) -> np.ndarray:
@@ -57,7 +67,7 @@ def _parse_labels(raw: list[str]) -> np.ndarray:
     rest as continuous), else the strings themselves."""
     try:
         return np.asarray([int(v) for v in raw], dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):  # beyond int64: as floats, which prepare refuses
         pass
     try:
         return np.asarray([float(v) for v in raw], dtype=np.float64)
@@ -65,59 +75,25 @@ def _parse_labels(raw: list[str]) -> np.ndarray:
         return np.asarray(raw)
 
 
-def load_csv(path: Path, label_column: str | None,
-             label_required: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """A CSV with a header row; every column but ``label_column`` is a numeric feature.
-
-    A UTF-8 byte-order mark is dropped and fully blank lines are skipped; errors give the
-    line in the file. Without ``label_required``, a missing ``label_column`` just means
-    every column is a feature (prediction data with or without its labels).
-    """
-    _open_check(path)
+def _csv_rows(path: Path | str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every non-blank row; standard input is read, not closed."""
+    stdin = str(path) == STDIN
+    if stdin and getattr(sys.stdin, "buffer", None) is None:
+        raise DataError("standard input is closed", where="<stdin>")
+    raw = sys.stdin.buffer if stdin else open_regular(path, DataError, expected="a data file")
+    fh = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            rows = [(reader.line_num, row) for row in reader
-                    if any(cell.strip() for cell in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read as CSV text: {exc}", where=str(path)) from None
-    if not rows:
-        raise DataError("empty file, expected a header row", where=str(path))
-    (header_line, raw_header), body = rows[0], rows[1:]
-    header = [h.strip() for h in raw_header]
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
-        raise DataError(f"column name(s) {', '.join(map(repr, dupes))} appear more than once "
-                        "in the header", where=f"{path}:{header_line}")
-    label_idx = None
-    if label_column is not None:
-        if label_column in header:
-            label_idx = header.index(label_column)
-        elif label_required:
-            raise DataError(
-                f"label column {label_column!r} not in the header (columns: {', '.join(header)})",
-                where=str(path),
-            )
-    X = np.empty((len(body), len(header) - (label_idx is not None)), dtype=np.float64)
-    labels: list[str] = []
-    for i, (line, row) in enumerate(body):
-        if len(row) != len(header):
-            raise DataError(f"{len(row)} fields, expected {len(header)} (ragged CSV)",
-                            where=f"{path}:{line}")
-        feats = [v for j, v in enumerate(row) if j != label_idx]
-        try:
-            X[i] = [float(v) for v in feats]
-        except ValueError:
-            bad = next(j for j, v in enumerate(row) if j != label_idx and not _is_float(v))
-            raise DataError(f"column {header[bad]!r} is not a number: {row[bad]!r}",
-                            where=f"{path}:{line}") from None
-        if label_idx is not None:
-            label = row[label_idx].strip()
-            if not label:
-                raise DataError(f"empty label in column {label_column!r}",
-                                where=f"{path}:{line}")
-            labels.append(label)
-    return X, (_parse_labels(labels) if label_idx is not None else None)
+        reader = csv.reader(fh)
+        return [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    finally:
+        if stdin:
+            fh.detach()
+        else:
+            fh.close()
+
+
+def _where(path: Path | str) -> str:
+    return "<stdin>" if str(path) == STDIN else str(path)
 
 
 def _is_float(v: str) -> bool:
@@ -128,27 +104,122 @@ def _is_float(v: str) -> bool:
     return True
 
 
+def load_csv(path: Path | str, label_column: str | None, label_required: bool = True, *,
+             header: bool | None = True, columns: Sequence[str] | None = None,
+             notes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A CSV whose columns are numeric features, but ``label_column``.
+
+    ``header``: True, the first row names the columns; False, every row is data;
+    None, decide: a first row of text is a header, a first row of numbers is data when
+    the model's ``columns`` are named otherwise, and ambiguous (an error asking for
+    ``--header``/``--no-header``) when there are no names to compare with. A row is
+    never silently taken for a header.
+
+    A UTF-8 byte-order mark is dropped and fully blank lines are skipped; errors give the
+    line in the file. Without ``label_required``, a missing ``label_column`` just means
+    every column is a feature (prediction data with or without its labels). ``path``
+    ``-`` reads standard input. X carries the header's feature names (:class:`Columns`).
+    """
+    where = _where(path)
+    try:
+        rows = _csv_rows(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read as CSV text: {exc}", where=where) from None
+    if not rows:
+        raise DataError("empty file, expected a header row" if header is not False
+                        else "empty file, expected rows of numbers", where=where)
+    header_line, first = rows[0][0], [h.strip() for h in rows[0][1]]
+    if header is None:
+        header = _decide_header(first, columns, where, notes)
+    if header:
+        body, names = rows[1:], first
+    else:
+        body = rows
+        names = [f"column {j}" for j in range(len(first))]
+        if label_column is not None and label_required:
+            raise DataError(f"the file has no header row, so no column is named "
+                            f"{label_column!r}", where=where)
+        label_column = None
+    dupes = sorted({h for h in names if names.count(h) > 1})
+    if dupes:
+        raise DataError(f"column name(s) {', '.join(map(repr, dupes))} appear more than once "
+                        "in the header", where=f"{where}:{header_line}")
+    label_idx = None
+    if label_column is not None:
+        if label_column in names:
+            label_idx = names.index(label_column)
+        elif label_required:
+            raise DataError(
+                f"label column {label_column!r} not in the header (columns: {', '.join(names)})",
+                where=where,
+            )
+    X = np.empty((len(body), len(names) - (label_idx is not None)), dtype=np.float64)
+    labels: list[str] = []
+    for i, (line, row) in enumerate(body):
+        if len(row) != len(names):
+            raise DataError(f"{len(row)} fields, expected {len(names)} (ragged CSV)",
+                            where=f"{where}:{line}")
+        feats = [v for j, v in enumerate(row) if j != label_idx]
+        try:
+            X[i] = [float(v) for v in feats]
+        except ValueError:
+            bad = next(j for j, v in enumerate(row) if j != label_idx and not _is_float(v))
+            what = f"column {names[bad]!r}" if header else f"column {bad}"
+            raise DataError(f"{what} is not a number: {row[bad]!r}",
+                            where=f"{where}:{line}") from None
+        if label_idx is not None:
+            label = row[label_idx].strip()
+            if not label:
+                raise DataError(f"empty label in column {label_column!r}",
+                                where=f"{where}:{line}")
+            labels.append(label)
+    if header:
+        X = with_columns(X, [n for j, n in enumerate(names) if j != label_idx])
+    return X, (_parse_labels(labels) if label_idx is not None else None)
+
+
+def _decide_header(first: list[str], columns: Sequence[str] | None, where: str,
+                   notes: list[str] | None) -> bool:
+    if not all(_is_float(c) for c in first):
+        return True  # text in the first row: column names
+    if columns is not None and list(columns) == first:
+        return True  # the model's own (numeric) column names
+    if columns is not None and not all(_is_float(c) for c in columns):
+        if notes is not None:
+            notes.append(f"{where} has no header row (its first row is numbers; the model's "
+                         f"columns are named {', '.join(columns[:3])}"
+                         f"{', ...' if len(columns) > 3 else ''}): every row is read as data")
+        return False
+    shown = ", ".join(first[:4]) + (", ..." if len(first) > 4 else "")
+    raise DataError(f"the first row ({shown}) is all numbers: is it a header? Pass --no-header "
+                    "if the file has none (every row is data) or --header if it is one",
+                    where=where)
+
+
 def load_features(
     path: str | Path, *, label_column: str | None = None, labels: str | Path | None = None,
-    label_required: bool = True,
+    label_required: bool = True, header: bool | None = True,
+    columns: Sequence[str] | None = None, notes: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """X (and y when present) from any supported file, by extension (``label_required``:
-    see :func:`load_csv`)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
+    """X (and y when present) from any supported file, by extension (``label_required``,
+    ``header``, ``columns``: see :func:`load_csv`; ``-`` is a CSV on standard input)."""
+    path = Path(path) if str(path) != STDIN else STDIN
+    suffix = ".csv" if path == STDIN else Path(path).suffix.lower()
     if suffix == ".npz":
-        X, y = load_npz(path)
+        X, y = load_npz(Path(path))
     elif suffix == ".csv":
-        X, y = load_csv(path, label_column, label_required)
+        X, y = load_csv(path, label_column, label_required, header=header, columns=columns,
+                        notes=notes)
     elif suffix == ".npy":
-        X, y = _load_npy(path), (_load_npy(Path(labels)) if labels is not None else None)
+        X, y = _load_npy(Path(path)), (_load_npy(Path(labels)) if labels is not None else None)
     else:
         raise DataError(f"unsupported file type {suffix or '(none)'!r}; use .npz, .csv or .npy",
                         where=str(path))
+    where = _where(path)
     if X.ndim != 2:
-        raise DataError(f"X must be 2-D (rows x features), got shape {X.shape}", where=str(path))
+        raise DataError(f"X must be 2-D (rows x features), got shape {X.shape}", where=where)
     if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
-        raise DataError(f"X must be real numbers, got dtype {X.dtype}", where=str(path))
+        raise DataError(f"X must be real numbers, got dtype {X.dtype}", where=where)
     return X, y
 
 

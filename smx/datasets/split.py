@@ -52,6 +52,8 @@ class Splits:
     w_train: np.ndarray | None = None
     w_val: np.ndarray | None = None
     w_test: np.ndarray | None = None
+    #: the features' names, when the data had them (a CSV header): the model file keeps them
+    columns: tuple[str, ...] | None = None
 
     @property
     def n_features(self) -> int:
@@ -102,14 +104,21 @@ def check_xy(X: np.ndarray, y: np.ndarray, where: str) -> None:
     if X.shape[0] != y.shape[0]:
         raise DataError(f"X has {X.shape[0]} rows but y has {y.shape[0]} labels", where=where)
     check_features(X, where)
+    if y.dtype.kind not in "biufUS":  # complex, dates, structured: no class labels
+        raise DataError(f"labels must be integers or strings, got dtype {y.dtype}",
+                        where=where)
     if y.dtype.kind == "f":
         if not np.isfinite(y).all():
             raise DataError("y has NaN/inf labels", where=where)
         if (y != np.round(y)).any():
             raise DataError("labels look continuous; classes must be integers or strings "
                             f"(got {y[y != np.round(y)][0].item()!r})", where=where)
+        huge = np.abs(y) >= 2.0**63
+        if huge.any():  # integral, but no int64 holds it: the class would be garbage
+            raise DataError(f"label {y[huge][0].item()!r} is too large for a class number "
+                            "(integers must fit in 64 bits)", where=where)
     if len(np.unique(y)) < 2:
-        raise DataError(f"only one class in the labels ({y[0]!r}); need at least two",
+        raise DataError(f"only one class in the labels ({y[0].item()!r}); need at least two",
                         where=where)
 
 
@@ -128,14 +137,72 @@ def _check_class_sizes(classes: np.ndarray, y_idx: np.ndarray, parts: int, where
             "data.val_fraction/data.test_fraction to 0)", where=where)
 
 
+def logit_limit(dtype: str) -> float:
+    """The largest |feature| a run in ``dtype`` accepts: √max of the dtype, so that the
+    logits x·W stay finite for weights up to that size as well (1.8e19 in float32,
+    1.3e154 in float64)."""
+    return float(np.sqrt(np.finfo(np.dtype(dtype)).max))
+
+
+def _column(columns: list[str] | None, j: int) -> str:
+    return f"column {columns[j]!r}" if columns else f"column {j}"
+
+
+def check_standardized(Xs: np.ndarray, rows: np.ndarray, *, dtype: str, where: str,
+                       columns: list[str] | None, raw: np.ndarray, standardized: bool,
+                       purpose: str = "training") -> None:
+    """Refuse, naming the column and row, a value that standardisation made non-finite
+    or that is too large for ``dtype`` (see :func:`logit_limit`)."""
+    limit = logit_limit(dtype)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(Xs) <= limit)  # NaN/inf too
+    if not bad.any():
+        return
+    i, j = (int(v[0]) for v in np.nonzero(bad))
+    value = f"{raw[i, j]:.3g}"
+    what = f"{_column(columns, j)} holds {value} (row {int(rows[i])})"
+    if standardized and not np.isfinite(Xs[i, j]):
+        raise DataError(f"{what}: standardising it overflows float64; rescale that column",
+                        where=where)
+    shown = f"{abs(float(Xs[i, j])):.3g} once standardised" if standardized else value
+    hint = "rescale that column" + ("" if standardized else " or set data.standardize: true") \
+        + (" or use dtype float64" if dtype == "float32" else "")
+    raise DataError(f"{what}, {'which is ' + shown + ', ' if standardized else ''}too large "
+                    f"for {dtype} {purpose}: |x| must stay below {limit:.2g} so that the logits "
+                    f"cannot overflow; {hint}", where=where)
+
+
+def fit_standardizer(X: np.ndarray, rows: np.ndarray, *, where: str,
+                     columns: list[str] | None) -> Standardizer:
+    """:meth:`Standardizer.fit` on the training rows ``X`` (``rows``: their numbers in the
+    data), refusing a column whose mean or spread overflows float64 (values beyond about
+    1e154) instead of storing inf in the model."""
+    with np.errstate(all="ignore"):
+        std = Standardizer.fit(X)
+    bad = ~(np.isfinite(std.mean) & np.isfinite(std.scale))
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        i = int(np.argmax(np.abs(X[:, j])))
+        raise DataError(f"{_column(columns, j)} holds {X[i, j]:.3g} (row {int(rows[i])}): "
+                        "standardising it overflows float64; rescale that column",
+                        where=where)
+    return std
+
+
 def prepare(
     X: np.ndarray, y: np.ndarray, *, val_fraction: float, test_fraction: float, seed: int,
-    standardize: bool = True, where: str = "data", sample_weight: np.ndarray | None = None,
+    standardize: bool = True, where: str = "data", dtype: str = "float64",
+    columns: list[str] | None = None, sample_weight: np.ndarray | None = None,
 ) -> Splits:
-    """Seeded stratified train/validation/test split; standardization fitted on train only."""
+    """Seeded stratified train/validation/test split; standardization fitted on train only.
+
+    Every value that reaches training is checked against ``dtype`` (see
+    :func:`check_standardized`); ``columns`` names the features in those errors.
+    """
     from sklearn.model_selection import train_test_split
 
-    X = np.asarray(X, dtype=np.float64)
+    with np.errstate(over="ignore"):  # float128 past float64's range: inf, refused below
+        X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
     check_xy(X, y, where)
     w = None if sample_weight is None else check_weights(sample_weight, len(y), where)
@@ -162,12 +229,21 @@ def prepare(
         raise DataError("the training part lacks some classes; lower the val/test fractions",
                         where=where)
     rest, val, test = np.sort(rest), np.sort(parts["val"]), np.sort(parts["test"])
-    std = Standardizer.fit(X[rest]) if standardize else Standardizer.identity(X.shape[1])
+    if columns is not None and len(columns) != X.shape[1]:
+        columns = None
+    std = fit_standardizer(X[rest], rest, where=where, columns=columns) if standardize \
+        else Standardizer.identity(X.shape[1])
+    out = {}
+    for name, rows in (("train", rest), ("val", val), ("test", test)):
+        with np.errstate(all="ignore"):
+            out[name] = std(X[rows])
+        check_standardized(out[name], rows, dtype=dtype, where=where, columns=columns,
+                           raw=X[rows], standardized=standardize)
     return Splits(
         classes=classes,
-        X_train=std(X[rest]), y_train=y_idx[rest],
-        X_val=std(X[val]), y_val=y_idx[val],
-        X_test=std(X[test]), y_test=y_idx[test],
-        standardizer=std,
+        X_train=out["train"], y_train=y_idx[rest],
+        X_val=out["val"], y_val=y_idx[val],
+        X_test=out["test"], y_test=y_idx[test],
+        standardizer=std, columns=tuple(columns) if columns else None,
         **({} if w is None else {"w_train": w[rest], "w_val": w[val], "w_test": w[test]}),
     )
