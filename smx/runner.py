@@ -162,14 +162,15 @@ def _import_plotting() -> None:
 def preload_plotting() -> None:
     """Import matplotlib (~0.4 s) on a helper thread while the data loads and the model
     trains (NumPy and BLAS release the GIL): the loss plot at the end then finds it loaded.
-    A failed import is left for :func:`plot_losses` to report."""
+    A failed import is left for :func:`plot_losses` to report. Not a daemon: an early exit
+    waits for the import to finish instead of tearing it down midway."""
     import threading
 
     def quietly() -> None:
         with contextlib.suppress(Exception):
             _import_plotting()
 
-    threading.Thread(target=quietly, name="smx-preload-matplotlib", daemon=True).start()
+    threading.Thread(target=quietly, name="smx-preload-matplotlib").start()
 
 
 def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
@@ -244,8 +245,8 @@ def run(
     t0 = time.perf_counter()
     plugins = plugins or get_plugins()
     placement = hardware.select(cfg, plugins)
-    preload_plotting()
     splits = load_data(cfg, plugins)
+    preload_plotting()  # once the input is known good: a bad one exits at once
     # the Trainer writes no file: when it fails (device memory, a plugin), no folder is left
     trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
     try:

@@ -132,3 +132,43 @@ def test_help_imports_no_pydantic(tmp_path):
         "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
         "    main(['--help'])", tmp_path)
     assert not {"pydantic", "pluggy", "numpy"} & loaded
+
+
+def test_loss_plot_comes_after_the_summary(tmp_path, monkeypatch):
+    from smx import runner
+    from smx.config import load_config
+
+    seen = []
+    real = runner.plot_losses
+    monkeypatch.setattr(runner, "plot_losses", lambda history, path: (
+        seen.append((path.parent / "summary.json").is_file()), real(history, path)))
+    cfg = load_config({"data": {"name": "iris"}, "backend": "numpy", "epochs": 2,
+                       "output": str(tmp_path / "run")})
+    runner.run(cfg, progress=False)
+    assert seen == [True] and (tmp_path / "run" / "loss.png").is_file()
+
+
+def test_no_copy_from_dataset_to_device():
+    """No split, no standardization, the run's dtype: the engine trains on the loader's array."""
+    import smx
+    from smx.config import load_config
+    from smx.plugins import Plugins
+    from smx.runner import load_data
+    from smx.training import Trainer
+    from smx.types import DatasetSpec
+
+    X, y = _data(n=200)
+
+    class Held:
+        @smx.hookimpl
+        def smx_datasets(self):
+            yield DatasetSpec("held", lambda: (X, y))
+
+    plugins = Plugins(entry_points=False)
+    plugins.register(Held(), "held")
+    cfg = load_config({"data": {"name": "held", "val_fraction": 0, "test_fraction": 0,
+                                "standardize": False}, "backend": "numpy",
+                       "optimizer": {"name": "lbfgs"}, "epochs": 1}, plugins=plugins)
+    trainer = Trainer(cfg, load_data(cfg, plugins), plugins.backend("numpy"), "cpu", plugins)
+    assert np.shares_memory(trainer.train_data.X, X)
+    trainer.fit()
