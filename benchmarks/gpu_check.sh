@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 3, for a machine with an NVIDIA GPU. From the repository root, in a
+# The GPU check, for a machine with an NVIDIA GPU. From the repository root, in a
 # virtual environment with `pip install -e '.[test,cuda12]'` (or cuda13):
 #
 #     bash benchmarks/gpu_check.sh            # PYTHON=/path/to/python to pick the interpreter

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from array_api_compat import array_namespace, is_jax_array, is_torch_array
 from scipy.special import log_expit, log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -135,11 +136,19 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> SoftmaxRegression:
         """Fit on (X, y), each row weighing ``sample_weight`` (default 1) times its
-        class's weight (``class_weight``)."""
+        class's weight (``class_weight``).
+
+        A PyTorch tensor or a JAX array trains on that library and its device (with
+        ``backend="auto"`` or that engine's name) without a trip through NumPy, and
+        ``predict``/``predict_proba`` then answer in the input's library, as
+        scikit-learn's array-API dispatch does."""
         from smx import hardware
         from smx.plugins import get_plugins
         from smx.training import Trainer
 
+        native = _native_engine(X)
+        if native is not None and self.backend in ("auto", native[0]):
+            return self._fit_native(X, y, sample_weight, *native)
         X, y = validate_data(self, X, y, accept_sparse=SPARSE, dtype=FLOAT_DTYPES)
         if sp.issparse(X):
             if self.backend != "numpy":
@@ -183,8 +192,13 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             trainer.close()  # drop the device arrays first: release can then free them
             placement.backend.release(placement.device)
 
+        self._finish_fit(result, trainer, placement.backend.name, cfg, classes, std)
+        return self
+
+    def _finish_fit(self, result: Any, trainer: Any, backend: str, cfg: Any,
+                    classes: np.ndarray, std: Standardizer) -> None:
         W, b = result.params["W"], result.params.get("b")
-        meta = {"backend": placement.backend.name, "dtype": cfg.dtype}
+        meta = {"backend": backend, "dtype": cfg.dtype}
         self.model_ = FittedModel(W, b, classes, std, meta)
         self._set_coefficients()
         self.history_ = result.history
@@ -198,6 +212,65 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                     "(StandardScaler, or standardize=True)", ConvergenceWarning, stacklevel=2)
         else:
             self.n_iter_ = len(result.history)  # epochs, as SGDClassifier
+
+    def _fit_native(self, X: Any, y: Any, sample_weight: Any, engine: str, device: str
+                    ) -> SoftmaxRegression:
+        """Train where a PyTorch tensor or JAX array already lives: validation, class
+        discovery and (with ``standardize``) the statistics run in its own namespace; only
+        the class list and the fitted parameters (small) come to the host."""
+        from smx import hardware
+        from smx.plugins import get_plugins
+        from smx.training import Trainer
+
+        xp = array_namespace(X)
+        if X.ndim != 2:
+            raise ValueError(f"Expected 2D array, got {X.ndim}D array instead")
+        if X.shape[0] < 1 or X.shape[1] < 1:
+            raise ValueError(f"Found array with shape {tuple(X.shape)}: at least one sample "
+                             "and one feature are required")
+        if not xp.isdtype(X.dtype, "real floating"):
+            X = xp.astype(X, xp.float64 if self.dtype == "float64" else xp.float32)
+        if y is None or len(y) != X.shape[0]:
+            raise ValueError(f"Found input variables with inconsistent numbers of samples: "
+                             f"[{X.shape[0]}, {None if y is None else len(y)}]")
+        if not bool(xp.all(xp.isfinite(X))):
+            raise ValueError("Input X contains NaN or infinity.")
+        y = y if _native_engine(y) is not None else xp.asarray(np.asarray(y), device=X.device)
+        classes_dev, y_idx = xp.unique_inverse(xp.reshape(y, (-1,)))
+        classes = np.asarray(get_plugins().backend(engine).to_host(classes_dev))
+        if len(classes) < 2:
+            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in "
+                             f"the data, but the data contains only one class: {classes[0]!r}")
+        w = None if sample_weight is None else xp.asarray(sample_weight, device=X.device)
+        if self.standardize:
+            backend = get_plugins().backend(engine)
+            mean = np.asarray(backend.to_host(xp.mean(X, axis=0)), dtype=np.float64)
+            scale = np.asarray(backend.to_host(xp.std(X, axis=0)), dtype=np.float64)
+            std = Standardizer(mean, np.where(scale > 0, scale, 1.0))
+            X = (X - xp.asarray(std.mean, dtype=X.dtype, device=X.device)) / xp.asarray(
+                std.scale, dtype=X.dtype, device=X.device)
+        else:
+            std = Standardizer.identity(X.shape[1])
+        cfg = self._config(binary=len(classes) == 2)
+        cfg = cfg.model_copy(update={"backend": engine, "device": device})
+        empty = xp.zeros((0, X.shape[1]), dtype=X.dtype, device=X.device)
+        none = xp.zeros((0,), dtype=y_idx.dtype, device=X.device)
+        splits = Splits(classes=classes, X_train=X, y_train=y_idx, X_val=empty, y_val=none,
+                        X_test=empty, y_test=none, standardizer=std, w_train=w)
+        plugins = get_plugins()
+        placement = hardware.select(cfg, plugins)
+        try:
+            trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
+        except (ConfigError, DataError) as exc:
+            placement.backend.release(placement.device)
+            raise InvalidParameter(str(exc)) from None
+        try:
+            result = trainer.fit()
+        finally:
+            trainer.close()
+            placement.backend.release(placement.device)
+        self.n_features_in_ = int(X.shape[1])
+        self._finish_fit(result, trainer, engine, cfg, classes, std)
         return self
 
     def _set_coefficients(self) -> None:
@@ -224,23 +297,48 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X: Any) -> np.ndarray:
         """``X @ coef_.T + intercept_``: (n, K), or (n,) for two classes (the score of
-        ``classes_[1]``), as ``LogisticRegression``."""
+        ``classes_[1]``), as ``LogisticRegression``; in the input's library and on its
+        device for a PyTorch tensor or a JAX array."""
         check_is_fitted(self)
+        if _native_engine(X) is not None:
+            xp = array_namespace(X)
+            if X.ndim != 2 or X.shape[1] != self.coef_.shape[1]:
+                raise ValueError(f"X has {X.shape[-1]} features, but {type(self).__name__} "
+                                 f"is expecting {self.coef_.shape[1]} features as input")
+            dt = X.dtype if xp.isdtype(X.dtype, "real floating") else xp.float32
+            coef = xp.asarray(self.coef_, dtype=dt, device=X.device)
+            scores = xp.astype(X, dt) @ coef.T + xp.asarray(self.intercept_, dtype=dt,
+                                                             device=X.device)
+            return scores[:, 0] if scores.shape[1] == 1 else scores
         X = validate_data(self, X, reset=False, accept_sparse=SPARSE, dtype=FLOAT_DTYPES)
         scores = safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_
         return scores.ravel() if scores.shape[1] == 1 else scores
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         scores = self.decision_function(X)
+        if _native_engine(scores) is not None:
+            xp = array_namespace(scores)
+            if scores.ndim == 1:
+                scores = xp.stack([xp.zeros_like(scores), scores], axis=1)
+            shifted = scores - xp.max(scores, axis=1, keepdims=True)
+            return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
         if scores.ndim == 1:
             return np.column_stack([log_expit(-scores), log_expit(scores)])
         return log_softmax(scores, axis=1)
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        return np.exp(self.predict_log_proba(X))
+        logp = self.predict_log_proba(X)
+        return array_namespace(logp).exp(logp)
 
     def predict(self, X: Any) -> np.ndarray:
         scores = self.decision_function(X)
+        if _native_engine(scores) is not None:
+            xp = array_namespace(scores)
+            idx = (xp.astype(scores > 0, xp.int64) if scores.ndim == 1
+                   else xp.argmax(scores, axis=1))
+            if self.classes_.dtype.kind in "iuf":  # numeric labels stay in the input's library
+                return xp.take(xp.asarray(self.classes_, device=scores.device), idx, axis=0)
+            return self.classes_[np.asarray(get_plugins_backend(scores).to_host(idx))]
         idx = (scores > 0).astype(np.intp) if scores.ndim == 1 else np.argmax(scores, axis=1)
         return self.classes_[idx]
 
@@ -271,6 +369,23 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if "feature_names_in" in fitted.meta:
             est.feature_names_in_ = np.asarray(fitted.meta["feature_names_in"], dtype=object)
         return est
+
+
+def _native_engine(X: Any) -> tuple[str, str] | None:
+    """``(engine, device)`` for a PyTorch tensor or JAX array (never importing either:
+    array-api-compat only looks at modules already imported), else None."""
+    if is_torch_array(X):
+        return "torch", str(X.device)
+    if is_jax_array(X):
+        (dev,) = X.devices()
+        return "jax", "cpu" if dev.platform == "cpu" else f"{dev.platform}:{dev.id}"
+    return None
+
+
+def get_plugins_backend(array: Any) -> Any:
+    from smx.plugins import get_plugins
+
+    return get_plugins().backend(_native_engine(array)[0])
 
 
 def _standardizer(X: np.ndarray, w: np.ndarray | None) -> Standardizer:

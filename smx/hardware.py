@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import platform
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from smx import sysinfo
 from smx.config import RunConfig
 from smx.errors import BackendUnavailable
 from smx.types import Backend
@@ -149,23 +148,9 @@ def thread_limit(threads: int | None) -> Iterator[None]:
 
 def cpu_info() -> dict[str, Any]:
     """CPU model and core count, and the BLAS libraries NumPy uses (via threadpoolctl)."""
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                model = line.split(":", 1)[1].strip()
-                break
-    blas = []
-    with contextlib.suppress(Exception):  # threadpoolctl only inspects; never fatal
-        import numpy  # noqa: F401  (load NumPy's BLAS so threadpoolctl can see it)
-        from threadpoolctl import threadpool_info
-
-        blas = [
-            {"library": i.get("internal_api"), "version": i.get("version"),
-             "threads": i.get("num_threads"), "architecture": i.get("architecture")}
-            for i in threadpool_info() if i.get("user_api") == "blas"
-        ]
-    return {"model": model, "cores": os.cpu_count(), "blas": blas}
+    blas = [{"library": p["internal_api"], "version": p["version"], "threads": p["num_threads"],
+             "architecture": p["architecture"]} for p in sysinfo.blas_pools()]
+    return {"model": sysinfo.cpu_model(), "cores": sysinfo.cores(), "blas": blas}
 
 
 def backend_report(plugins) -> list[dict[str, Any]]:

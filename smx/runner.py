@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import math
-import platform
 import shutil
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 import smx
-from smx import hardware
+from smx import hardware, sysinfo
 from smx.checkpoint import FILENAME as CHECKPOINT
 from smx.checkpoint import load_checkpoint, save_checkpoint
 from smx.config import RunConfig, to_yaml
@@ -46,21 +45,31 @@ from smx.types import SolverSpec
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", CHECKPOINT, "model.npz", "loss.png")
 
 
-def load_data(cfg: RunConfig, plugins: Any) -> Splits:
+def load_data(cfg: RunConfig, plugins: Any, backend: Any = None) -> Splits:
+    """The run's splits; a partitioned source is prepared by ``backend`` (default: the
+    config's) where its rows live (:func:`smx.datasets.sources.prepare_partitioned`)."""
+    from smx.datasets.sources import Partitioned, prepare_partitioned
+
     spec = plugins.get("dataset", cfg.data.name, where="data.name")
     try:
-        X, y, *weights = spec.load(**cfg.data.params())
+        loaded = spec.load(**cfg.data.params())
+        if not isinstance(loaded, Partitioned):
+            X, y, *weights = loaded
     except SmxError:
         raise
     except Exception as exc:  # a dataset plugin's own failure: one line naming it
         raise DataError(f"the dataset failed to load: {type(exc).__name__}: {exc}",
                         where=f"data ({cfg.data.name})") from None
-    splits = prepare(
-        np.asarray(X), np.asarray(y), val_fraction=cfg.data.val_fraction,
-        test_fraction=cfg.data.test_fraction, seed=cfg.seed, standardize=cfg.data.standardize,
-        where=f"data ({cfg.data.name})", sample_weight=weights[0] if weights else None,
-        dtype=cfg.dtype, owned=getattr(spec, "owned", False),
-    )
+    if isinstance(loaded, Partitioned):
+        splits = prepare_partitioned(loaded, cfg, plugins, backend)
+    else:
+        splits = prepare(
+            np.asarray(X), np.asarray(y), val_fraction=cfg.data.val_fraction,
+            test_fraction=cfg.data.test_fraction, seed=cfg.seed,
+            standardize=cfg.data.standardize, where=f"data ({cfg.data.name})",
+            sample_weight=weights[0] if weights else None,
+            dtype=cfg.dtype, owned=getattr(spec, "owned", False),
+        )
     opt = plugins.get("optimizer", cfg.optimizer.name)
     full_batch = isinstance(opt, SolverSpec)
     n = len(splits.y_train)
@@ -141,17 +150,6 @@ def create_default_folder(config_name: str) -> Path:
                                  where=str(path)) from None
         return path
     raise RunFolderError("no free run folder name", where=str(base))
-
-
-def library_versions(backend: Any) -> dict[str, str]:
-    import array_api_compat
-
-    versions = {
-        "python": platform.python_version(), "smx": smx.__version__,
-        "numpy": np.__version__, "array-api-compat": array_api_compat.__version__,
-    }
-    versions.update(backend.versions())
-    return versions
 
 
 def _import_plotting() -> None:
@@ -245,7 +243,7 @@ def run(
     t0 = time.perf_counter()
     plugins = plugins or get_plugins()
     placement = hardware.select(cfg, plugins)
-    splits = load_data(cfg, plugins)
+    splits = load_data(cfg, plugins, placement.backend)
     preload_plotting()  # once the input is known good: a bad one exits at once
     # the Trainer writes no file: when it fails (device memory, a plugin), no folder is left
     trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
@@ -293,7 +291,7 @@ def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -
                              "resume needs the config the run started with",
                              where=str(folder / "config.yaml"))
     placement = hardware.select(cfg, plugins)
-    splits = load_data(cfg, plugins)
+    splits = load_data(cfg, plugins, placement.backend)
     trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
     try:
         try:
@@ -380,6 +378,7 @@ def _train_and_finish(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Sp
             bar.close()
             metrics.close()
         final = final_metrics(trainer, splits)
+        engine = getattr(backend, "run_report", dict)()  # e.g. Dask workers' peak memory
     except BaseException as exc:
         # the finished frames of the traceback still hold device arrays (batches, params)
         traceback.clear_frames(exc.__traceback__)
@@ -414,7 +413,8 @@ def _train_and_finish(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Sp
         "n_features": splits.n_features, "n_classes": splits.n_classes,
         "train_seconds": result.train_seconds,
         "wall_seconds": time.perf_counter() - t0,
-        "versions": library_versions(backend),
+        "versions": sysinfo.library_versions(backend=backend),
+        **engine,
     }
     atomic_write_json(folder / "summary.json", _json_safe(summary), allow_nan=False)
     plot_losses(result.history, folder / "loss.png")  # after the summary: never delays it

@@ -88,6 +88,13 @@ def class_weights(spec: Any, classes: np.ndarray, y_train: np.ndarray,
     return out
 
 
+def _host(backend: Backend, array: Any) -> np.ndarray | None:
+    """``array`` as NumPy: as it is when it already is, else through the backend."""
+    if array is None or isinstance(array, np.ndarray):
+        return array
+    return np.asarray(backend.to_host(array))
+
+
 def _label_key(label: Any) -> Any:
     """Labels compare as text when the YAML key and the data disagree on type (1 vs "1")."""
     return str(label.item() if hasattr(label, "item") else label)
@@ -141,7 +148,10 @@ class Trainer:
         backend.configure(backend.options.model_validate(check_backend_options(cfg, backend)))
         host_init = initial if initial is not None else init_params(splits.n_features, k, cfg)
         w_train, w_val = getattr(splits, "w_train", None), getattr(splits, "w_val", None)
-        cw_host = class_weights(cfg.loss.class_weight, splits.classes, splits.y_train, w_train)
+        # labels and weights on the host for the class weights and the total weight: small
+        # (n numbers) next to X, which may already live on the backend's device
+        y_host, w_host = _host(backend, splits.y_train), _host(backend, w_train)
+        cw_host = class_weights(cfg.loss.class_weight, splits.classes, y_host, w_host)
         try:
             self.train_data = backend.place(splits.X_train, splits.y_train, w_train, device,
                                             dtype)
@@ -158,10 +168,10 @@ class Trainer:
         with _plugin_call("loss", cfg.loss.name):
             self.loss = plugins.get("loss", cfg.loss.name).factory(**cfg.loss.params())
         n = self.train_data.n
-        weight_sum = float(n if w_train is None else np.sum(w_train))
+        weight_sum = float(n if w_host is None else np.sum(w_host))
         if cw_host is not None:
-            r = cw_host[splits.y_train]
-            weight_sum = float(np.sum(r if w_train is None else r * w_train))
+            r = cw_host[y_host]
+            weight_sum = float(np.sum(r if w_host is None else r * w_host))
         self.l2 = effective_l2(cfg, weight_sum)
         self.objective = Objective(self.loss, self.l2, class_weight=cw,
                                    kernel=backend.kernel(self.loss))
@@ -311,6 +321,9 @@ class Trainer:
         ``batches`` keeps each batch of the once-shuffled data whole and permutes their
         order (a short last batch goes wherever it falls)."""
         bs = self.batch_size
+        chunked = getattr(self.backend, "batch_order", None)  # an engine's own (Dask: per chunk)
+        if chunked is not None and (got := chunked(self.train_data, bs, self.rng)) is not None:
+            return got
         if self.cfg.shuffle == "rows":
             return self.rng.permutation(n), [(s, min(s + bs, n)) for s in range(0, n, bs)]
         starts = self.rng.permutation(np.arange(0, n, bs))
@@ -511,7 +524,7 @@ def tree_mismatch(fresh: Any, loaded: Any, shapes: dict[str, tuple[int, ...]],
             return f"{path} should be a list of parameter-shaped entries"
         return None
     if fresh is None:
-        if loaded is None or isinstance(loaded, str) or params_like(loaded) or (
+        if loaded is None or isinstance(loaded, (str, int, float)) or params_like(loaded) or (
                 is_array(loaded) and loaded.ndim == 0):
             return None
         return f"{path} should be empty, a scalar or parameter-shaped"

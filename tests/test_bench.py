@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 
 import numpy as np
+import pytest
 
-from smx import bench
+from smx.bench import BenchConfig, cases, harness, report, run_bench
+from smx.cli import build_parser
 from smx.errors import PluginError
 from smx.optimizers.transforms import tree_map
 from smx.plugins import Plugins
@@ -24,21 +28,51 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
     data = json.loads((tmp_path / "out" / "results.json").read_text())
     assert {"meta", "sgd", "lbfgs", "memory", "gpu", "targets"} <= data.keys()
     assert {"date", "cpu", "blas", "versions", "machine"} <= data["meta"].keys()
-    cases = data["sgd"]["cases"]
-    assert {"gemm_floor", "smx_numpy", "bare_loop", "shuffle_gather"} <= cases.keys()
-    for c in cases.values():
-        assert c["runs"] == 5 and c["min_s"] <= c["median_s"] <= c["max_s"]
-    assert "torch_cpu" in cases or "torch_cpu" in data["sgd"]["skipped"]
-    assert {"smx_numpy/gemm_floor", "overhead"} <= data["sgd"]["ratios"].keys()
+    settings = data["meta"]["thread_settings"]
+    assert settings[-1] == 1 and len(settings) == len(set(settings))
+    assert list(data["sgd"]["by_threads"]) == [str(t) for t in settings]
+    for sgd in data["sgd"]["by_threads"].values():
+        cases_ = sgd["cases"]
+        assert {"gemm_floor", "smx_numpy", "bare_loop", "shuffle_gather"} <= cases_.keys()
+        for c in cases_.values():
+            assert c["runs"] == 5 and c["min_s"] <= c["median_s"] <= c["max_s"]
+            assert {"load_before", "load_during", "others_runnable"} <= c.keys()
+        assert "torch_cpu" in cases_ or "torch_cpu" in sgd["skipped_cases"]
+        assert {"smx_numpy/gemm_floor", "overhead"} <= sgd["ratios"].keys()
+        assert sgd["load"]["threads"] == sgd["threads"] and "busy" in sgd["load"]
+    for lb in data["lbfgs"]["by_threads"].values():
+        assert {"float32", "float64"} <= lb.keys() and "load" in lb["float32"]
     assert "skipped" in data["gpu"] or "epoch" in data["gpu"]
     assert data["memory"]["ratio"] > 0
-    assert [t["key"] for t in data["targets"]] == [t.key for t in bench.TARGETS]
+    keys = [t["key"] for t in data["targets"]]
+    assert list(dict.fromkeys(keys)) == [t.key for t in report.TARGETS]
+    # --quick reports, never judges: no target met or missed, and the report says so
+    assert all(t["met"] is None and t["not_judged"] for t in data["targets"])
     assert "## Targets" in md and "GEMM floor" in md and "BLAS" in md
+    assert "no target is judged" in md and "**no**" not in md
+    assert "MISSED" not in proc.stdout and "no target judged" in proc.stdout
+    assert not re.search(r"issue\s*#?\d", md, re.IGNORECASE)
+    assert "load avg before" in md and "others' runnable" in md
 
 
-def test_bench_rejects_a_bad_size(tmp_path):
-    proc = run_smx("bench", "--quick", "--rows", "0", "-o", "out", cwd=tmp_path)
-    assert_one_line_error(proc, "--rows")
+def test_bench_writes_to_bench_results_unless_told_otherwise():
+    args = build_parser().parse_args(["bench"])
+    assert args.output == "bench-results" and not args.quick and not args.full
+
+
+def test_quick_and_full_exclude_each_other(tmp_path):
+    proc = run_smx("bench", "--quick", "--full", cwd=tmp_path)
+    assert proc.returncode == 2 and "not allowed with" in proc.stderr
+
+
+@pytest.mark.parametrize("args, where", [
+    (("--rows", "0"), "--rows"),
+    (("--threads", "0"), "--threads"),
+    (("--budget", "-1"), "--budget"),
+])
+def test_bench_rejects_a_bad_size(tmp_path, args, where):
+    proc = run_smx("bench", "--quick", *args, "-o", "out", cwd=tmp_path)
+    assert_one_line_error(proc, where)
     assert not (tmp_path / "out").exists()
 
 
@@ -48,16 +82,24 @@ def test_bench_refuses_an_output_that_is_a_file(tmp_path):
     assert_one_line_error(proc, "out", "not a folder")
 
 
+def test_presets():
+    quick, default, full = BenchConfig.quick(), BenchConfig(), BenchConfig.full()
+    assert (quick.mode, default.mode, full.mode) == ("quick", "default", "full")
+    assert default.budget_s is not None and full.budget_s is None and quick.budget_s is None
+    assert full.rows >= default.rows >= report.MIN_SGD_ROWS > quick.rows
+
+
 class NoLbfgs:
     def get(self, kind, name, where=None):
         raise PluginError(f"unknown {kind} {name!r}")
 
 
 def test_missing_lbfgs_is_reported_not_fatal():
-    out = bench.bench_lbfgs(bench.BenchConfig.quick(), NoLbfgs(), log=lambda _: None)
+    out = cases.bench_lbfgs(BenchConfig.quick(), NoLbfgs(), log=lambda _: None)
     assert out == {"skipped": "lbfgs not installed (no optimizer 'lbfgs' is registered)"}
-    md = bench.render({"meta": bench.meta(bench.BenchConfig.quick()), "lbfgs": out,
-                       "targets": bench.targets({"lbfgs": out})})
+    results = {"lbfgs": {"by_threads": {"1": out}}}
+    md = report.render({"meta": report.meta(BenchConfig.quick()), **results,
+                        "targets": report.targets(results)})
     assert "lbfgs not installed" in md
 
 
@@ -85,13 +127,14 @@ class WithLbfgs:
 
 
 def test_lbfgs_part_times_smx_to_sklearns_objective():
-    bc = bench.BenchConfig(rows=300, features=5, classes=3, repeats=5, lbfgs_rows=300)
-    out = bench.bench_lbfgs(bc, WithLbfgs(), log=lambda _: None)
+    bc = BenchConfig(rows=300, features=5, classes=3, repeats=5, lbfgs_rows=300)
+    out = cases.bench_lbfgs(bc, WithLbfgs(), log=lambda _: None, threads=1)
     for dtype in ("float32", "float64"):
         e = out[dtype]
         assert e["smx_updates"] >= 1 and "note" not in e, e
         assert e["smx_objective"] <= e["sklearn_objective"] * (1 + 1e-6)
         assert {"sklearn", "smx_lbfgs"} == e["cases"].keys() and e["ratio"] > 0
+        assert e["load"]["threads"] == 1 and e["load"]["rounds"] == 5
     assert np.isclose(out["l2"], 1 / (bc.C * 300))
 
 
@@ -138,20 +181,22 @@ def test_gpu_part_runs_on_a_cpu_stand_in(monkeypatch):
             return FakeGpu() if name == "cupy" else PLUGINS.backend(name)
 
     monkeypatch.setitem(__import__("sys").modules, "cupy", fake_cupy())
-    bc = bench.BenchConfig.quick()
-    out = bench.bench_gpu(bc, WithGpu(), log=lambda _: None)
+    bc = BenchConfig.quick()
+    out = cases.bench_gpu(bc, WithGpu(), log=lambda _: None)
     assert out["card"] == "Stand-in GPU"
     assert out["epoch"]["cases"]["smx_cupy"]["runs"] == bc.repeats
-    assert "torch_cuda" in out["epoch"]["cases"] or "torch_cuda" in out["epoch"]["skipped"]
+    assert "torch_cuda" in out["epoch"]["cases"] or "torch_cuda" in out["epoch"]["skipped_cases"]
+    assert "load" in out["epoch"] and "load" in out["bandwidth"]
     bw = out["bandwidth"]
     assert bw["card_peak_bytes_per_s"] == 2 * 1e9 * 256 / 8 and bw["fraction"] > 0
     assert bw["x_bytes"] == bc.gpu_bandwidth_rows * bc.gpu_features * 4
-    md = bench.render({"meta": bench.meta(bc), "gpu": out, "targets": bench.targets({"gpu": out})})
+    md = report.render({"meta": report.meta(bc), "gpu": out,
+                        "targets": report.targets({"gpu": out})})
     assert "Stand-in GPU" in md and "GB/s" in md
 
 
 def test_gpu_part_says_why_it_is_skipped():
-    out = bench.bench_gpu(bench.BenchConfig.quick(), PLUGINS, log=lambda _: None)
+    out = cases.bench_gpu(BenchConfig.quick(), PLUGINS, log=lambda _: None)
     reason = PLUGINS.get("backend", "cupy").unavailable_reason()
     if reason is not None:
         assert out == {"skipped": f"no usable GPU: {reason}"}
@@ -175,7 +220,7 @@ def test_an_optimizer_that_stalls_gives_up_instead_of_running_on():
         calls.append(1)
         return 1.0
 
-    updates, best = bench.lbfgs_steps_to(spec, {"W": np.zeros((2, 2))}, lambda p: (0.0, p),
+    updates, best = cases.lbfgs_steps_to(spec, {"W": np.zeros((2, 2))}, lambda p: (0.0, p),
                                          target=0.5, value=value)
     assert (updates, best) == (-1, 1.0) and len(calls) == 11
 
@@ -185,10 +230,10 @@ def test_card_bandwidth_falls_back_to_device_properties():
 
     props = {"memoryClockRate": 2_619_000, "memoryBusWidth": 5120}  # an H100's HBM3
     rt = SimpleNamespace(getDeviceProperties=lambda i: props)
-    bw = bench.card_bandwidth(SimpleNamespace(cuda=SimpleNamespace(runtime=rt)))
+    bw = cases.card_bandwidth(SimpleNamespace(cuda=SimpleNamespace(runtime=rt)))
     assert bw == 2 * 2_619_000e3 * 5120 / 8
     rt_none = SimpleNamespace(getDeviceProperties=lambda i: {})
-    assert bench.card_bandwidth(SimpleNamespace(cuda=SimpleNamespace(runtime=rt_none))) is None
+    assert cases.card_bandwidth(SimpleNamespace(cuda=SimpleNamespace(runtime=rt_none))) is None
 
 
 def test_lbfgs_part_times_the_kernel_a_run_uses():
@@ -210,19 +255,161 @@ def test_lbfgs_part_times_the_kernel_a_run_uses():
         def backend(self, name, where=None):
             return Counting()
 
-    bc = bench.BenchConfig(rows=200, features=4, classes=3, repeats=1, lbfgs_rows=200)
-    bench.bench_lbfgs(bc, WithCountingKernel(), log=lambda _: None)
+    bc = BenchConfig(rows=200, features=4, classes=3, repeats=1, lbfgs_rows=200)
+    cases.bench_lbfgs(bc, WithCountingKernel(), log=lambda _: None)
     assert calls
 
 
 def test_memory_budget_counts_a_device_copy_only_where_there_is_one():
     probe = {"data_bytes": 1000, "extra_peak_bytes": 300}
-    shared = bench.memory_ratio({**probe, "device_copy_shares_host": True})
+    shared = cases.memory_ratio({**probe, "device_copy_shares_host": True})
     assert shared["ratio"] == 1.3 and shared["budget_bytes"] == 1000
-    copied = bench.memory_ratio({**probe, "device_copy_shares_host": False})
+    copied = cases.memory_ratio({**probe, "device_copy_shares_host": False})
     assert copied["ratio"] == 0.65 and copied["budget_bytes"] == 2000
 
 
 def test_bench_data_is_float32():
-    X, y = bench.make_data(50, 3, 2, seed=0)
+    X, y = cases.make_data(50, 3, 2, seed=0)
     assert X.dtype == np.float32 and X.shape == (50, 3) and set(np.unique(y)) <= {0, 1}
+
+
+# --- harness: rounds, load, budget, threads ----------------------------------------------
+
+
+def counting_cases():
+    calls = {"a": 0, "b": 0}
+
+    def case(name):
+        def run():
+            calls[name] += 1
+        return run
+
+    return calls, {"a": case("a"), "b": case("b")}
+
+
+def test_rounds_are_interleaved_after_one_warm_up():
+    calls, cs = counting_cases()
+    samples = iter(harness.LoadSample(float(i), i % 2) for i in range(100))
+    timings = harness.interleaved(cs, 4, probe=lambda: next(samples))
+    assert calls == {"a": 5, "b": 5} and [len(t.runs) for t in timings.values()] == [4, 4]
+    assert timings["a"].before.load_1min == 0.0 and len(timings["a"].after) == 4
+    s = timings["b"].summary()  # samples 1 before the warm-up, then 3, 5, 7, 9 after runs
+    assert s["load_before"] == 1.0 and s["load_during"] == 9.0 and s["others_runnable"] == 1
+    assert timings["a"].summary()["others_runnable"] == 0
+
+
+def test_a_passed_deadline_stops_after_the_minimum_rounds():
+    calls, cs = counting_cases()
+    timings = harness.interleaved(cs, 7, deadline=time.monotonic() - 1)
+    assert [len(t.runs) for t in timings.values()] == [harness.MIN_ROUNDS] * 2
+    assert calls["a"] == harness.MIN_ROUNDS + 1
+
+
+def fixed_load(load, others, rounds=5):
+    t = harness.Timing(runs=[1.0] * rounds, before=harness.LoadSample(load, others),
+                       after=[harness.LoadSample(load, others)] * rounds)
+    return {"case": t}
+
+
+def test_load_assessment_counts_other_processes_against_the_cores():
+    quiet = harness.assess_load(fixed_load(1.9, 0), threads=2, cores=2)
+    assert quiet["busy"] is False and quiet["rounds"] == 5 and quiet["load_during"] == 1.9
+    busy = harness.assess_load(fixed_load(2.4, 1), threads=2, cores=2)
+    assert busy["busy"] is True and "1.00 + 2" in busy["why"]
+    assert harness.assess_load(fixed_load(2.4, 1), threads=1, cores=2)["busy"] is False
+    # a load average above the cores before the block: other work, even if quiet meanwhile
+    before = harness.assess_load(fixed_load(4.6, 0), threads=1, cores=2)
+    assert before["busy"] is True and "4.60 before" in before["why"]
+    # where other processes cannot be told apart, the load average against the cores
+    assert harness.assess_load(fixed_load(2.6, None), threads=1, cores=2)["busy"] is True
+    assert harness.assess_load(fixed_load(1.5, None), threads=1, cores=2)["busy"] is False
+    unknown = harness.assess_load(fixed_load(None, None), threads=1, cores=2)
+    assert unknown["busy"] is None and "could not be read" in unknown["why"]
+
+
+def test_load_sample_reads_this_machine():
+    s = harness.sample_load()
+    assert s.load_1min is None or s.load_1min >= 0
+    assert s.others_runnable is None or s.others_runnable >= 0
+
+
+def test_budget_shares_what_is_left():
+    assert harness.Budget(None, 3).take(1) is None and not harness.Budget(None).spent
+    b = harness.Budget(100.0, 4)
+    share = b.take(1) - time.monotonic()
+    assert 20 < share <= 25 and b.weight_left == 3
+    b.drop(3)
+    assert b.weight_left == 0
+    spent = harness.Budget(0.0)
+    assert spent.spent and "time budget (0 s)" in spent.skipped()["skipped"]
+
+
+def test_a_spent_budget_skips_the_timed_parts_and_says_so(tmp_path):
+    bc = BenchConfig.quick()
+    bc.budget_s, bc.parts, bc.threads = 0.0, ("sgd", "lbfgs"), (2, 1)
+    results = run_bench(bc, tmp_path, log=lambda _: None, plugins=PLUGINS)
+    for part in ("sgd", "lbfgs"):
+        assert list(results[part]["by_threads"]) == ["2", "1"]
+        for e in results[part]["by_threads"].values():
+            assert "time budget" in e["skipped"]
+    assert all("time budget" in t["not_judged"] for t in results["targets"]
+               if t["key"].startswith(("smx_", "overhead", "lbfgs")))
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "Skipped: the time budget (0 s) was spent." in md
+
+
+def test_thread_settings_time_the_default_and_one():
+    assert harness.thread_settings((4, 4, 1)) == [4, 1]
+    default = harness.thread_settings()
+    assert default[-1] == 1 and (len(default) == 1 or default[0] > 1)
+
+
+def test_thread_limit_applies_inside_and_restores():
+    from smx import sysinfo
+
+    before = sysinfo.blas_threads()
+    with harness.thread_limit(1):
+        assert sysinfo.blas_threads() == 1
+    assert sysinfo.blas_threads() == before
+    with harness.thread_limit(None):
+        assert sysinfo.blas_threads() == before
+
+
+# --- report: when a target is judged ----------------------------------------------------
+
+
+def sgd_entry(ratio, *, busy=False, rounds=5, rows=100_000, batch=1024):
+    load = {"busy": busy, "why": "others 1.00 + 2 on 2 cores", "rounds": rounds,
+            "load_during": 2.5 if busy else 0.5, "others_runnable": 1.0 if busy else 0.0}
+    return {"threads": 2, "rows": rows, "features": 256, "classes": 10, "batch": batch,
+            "ratios": {"smx_numpy/gemm_floor": ratio}, "min_ratios": {}, "load": load}
+
+
+def verdict(entry, mode="default"):
+    results = {"meta": {"mode": mode}, "sgd": {"by_threads": {"2": entry}}}
+    (row,) = [t for t in report.targets(results) if t["key"] == "smx_numpy/gemm_floor"]
+    return row["met"], row["not_judged"]
+
+
+def test_targets_are_judged_only_when_the_figure_means_something():
+    assert verdict(sgd_entry(1.9)) == (True, None)
+    assert verdict(sgd_entry(2.5)) == (False, None)
+    assert verdict(sgd_entry(9.0), mode="quick") == (None, "--quick (toy sizes)")
+    for busy in (sgd_entry(2.5, busy=True), sgd_entry(2.5, busy=True, rounds=3)):
+        met, why = verdict(busy)
+        assert met is None and why.startswith("machine busy")
+    met, why = verdict(sgd_entry(2.5, rounds=3))
+    assert met is None and "3 timed rounds" in why
+    for small in (sgd_entry(2.5, rows=20_000), sgd_entry(2.5, batch=32)):
+        met, why = verdict(small)
+        assert met is None and "batch 1024" in why
+
+
+def test_memory_is_judged_without_load_but_only_on_enough_data():
+    big = {"ratio": 1.1, "data_bytes": 100 * 2**20}
+    results = {"meta": {"mode": "default"}, "memory": big}
+    (row,) = [t for t in report.targets(results) if t["key"] == "memory"]
+    assert row["met"] is True and row["threads"] is None
+    results["memory"] = {"ratio": 1.1, "data_bytes": 2**20}
+    (row,) = [t for t in report.targets(results) if t["key"] == "memory"]
+    assert row["met"] is None and "MiB of data" in row["not_judged"]

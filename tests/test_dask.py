@@ -76,10 +76,36 @@ def test_full_batch_training_matches_numpy(scheduler, optimizer):
     assert got.history[-1]["val_accuracy"] == ref.history[-1]["val_accuracy"]
 
 
-def test_minibatches_gathered_to_the_client_match_numpy(scheduler):
-    extra = {"optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 64, "epochs": 2}
-    ref, got = fit(config("numpy", **extra)), fit(config("dask", scheduler, **extra))
-    np.testing.assert_allclose(got.params["W"], ref.params["W"], rtol=0, atol=1e-12)
+#: mini-batch SGD on Dask draws other batches than NumPy (within chunks): the final
+#: objectives agree to this relative tolerance (documented in the README)
+MINIBATCH_RTOL = 0.02
+
+
+def test_minibatches_are_drawn_within_chunks_and_stepped_on_the_workers(scheduler):
+    extra = {"optimizer": {"name": "sgd", "lr": 0.2}, "batch_size": 16, "epochs": 10}
+    ref_cfg, cfg = config("numpy", **extra), config("dask", scheduler, **extra)
+    splits = load_data(ref_cfg, PLUGINS)
+    ref = train(ref_cfg, splits, PLUGINS.backend("numpy"), "cpu", PLUGINS)
+    backend = DaskBackend()
+    trainer = Trainer(cfg, load_data(cfg, PLUGINS), backend, "cpu", PLUGINS)
+    try:
+        sizes = trainer.train_data.X.chunks[0]  # 8 chunks of 40 rows
+        order, bounds = backend.batch_order(trainer.train_data, 16, np.random.default_rng(1))
+        assert sorted(order.tolist()) == list(range(320)) and len(bounds) == 8 * 3
+        chunk_of = np.repeat(np.arange(len(sizes)), sizes)
+        assert all(len(set(chunk_of[order[a:b]])) == 1 for a, b in bounds)
+        with distributed.get_task_stream(backend.client) as ts:
+            got = trainer.fit()
+    finally:
+        trainer.close()
+        backend.release("cpu")
+    names = task_names(ts)
+    steps = 10 * 3 * 8
+    assert names.count("_chunk_step") == steps and got.steps == steps  # each step a task
+    objective = Objective(CrossEntropy(), got.l2)
+    data = Block(splits.X_train, splits.y_train)
+    final = [float(objective.value_and_grad(r.params, data)[0]) for r in (ref, got)]
+    assert final[1] == pytest.approx(final[0], rel=MINIBATCH_RTOL)
 
 
 def count_partials(backend: DaskBackend) -> list[int]:
@@ -171,3 +197,201 @@ def test_npy_rows_are_read_on_the_workers(scheduler, tmp_path):
         np.testing.assert_allclose(got[1]["W"], ref[1]["W"], rtol=1e-12, atol=1e-14)
     finally:
         backend.release("cpu")
+
+
+# --- partitioned sources: read on the workers, never through the client ---------------------
+
+def write_source(tmp_path, fmt: str, n: int = 900, d: int = 5, seed: int = 0) -> dict:
+    """A small data set as .npy files, a Parquet file (string labels, 4 row groups) or a
+    Zarr group; the ``data:`` section that reads it."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, size=n)
+    X = rng.normal(size=(n, d)) + 1.5 * np.eye(3, d)[y] + 3.0  # off-centre: standardised
+    if fmt == "npy":
+        np.save(tmp_path / "X.npy", X)
+        np.save(tmp_path / "y.npy", y)
+        return {"path": str(tmp_path / "X.npy"), "labels": str(tmp_path / "y.npy")}
+    if fmt == "parquet":
+        pa = pytest.importorskip("pyarrow")
+        pq = pytest.importorskip("pyarrow.parquet")
+        cols = {f"f{j}": X[:, j] for j in range(d)}
+        table = pa.table({**cols, "label": np.array(["ant", "bee", "cat"])[y]})
+        pq.write_table(table, tmp_path / "d.parquet", row_group_size=n // 4 + 1)
+        return {"path": str(tmp_path / "d.parquet"), "label_column": "label"}
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(str(tmp_path / "d.zarr"), mode="w")
+    group.create_array("X", data=X, chunks=(128, d))
+    group.create_array("y", data=y, chunks=(128,))
+    return {"path": str(tmp_path / "d.zarr")}
+
+
+def source_config(backend, source, scheduler=None, chunk_rows=100, **extra):
+    data = {"name": "partitioned", **source, "chunk_rows": chunk_rows,
+            "val_fraction": 0.2, "test_fraction": 0.1}
+    return config(backend, scheduler, data=data, **extra)
+
+
+def task_names(ts) -> list[str]:
+    """The function names of the tasks in a task stream (keys may be tuples)."""
+    return [str(k[0] if isinstance(k, tuple) else k).split("-", 1)[0]
+            for k in (t["key"] for t in ts.data)]
+
+
+def forbid_client_reads(monkeypatch):
+    """Any read of features in this (the client's) process fails the test; the workers are
+    other processes, where the sources read as usual."""
+    from smx.datasets import sources
+
+    def refuse(self, start, stop):
+        raise AssertionError(f"the client read rows {start}:{stop} of {self.path}")
+
+    for cls in (sources.NpySource, sources.ParquetSource, sources.ZarrSource):
+        monkeypatch.setattr(cls, "read_X", refuse)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "parquet", "zarr"])
+def test_sources_are_read_and_prepared_on_the_workers(scheduler, tmp_path, monkeypatch, fmt):
+    source = write_source(tmp_path, fmt)
+    ref_cfg = source_config("numpy", source)
+    ref_splits = load_data(ref_cfg, PLUGINS)  # the same rows, read here: the reference
+    ref = train(ref_cfg, ref_splits, PLUGINS.backend("numpy"), "cpu", PLUGINS)
+    forbid_client_reads(monkeypatch)
+    cfg, backend = source_config("dask", source, scheduler), DaskBackend()
+    try:
+        backend.configure(backend.options.model_validate(cfg.backend_options))
+        with distributed.get_task_stream(backend._connected()) as ts:
+            splits = load_data(cfg, PLUGINS, backend)
+            got = train(cfg, splits, backend, "cpu", PLUGINS)
+    finally:
+        backend.release("cpu")
+    keys = task_names(ts)
+    assert sum(k.startswith("chunk_stats") for k in keys) == 9  # one pass: 900 rows / 100
+    assert sum(k.startswith("_read_part") for k in keys) == 2 * 2 * 9  # train, val: X and y
+    assert list(splits.classes) == list(ref_splits.classes)
+    assert (len(splits.y_train), len(splits.y_val)) == (len(ref_splits.y_train),
+                                                        len(ref_splits.y_val))
+    np.testing.assert_allclose(splits.standardizer.mean, ref_splits.standardizer.mean,
+                               rtol=1e-13)
+    for name in ("W", "b"):
+        np.testing.assert_allclose(got.params[name], ref.params[name], rtol=0, atol=1e-10)
+
+
+def test_the_split_does_not_depend_on_the_chunking(tmp_path):
+    source = write_source(tmp_path, "npy", n=500)
+    a, b = (load_data(source_config("numpy", source, chunk_rows=c), PLUGINS) for c in (7, 500))
+    for part in ("train", "val", "test"):
+        np.testing.assert_array_equal(np.asarray(getattr(a, f"y_{part}")),
+                                      np.asarray(getattr(b, f"y_{part}")))
+        np.testing.assert_allclose(np.asarray(getattr(a, f"X_{part}")),
+                                   np.asarray(getattr(b, f"X_{part}")), atol=1e-12)
+    assert 0.15 < len(a.y_val) / 500 < 0.25 and 0.05 < len(a.y_test) / 500 < 0.15
+
+
+def test_a_killed_worker_is_replaced_and_the_fit_ends_the_same(scheduler, tmp_path):
+    """SIGKILL one worker process after epoch 2 of an L-BFGS fit: its nanny starts a new
+    one, the lost chunks are read again from the source, and the parameters equal an
+    undisturbed fit's (to rounding)."""
+    import os
+    import signal
+
+    source = write_source(tmp_path, "npy", n=1200)
+    cfg = source_config("dask", source, scheduler, epochs=6)
+
+    def fit_source(on_epoch=None):
+        backend = DaskBackend()
+        try:
+            splits = load_data(cfg, PLUGINS, backend)
+            trainer = Trainer(cfg, splits, backend, "cpu", PLUGINS)
+            with distributed.get_task_stream(backend.client) as ts:
+                result = trainer.fit(on_epoch=on_epoch and (lambda r: on_epoch(backend, r)))
+            return result, task_names(ts)
+        finally:
+            backend.release("cpu")
+
+    undisturbed, _ = fit_source()
+    killed = []
+
+    def kill_one(backend, record):
+        if record["epoch"] == 2:
+            pids = backend.client.run(os.getpid)
+            pid = sorted(pids.items())[0][1]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    disturbed, keys = fit_source(kill_one)
+    with distributed.Client(scheduler.scheduler_address, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=30)
+        assert killed and killed[0] not in client.run(os.getpid).values()
+    assert sum(k.startswith("_read_part") for k in keys) > 0  # lost chunks read again
+    for name in ("W", "b"):  # to rounding: a chunk read again may sit at another alignment
+        np.testing.assert_allclose(disturbed.params[name], undisturbed.params[name],
+                                   rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.slow
+def test_out_of_core_data_is_streamed_and_fits_like_numpy(tmp_path):
+    """A source several times the workers' total memory_limit: persist: auto streams it
+    (each evaluation reads every chunk from the .npy), the workers' peak memory stays below
+    their limit, and L-BFGS ends at the in-memory NumPy fit's parameters (float64, 1e-8)."""
+    limit = 160 * 2**20
+    n, d = 2_000_000, 64  # float32 on disk: 512 MB, over 3 x the one worker's limit
+    rng = np.random.default_rng(3)
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32, shape=(n, d))
+    y = rng.integers(0, 3, size=n)
+    for a in range(0, n, 200_000):
+        rows = slice(a, a + 200_000)
+        X[rows] = rng.normal(size=(len(y[rows]), d)) + np.eye(3, d)[y[rows]]
+    X.flush()
+    del X
+    np.save(tmp_path / "y.npy", y)
+    size = (tmp_path / "X.npy").stat().st_size
+    assert size >= 3 * limit
+    source = {"path": str(tmp_path / "X.npy"), "labels": str(tmp_path / "y.npy")}
+    data = {"name": "partitioned", **source, "chunk_rows": 20_000, "val_fraction": 0,
+            "test_fraction": 0, "standardize": False}
+    base = {"data": data, "epochs": 2, "dtype": "float64", "optimizer": {"name": "lbfgs"}}
+    ref_cfg = load_config({**base, "backend": "numpy"}, plugins=PLUGINS)
+    ref = train(ref_cfg, load_data(ref_cfg, PLUGINS), PLUGINS.backend("numpy"), "cpu", PLUGINS)
+    cfg = load_config({**base, "backend": "dask", "backend_options": {
+        "workers": 1, "memory_limit": limit}}, plugins=PLUGINS)
+    backend = DaskBackend()
+    try:
+        got = train(cfg, load_data(cfg, PLUGINS, backend), backend, "cpu", PLUGINS)
+        report = backend.run_report()["dask"]
+    finally:
+        backend.release("cpu")
+    print(f"\nout of core: {size / 2**20:.0f} MiB source, workers' memory_limit "
+          f"{report['memory_limit_total'] / 2**20:.0f} MiB, peak RSS "
+          f"{report['peak_rss_max'] / 2**20:.0f} MiB")
+    assert report["persisted"]["train"] is False
+    assert report["peak_rss_max"] < limit
+    for name in ("W", "b"):
+        np.testing.assert_allclose(got.params[name], ref.params[name], rtol=1e-8, atol=1e-12)
+
+
+def test_a_dask_run_resumes_from_its_checkpoint(scheduler, tmp_path, monkeypatch):
+    """smx run killed after epoch 2, then --resume (runner.resume): the same parameters as
+    a run straight through, the data read again on the workers."""
+    from smx import runner
+
+    source = write_source(tmp_path, "npy")
+    cfg = source_config("dask", source, scheduler, epochs=4)
+    straight = runner.run(cfg.model_copy(update={"output": str(tmp_path / "a")}),
+                          plugins=PLUGINS, progress=False)
+    assert straight.summary["dask"]["persisted"]["train"] is True
+    real = runner.Trainer.run_epoch
+
+    def killed_after_two(self, *args, **kwargs):
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(runner.Trainer, "run_epoch", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(cfg.model_copy(update={"output": str(tmp_path / "b")}), plugins=PLUGINS,
+                   progress=False)
+    monkeypatch.setattr(runner.Trainer, "run_epoch", real)
+    resumed = runner.resume(tmp_path / "b", plugins=PLUGINS, progress=False)
+    for name in ("W", "b"):
+        np.testing.assert_allclose(resumed.result.params[name], straight.result.params[name],
+                                   rtol=1e-12, atol=1e-14)

@@ -11,6 +11,13 @@ and no future outlives its evaluation, so neither the graph nor the client grows
 ``cluster: local`` starts a multi-process :class:`distributed.LocalCluster` for the run
 and stops it in :meth:`DaskBackend.release`; ``cluster: tcp://HOST:PORT`` connects to a
 running scheduler, which smx neither starts nor stops (its workers need smx installed).
+
+Data from a partitioned source (:mod:`smx.datasets.sources`) is read on the workers,
+never through the client: each chunk is a task that reads its rows from the source, so
+a chunk lost with a worker is recomputed from the source on another, and data that does
+not fit the workers' memory is streamed (read inside each evaluation's partial tasks)
+instead of persisted. Mini-batches are drawn within one chunk and stepped on the worker
+that holds it (:meth:`DaskBackend.batch_order`, :meth:`DaskBackend.fused_step`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 import smx
+from smx.objective import Partial
 from smx.types import Array, Backend, Block, PluginParams
 
 INSTALL_HINT = "pip install 'smx[dask]'"
@@ -71,6 +79,47 @@ def _read_rows(path: str, bounds: tuple[int, int], *, dtype: str) -> Any:
     return np.array(np.load(path, mmap_mode="r")[start:stop], dtype=dtype, order="C")
 
 
+def _read_part(part: Any, i: int, dtype: str) -> Any:
+    """Chunk ``i`` of a source's part (:class:`~smx.datasets.sources.PartRows` or
+    ``PartLabels``), read on the worker."""
+    return part.read_chunk(i, dtype)
+
+
+def _stream_partial(i: int, *, rows: Any, labels: Any, dtype: str, fn: Callable[[Block], Any]
+                    ) -> Any:
+    """Read chunk ``i`` from its source and return its partial: nothing stays behind."""
+    return fn(Block(rows.read_chunk(i, dtype), labels.read_chunk(i), None))
+
+
+def _chunk_step(X: Any, y: Any, w: Any, idx: Any, params: Any, state: Any, lr: float, *,
+                step: Callable[..., Any]) -> Any:
+    """One mini-batch step on the worker that holds the chunk; rows ``idx`` of it."""
+    return step(params, state, Block(X[idx], y[idx], None if w is None else w[idx]), lr)
+
+
+def _stream_step(i: int, idx: Any, params: Any, state: Any, lr: float, *, rows: Any,
+                 labels: Any, dtype: str, step: Callable[..., Any]) -> Any:
+    X, y = rows.read_chunk(i, dtype), labels.read_chunk(i)
+    return step(params, state, Block(X[idx], y[idx], None), lr)
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes (run on each worker): Linux's VmHWM,
+    which starts afresh at exec (``ru_maxrss`` keeps the forking parent's level)."""
+    import resource
+    import sys
+
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
 def _add(*parts: Any) -> Any:
     total = parts[0]
     for p in parts[1:]:
@@ -90,6 +139,9 @@ class DaskBackend(Backend):
         self.cluster: Any = None  # set only when smx started it
         # placed arrays (by dask name) -> their chunks' futures (X, y, w)
         self._chunks: dict[str, tuple[list[Any], list[Any], list[Any] | None]] = {}
+        # streamed parts of a source (by dask name) -> (rows, labels, dtype)
+        self._streams: dict[str, tuple[Any, Any, str]] = {}
+        self._persisted: dict[str, bool] = {}
 
     # --- the plain backend interface --------------------------------------------------
 
@@ -165,6 +217,7 @@ class DaskBackend(Backend):
     def release(self, device: str) -> None:
         """Drop the chunks; close the client, and the cluster when smx started it."""
         self._chunks.clear()
+        self._streams.clear()
         client, cluster = self.client, self.cluster
         self.client = self.cluster = None
         if client is not None:
@@ -174,12 +227,84 @@ class DaskBackend(Backend):
 
     # --- engine hooks -----------------------------------------------------------------
 
-    def place(self, X: Any, y: Any, w: Any | None, device: str, dtype: str) -> Block:
-        """Rows in chunks of ``chunk_rows``, scattered to the workers (held there until
-        release); the Block holds dask arrays over those chunks."""
+    def map_reduce(self, fn: Callable[..., Any], *items: Any) -> Any:
+        """``fn`` over the items, one task each, summed by a tree of tasks on the workers;
+        only the total comes back (the data preparation's one pass over a source)."""
+        client = self._connected()
+        parts = client.map(fn, *items, pure=False)
+        return self._tree_sum(parts).result()
+
+    def _tree_sum(self, parts: list[Any]) -> Any:
+        client = self._connected()
+        while len(parts) > 1:
+            parts = [client.submit(_add, *parts[i:i + FAN_IN], pure=False)
+                     for i in range(0, len(parts), FAN_IN)]
+        return parts[0]
+
+    def worker_memory(self) -> dict[str, Any]:
+        """The workers' ``memory_limit`` (total) and each one's peak resident memory so far."""
+        client = self._connected()
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        peaks = client.run(_peak_rss)
+        return {"workers": len(workers),
+                "memory_limit_total": int(sum(w["memory_limit"] or 0 for w in workers.values())),
+                "peak_rss": {addr: int(v) for addr, v in sorted(peaks.items())}}
+
+    def run_report(self) -> dict[str, Any]:
+        """What a run's summary records about the cluster: whether the training data was
+        persisted or streamed, and the workers' memory."""
+        if self.client is None:
+            return {}
+        memory = self.worker_memory()
+        return {"dask": {**memory, "peak_rss_max": max(memory["peak_rss"].values(), default=0),
+                         "persisted": dict(self._persisted)}}
+
+    def _place_part(self, X: Any, y: Any, dtype: str) -> Block:
+        """A part of a partitioned source: each chunk read by a task on a worker."""
+        import dask
         import dask.array as da
         import numpy as np
 
+        client = self._connected()
+        n_chunks, d = len(X.bounds), X.shape[1]
+        itemsize = np.dtype(dtype).itemsize
+        if X.persist == "auto":
+            info = client.scheduler_info(n_workers=-1)["workers"].values()
+            budget = sum(w["memory_limit"] or 0 for w in info) / 2
+            persist = budget == 0 or len(X) * (d * itemsize + 8) <= budget
+        else:
+            persist = X.persist == "true"
+        chunks = range(n_chunks)
+        if persist:
+            xs = client.map(_read_part, [X] * n_chunks, chunks, dtype=dtype, pure=False)
+            ys = client.map(_read_part, [y] * n_chunks, chunks, dtype="int64", pure=False)
+        else:
+            xs = [dask.delayed(_read_part, pure=True)(X, i, dtype) for i in chunks]
+            ys = [dask.delayed(_read_part, pure=True)(y, i, "int64") for i in chunks]
+        dX = da.concatenate([da.from_delayed(f, shape=(s, d), dtype=dtype)
+                             for f, s in zip(xs, X.sizes, strict=True)], axis=0)
+        dy = da.concatenate([da.from_delayed(f, shape=(s,), dtype="int64")
+                             for f, s in zip(ys, X.sizes, strict=True)], axis=0)
+        if persist:
+            self._chunks[dX.name] = (xs, ys, None)
+        else:
+            self._streams[dX.name] = (X, y, dtype)
+        self._persisted[("train", "val", "test")[X.part]] = persist
+        return Block(dX, dy, None)
+
+    def place(self, X: Any, y: Any, w: Any | None, device: str, dtype: str) -> Block:
+        """Rows in chunks of ``chunk_rows``, scattered to the workers (held there until
+        release); the Block holds dask arrays over those chunks. A part of a partitioned
+        source is read on the workers instead (never through the client)."""
+        import dask.array as da
+        import numpy as np
+
+        from smx.datasets.sources import PartRows
+
+        if isinstance(X, PartRows):
+            if w is not None:
+                raise NotImplementedError("sample weights from a partitioned source")
+            return self._place_part(X, y, dtype)
         client = self._connected()
         n = int(X.shape[0])
         step = self.settings.chunk_rows
@@ -249,19 +374,91 @@ class DaskBackend(Backend):
         if not hasattr(data.X, "__dask_graph__"):
             return fn(data)
         client = self._connected()
-        xs, ys, ws = self._chunk_futures(data)
-        parts = client.map(_chunk_partial, xs, ys, ws or [None] * len(xs), fn=fn, pure=False)
-        while len(parts) > 1:
-            parts = [client.submit(_add, *parts[i:i + FAN_IN], pure=False)
-                     for i in range(0, len(parts), FAN_IN)]
-        return parts[0].result()
+        stream = self._streams.get(data.X.name)
+        if stream is not None:  # read each chunk from the source inside its partial's task
+            rows, labels, dtype = stream
+            keep = [i for i, s in enumerate(rows.sizes) if s > 0]
+            parts = client.map(_stream_partial, keep, rows=rows, labels=labels, dtype=dtype,
+                               fn=fn, pure=False)
+        else:
+            xs, ys, ws = self._chunk_futures(data)
+            parts = client.map(_chunk_partial, xs, ys, ws or [None] * len(xs), fn=fn,
+                               pure=False)
+        total = self._tree_sum(parts).result()
+        if isinstance(total, Partial):  # NumPy's 0-d + 0-d is a scalar: a 0-d array again
+            import numpy as np
+
+            total = Partial(np.asarray(total.loss), total.weight, total.grads)
+        return total
+
+    # --- mini-batches within one chunk, stepped where the chunk lives ---------------------
+
+    def batch_order(self, data: Block, batch_size: int, rng: Any
+                    ) -> tuple[Any, list[tuple[int, int]]] | None:
+        """This epoch's rows and batches: the chunks in a new order and the rows within each
+        chunk shuffled (from the run's RNG), each batch cut within one chunk (a chunk's last
+        batch may be short). None for data that is not chunked here."""
+        if not hasattr(data.X, "__dask_graph__"):
+            return None
+        import numpy as np
+
+        sizes = list(data.X.chunks[0])
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        order, bounds, pos = [], [], 0
+        for c in rng.permutation(len(sizes)).tolist():
+            rows = offsets[c] + rng.permutation(sizes[c])
+            order.append(rows)
+            for s in range(0, sizes[c], batch_size):
+                stop = min(s + batch_size, sizes[c])
+                bounds.append((pos + s, pos + stop))
+            pos += sizes[c]
+        return np.concatenate(order) if order else np.empty(0, np.int64), bounds
+
+    def fused_step(self, objective: Any, transform: Any, data: Block) -> Any:
+        """A mini-batch step as one task on the worker holding the batch's chunk: the
+        parameters and optimizer state go there and come back (the rows never move)."""
+        if not hasattr(data.X, "__dask_graph__"):
+            return None
+        import numpy as np
+
+        from smx.optimizers.transforms import apply_updates
+
+        def step(params: Any, state: Any, batch: Block, lr: float) -> Any:
+            loss, grads = objective.finish(objective.partial(params, batch), params)
+            updates, state = transform.update(grads, state, params, lr)
+            return apply_updates(params, updates), state, loss
+
+        client = self._connected()
+        offsets = np.concatenate([[0], np.cumsum(data.X.chunks[0])]).astype(np.int64)
+        stream = self._streams.get(data.X.name)
+        chunks = None if stream is not None else self._chunk_futures(data)
+
+        def fused(params: Any, state: Any, data: Block, idx: Any, lr: float) -> Any:
+            idx = np.asarray(idx)
+            c = int(np.searchsorted(offsets, idx[0], side="right")) - 1
+            local = idx - offsets[c]
+            if chunks is None:
+                rows, labels, dtype = stream
+                future = client.submit(_stream_step, c, local, params, state, lr, rows=rows,
+                                       labels=labels, dtype=dtype, step=step, pure=False)
+            else:
+                xs, ys, ws = chunks
+                future = client.submit(_chunk_step, xs[c], ys[c], None if ws is None else ws[c],
+                                       local, params, state, lr, step=step, pure=False)
+            return future.result()
+
+        return fused
 
     def batch(self, data: Block, idx: Array) -> Block:
-        """A mini-batch gathered to the client (NumPy): correct, but each step costs a
-        round trip; batches drawn within one chunk, run on its worker, are future work."""
+        """A mini-batch gathered to the client (NumPy). The Trainer's one whole-set
+        permutation (``shuffle: batches``) leaves chunked data as it is: its batches are
+        drawn within chunks, reshuffled every epoch (:meth:`batch_order`)."""
         if not hasattr(data.X, "__dask_graph__"):
             return super().batch(data, idx)
         import numpy as np
+
+        if len(idx) == data.n:
+            return data
 
         client = self._connected()
         order = np.asarray(idx)

@@ -134,8 +134,10 @@ class JaxBackend(Backend):
         self._enable_x64(dtype)
         if dtype == "int64" and not jax.config.jax_enable_x64:
             dtype = "int32"  # what JAX would make of it anyway, without its warning
-        host = np.asarray(array, dtype=dtype)
-        return jax.device_put(host, self._device_map()[self.resolve_device(device)])
+        target = self._device_map()[self.resolve_device(device)]
+        if isinstance(array, jax.Array):  # already JAX's (the estimator's input): no host trip
+            return jax.device_put(array if dtype is None else array.astype(dtype), target)
+        return jax.device_put(np.asarray(array, dtype=dtype), target)
 
     def to_host(self, array: Array) -> Any:
         import numpy as np

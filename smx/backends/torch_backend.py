@@ -121,6 +121,8 @@ class TorchBackend(Backend):
         import numpy as np
 
         torch = self._torch()
+        if isinstance(array, torch.Tensor):  # already PyTorch's (the estimator's input)
+            return array.to(device=device, dtype=None if dtype is None else getattr(torch, dtype))
         host = np.asarray(array, dtype=dtype)
         if not host.flags.writeable:  # torch warns on (and could write to) read-only memory
             host = host.copy()

@@ -113,3 +113,7 @@ def smx_datasets():
                       owned=True)
     yield DatasetSpec("file", load_file, FileParams, "user file: .npz, .csv or .npy pair",
                       owned=True)
+    from smx.datasets.sources import SourceParams, open_source
+
+    yield DatasetSpec("partitioned", open_source, SourceParams,
+                      "rows read in chunks where they are needed: .npy, .parquet or .zarr")

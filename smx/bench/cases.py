@@ -1,0 +1,610 @@
+"""What `smx bench` times: the SGD epoch against its baselines, full-batch L-BFGS against
+scikit-learn, peak memory, and the GPU part.
+
+Every call into smx's core (config, splits, Trainer, optimizers, the loss-and-gradient
+kernel, backends) goes through the adapters in the first section, so that when the core's
+interface changes only those few functions move; the cases below them never touch the
+core directly.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from smx.bench.harness import (
+    Budget,
+    Timing,
+    assess_load,
+    interleaved,
+    paired_ratio,
+    ratio_pair,
+    ratio_tables,
+)
+
+if TYPE_CHECKING:
+    from smx.bench import BenchConfig
+
+Log = Callable[[str], None]
+
+
+# ---------------------------------------------------------------- adapters: the core's API
+# The only place the bench calls into smx's core. Keep them small and re-point them when the
+# core's interface changes.
+
+
+def core_run_config(bc: BenchConfig, backend: str, dtype: str = "float32") -> Any:
+    """A plain SGD run config at the bench's batch size and learning rate."""
+    from smx.config import RunConfig
+
+    return RunConfig.model_validate({
+        "backend": backend, "dtype": dtype, "epochs": 1_000_000, "batch_size": bc.batch,
+        "optimizer": {"name": "sgd", "lr": bc.lr}, "seed": bc.seed,
+    })
+
+
+def core_splits(X: np.ndarray, y: np.ndarray, k: int) -> Any:
+    """All rows for training, no validation or test split, no standardisation."""
+    from smx.datasets.split import Splits, Standardizer
+
+    empty = X[:0]
+    return Splits(classes=np.arange(k), X_train=X, y_train=y, X_val=empty, y_val=y[:0],
+                  X_test=empty, y_test=y[:0], standardizer=Standardizer.identity(X.shape[1]))
+
+
+def core_trainer(bc: BenchConfig, X: np.ndarray, y: np.ndarray, backend_name: str,
+                 plugins: Any, device: str = "auto") -> Any:
+    """A Trainer on ``backend_name``'s ``device`` (default: its first), as ``smx run`` would
+    build it."""
+    from smx.training import Trainer
+
+    backend = plugins.backend(backend_name)
+    device = backend.resolve_device(device)
+    return Trainer(core_run_config(bc, backend_name), core_splits(X, y, bc.classes), backend,
+                   device, plugins)
+
+
+def core_epoch(trainer: Any) -> Callable[[], Any]:
+    """One epoch through the Trainer: the whole smx hot path, plugins included."""
+    return trainer.run_epoch
+
+
+@dataclass
+class BareLoop:
+    """What the bare loop needs from a Trainer: its data on the device and its pieces."""
+
+    n: int
+    batch: Callable[[Any], Any]  # device index vector -> Block of those rows
+    step: Callable[..., Any]  # the Trainer's (compiled) step (params, state, X, y, w, lr)
+    params: Any
+    state: Any
+    to_device: Callable[[np.ndarray], Any]
+
+
+def core_bare_loop(trainer: Any) -> BareLoop:
+    """The Trainer's data, step, parameters and state, to run without the Trainer."""
+    data = trainer.train_data
+    return BareLoop(data.n, lambda idx: trainer.backend.batch(data, idx), trainer.train_step,
+                    trainer.params, trainer.opt_state,
+                    lambda a: trainer.backend.from_host(a, trainer.device, "int64"))
+
+
+def core_trainer_l2(trainer: Any) -> float:
+    return float(trainer.l2)
+
+
+def core_shares_host(trainer: Any, X: np.ndarray) -> bool:
+    """Whether the Trainer's device copy of X is the host array itself (NumPy)."""
+    return bool(np.shares_memory(trainer.train_data.X, X))
+
+
+def core_kernel(backend: Any) -> Callable[..., Any]:
+    """The objective a Trainer on ``backend`` runs (its fused kernel for cross-entropy, if
+    any), as ``fn(params, X, y, l2) -> (loss, grads)``."""
+    from smx.losses import CrossEntropy
+    from smx.objective import Objective
+    from smx.types import Block
+
+    loss = CrossEntropy()
+    kernel = backend.kernel(loss)
+
+    def fn(params: Any, X: Any, y: Any, l2: float) -> Any:
+        return Objective(loss, l2, kernel=kernel).value_and_grad(params, Block(X, y))
+
+    return fn
+
+
+def core_lbfgs(plugins: Any) -> Any:
+    """The registered ``lbfgs`` optimizer spec, or None when there is none."""
+    from smx.errors import PluginError
+
+    try:
+        return plugins.get("optimizer", "lbfgs")
+    except PluginError:
+        return None
+
+
+def core_optimizer(spec: Any) -> tuple[Any, float]:
+    """A fresh optimizer with its default options, and its default lr (1.0 if it has none)."""
+    opt_params = spec.params().model_dump()
+    return spec.factory(**opt_params), float(opt_params.get("lr", 1.0))
+
+
+def core_init(opt: Any, params: Any) -> Any:
+    return opt.init(params)
+
+
+def core_update(opt: Any, params: Any, state: Any, closure: Callable[[Any], Any],
+                lr: float) -> tuple[Any, Any]:
+    """One iteration of a full-batch solver; ``closure(params) -> (loss, grads)``."""
+    params, state, _ = opt.step(params, state, closure, lr)
+    return params, state
+
+
+def core_to_device(backend: Any, host: np.ndarray, device: str, dtype: str) -> Any:
+    return backend.from_host(host, device, dtype)
+
+
+def core_sync(backend: Any, device: str) -> None:
+    backend.synchronize(device)
+
+
+def core_release(backend: Any, device: str) -> None:
+    backend.release(device)
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def make_data(n: int, d: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 Gaussian blobs made in chunks, so the only large allocation is X itself.
+
+    float32 only: a float64 run casts these draws (as the L-BFGS part does), so both
+    dtypes see the same numbers.
+    """
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0.0, 2.0 / np.sqrt(d), size=(k, d)).astype(np.float32)
+    y = rng.integers(0, k, size=n)
+    X = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, 65_536):
+        e = min(s + 65_536, n)
+        X[s:e] = rng.standard_normal((e - s, d), dtype=np.float32)
+        X[s:e] += means[y[s:e]]
+    return X, y
+
+
+def summaries(timings: dict[str, Timing]) -> dict[str, Any]:
+    return {k: t.summary() for k, t in timings.items()}
+
+
+# ------------------------------------------------------------------------- SGD epoch
+
+
+def smx_epoch(bc: BenchConfig, X: np.ndarray, y: np.ndarray, backend_name: str,
+              plugins: Any, device: str = "auto") -> tuple[Callable[[], Any], Any]:
+    """Trainer.run_epoch on ``backend_name``, and the Trainer."""
+    trainer = core_trainer(bc, X, y, backend_name, plugins, device)
+    return core_epoch(trainer), trainer
+
+
+def bare_epoch(bc: BenchConfig, trainer: Any) -> Callable[[], Any]:
+    """The same step (objective partial, transformation, update) with nothing around it."""
+    b = core_bare_loop(trainer)
+    n, bs, lr = b.n, bc.batch, bc.lr
+    rng = np.random.default_rng(bc.seed)
+    box = {"params": b.params, "state": b.state}
+
+    def run() -> None:
+        params, state = box["params"], box["state"]
+        order = b.to_device(rng.permutation(n))
+        for s in range(0, n, bs):
+            blk = b.batch(order[s:min(s + bs, n)])
+            params, state, _ = b.step(params, state, blk.X, blk.y, blk.w, lr)
+        box["params"], box["state"] = params, state
+
+    return run
+
+
+def gemm_floor(X: np.ndarray, k: int, bs: int, transposed: bool = False) -> Callable[[], Any]:
+    """The two products per batch over contiguous slices: ``Xb @ W`` and ``Xb.T @ G``.
+
+    ``transposed`` runs the same products in the (K, n) layout smx uses (``Wᵀ Xbᵀ``, ``Gᵀ Xb``).
+    """
+    n, d = X.shape
+    W = np.full((d, k), 0.01, dtype=X.dtype)
+    G = np.full((bs, k), 0.01, dtype=X.dtype)
+    Gt = np.ascontiguousarray(G.T)
+
+    def run() -> None:
+        for s in range(0, n, bs):
+            Xb = X[s:s + bs]
+            if transposed:
+                _ = W.T @ Xb.T
+                _ = Gt[:, :Xb.shape[0]] @ Xb
+            else:
+                _ = Xb @ W
+                _ = Xb.T @ G[:Xb.shape[0]]
+
+    return run
+
+
+def shuffle_gather(X: np.ndarray, bs: int, seed: int) -> Callable[[], Any]:
+    """Only the per-batch row gather of a shuffled epoch: what shuffling costs on its own."""
+    rng = np.random.default_rng(seed)
+    n = X.shape[0]
+
+    def run() -> None:
+        order = rng.permutation(n)
+        for s in range(0, n, bs):
+            _ = np.take(X, order[s:s + bs], axis=0)
+
+    return run
+
+
+def torch_version() -> str | None:
+    """PyTorch's version, or None when it is not installed (it is optional: ``smx[bench]``)."""
+    try:
+        import torch
+    except Exception:
+        return None
+    return str(torch.__version__)
+
+
+def torch_epoch(X: Any, y: Any, k: int, bs: int, lr: float, l2: float, seed: int,
+                device: str = "cpu") -> Callable[[], Any]:
+    """PyTorch autograd + torch.optim.SGD on the same data, batches and objective."""
+    import torch
+    import torch.nn.functional as F
+
+    Xt = torch.as_tensor(X, device=device)
+    yt = torch.as_tensor(y, device=device, dtype=torch.int64)
+    n, d = Xt.shape
+    g = torch.Generator().manual_seed(seed)
+    W = (torch.randn(d, k, generator=g, dtype=Xt.dtype) * 0.01).to(device).requires_grad_()
+    b = torch.zeros(k, dtype=Xt.dtype, device=device, requires_grad=True)
+    opt = torch.optim.SGD([W, b], lr=lr)
+    rng = np.random.default_rng(seed)
+
+    def run() -> None:
+        order = torch.as_tensor(rng.permutation(n), device=device)
+        for s in range(0, n, bs):
+            idx = order[s:s + bs]
+            loss = F.cross_entropy(Xt[idx] @ W + b, yt[idx]) + (0.5 * l2) * (W * W).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return run
+
+
+#: the SGD part's ratios: key -> (case, baseline case, subtracted from the ratio)
+SGD_RATIOS = {
+    "smx_numpy/gemm_floor": ("smx_numpy", "gemm_floor", 0.0),
+    "smx_numpy/gemm_floor_kn": ("smx_numpy", "gemm_floor_kn", 0.0),
+    "shuffle_gather/gemm_floor": ("shuffle_gather", "gemm_floor", 0.0),
+    "smx_numpy/torch_cpu": ("smx_numpy", "torch_cpu", 0.0),
+    "bare_loop/gemm_floor": ("bare_loop", "gemm_floor", 0.0),
+    "overhead": ("smx_numpy", "bare_loop", 1.0),  # the Trainer's share on top of the bare loop
+    "smx_jax/smx_numpy": ("smx_jax", "smx_numpy", 0.0),  # the JAX engine, jitted, on the CPU
+    "smx_torch/torch_cpu": ("smx_torch", "torch_cpu", 0.0),  # the PyTorch engine vs autograd
+}
+
+
+def bench_sgd(bc: BenchConfig, plugins: Any, log: Log, *, threads: int = 1,
+              budget: Budget | None = None) -> dict[str, Any]:
+    """One shuffled SGD epoch through smx beside the GEMM floor, a bare loop and PyTorch."""
+    X, y = make_data(bc.rows, bc.features, bc.classes, bc.seed)
+    cases: dict[str, Callable[[], Any]] = {
+        "gemm_floor": gemm_floor(X, bc.classes, bc.batch),
+        "gemm_floor_kn": gemm_floor(X, bc.classes, bc.batch, transposed=True),
+        "shuffle_gather": shuffle_gather(X, bc.batch, bc.seed),
+    }
+    skipped: dict[str, str] = {}
+    run_np, trainer = smx_epoch(bc, X, y, "numpy", plugins)
+    cases["smx_numpy"] = run_np
+    cases["bare_loop"] = bare_epoch(bc, trainer)
+    if torch_version() is None:
+        skipped["torch_cpu"] = "PyTorch is not installed (pip install 'smx[bench]')"
+    else:
+        cases["torch_cpu"] = torch_epoch(X, y, bc.classes, bc.batch, bc.lr,
+                                         core_trainer_l2(trainer), bc.seed)
+    for engine in ("torch", "jax"):  # the other engines on the same rows and batches
+        reason = plugins.get("backend", engine).unavailable_reason()
+        if reason:
+            skipped[f"smx_{engine}"] = reason
+        else:
+            cases[f"smx_{engine}"] = smx_epoch(bc, X, y, engine, plugins, device="cpu")[0]
+    strict = plugins.get("backend", "array-api-strict")
+    m = min(bc.strict_rows, bc.rows)
+    if reason := strict.unavailable_reason():
+        skipped["smx_array_api_strict"] = reason
+    else:  # a smaller slice: strict is the conformance check, its speed is informational
+        cases["smx_array_api_strict"] = smx_epoch(bc, X[:m], y[:m], "array-api-strict",
+                                                  plugins)[0]
+    log(f"sgd, {threads} BLAS thread{'s' * (threads > 1)}: {len(cases)} cases x up to "
+        f"{bc.repeats} rounds on {bc.rows:,} x {bc.features}")
+    timings = interleaved(cases, bc.repeats, deadline=budget.take(1.0) if budget else None)
+    ratios, mins = ratio_tables(timings, SGD_RATIOS)
+    if "smx_array_api_strict" in timings:  # per row, since it ran on fewer rows
+        ratios["smx_array_api_strict/smx_numpy_per_row"] = (
+            paired_ratio(timings, "smx_array_api_strict", "smx_numpy") * bc.rows / m)
+    return {
+        "threads": threads, "rows": bc.rows, "features": bc.features, "classes": bc.classes,
+        "batch": bc.batch, "steps_per_epoch": -(-bc.rows // bc.batch), "strict_rows": m,
+        "cases": summaries(timings), "ratios": ratios, "min_ratios": mins, "skipped_cases": skipped,
+        "load": assess_load(timings, threads),
+    }
+
+
+# ------------------------------------------------------------- L-BFGS vs scikit-learn
+
+
+def objective(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, l2: float) -> float:
+    """smx's objective (mean cross-entropy + l2/2‖W‖²) in float64: the common yardstick for
+    both fits."""
+    from smx.losses import CrossEntropy
+    from smx.objective import Objective
+    from smx.types import Block
+
+    params = {"W": W.astype(np.float64), "b": b.astype(np.float64)}
+    X64 = X.astype(np.float64, copy=False)
+    return float(Objective(CrossEntropy(), l2).value(params, Block(X64, np.asarray(y))))
+
+
+def sklearn_fit(X: np.ndarray, y: np.ndarray, C: float) -> Callable[[], Any]:
+    """scikit-learn's ``LogisticRegression(C, lbfgs)`` with its default stopping rule."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    def run() -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return LogisticRegression(C=C, solver="lbfgs").fit(X, y)
+
+    return run
+
+
+def lbfgs_steps_to(spec: Any, params0: dict[str, Any], closure: Any, target: float,
+                   value: Callable[[dict[str, Any]], float], max_updates: int = 500,
+                   patience: int = 10) -> tuple[int, float]:
+    """Untimed: how many updates bring the objective to ``target`` (and where).
+
+    Gives up (-1) after ``max_updates``, or after ``patience`` updates without progress,
+    so an optimizer that stalls just above the target cannot hold the bench for hours.
+    """
+    opt, lr = core_optimizer(spec)
+    params, state = dict(params0), core_init(opt, params0)
+    best, since = value(params), 0
+    for i in range(1, max_updates + 1):
+        params, state = core_update(opt, params, state, closure, lr)
+        f = value(params)
+        if f <= target:
+            return i, f
+        since = 0 if f < best * (1 - 1e-12) else since + 1
+        best = min(best, f)
+        if since >= patience:
+            break
+    return -1, best
+
+
+#: the share of the time budget each L-BFGS dtype takes (float64 costs about twice float32)
+LBFGS_WEIGHTS = {"float32": 1.5, "float64": 2.5}
+
+
+def bench_lbfgs(bc: BenchConfig, plugins: Any, log: Log, *, threads: int = 1,
+                budget: Budget | None = None) -> dict[str, Any]:
+    """smx's lbfgs against scikit-learn's, each timed to scikit-learn's final objective."""
+    spec = core_lbfgs(plugins)
+    if spec is None:
+        return {"skipped": "lbfgs not installed (no optimizer 'lbfgs' is registered)"}
+    import sklearn
+
+    n = bc.lbfgs_rows or bc.rows
+    X32, y = make_data(n, bc.features, bc.classes, bc.seed + 1)
+    X64 = X32.astype(np.float64)  # the yardstick's copy, made once
+    l2 = 1.0 / (bc.C * n)  # scikit-learn's C·Σloss + ½‖W‖²  ==  C·n · (mean loss + l2/2‖W‖²)
+    backend = plugins.backend("numpy")
+    kernel = core_kernel(backend)  # what a Trainer runs
+    out: dict[str, Any] = {"threads": threads, "rows": n, "features": bc.features,
+                           "classes": bc.classes, "C": bc.C, "l2": l2,
+                           "sklearn": sklearn.__version__}
+    for dtype in ("float32", "float64"):
+        if budget is not None and budget.spent:
+            budget.drop(LBFGS_WEIGHTS[dtype])
+            out[dtype] = budget.skipped()
+            continue
+        deadline = budget.take(LBFGS_WEIGHTS[dtype]) if budget else None
+        X = X32 if dtype == "float32" else X64
+        fit = sklearn_fit(X, y, bc.C)
+        est = fit()
+        target = objective(est.coef_.T, est.intercept_, X64, y, l2)
+        Xd = core_to_device(backend, X, "cpu", dtype)
+        yd = core_to_device(backend, y, "cpu", "int64")
+        params0 = {"W": np.zeros((bc.features, bc.classes), dtype=dtype),
+                   "b": np.zeros(bc.classes, dtype=dtype)}
+
+        def closure(p: dict[str, Any], Xd: Any = Xd, yd: Any = yd) -> Any:
+            return kernel(p, Xd, yd, l2)
+
+        def value(p: dict[str, Any]) -> float:
+            return objective(np.asarray(p["W"]), np.asarray(p["b"]), X64, y, l2)
+
+        # float32 arithmetic cannot always reach a float64-evaluated optimum to the last digit
+        slack = 1e-6 * abs(target) if dtype == "float32" else 1e-9 * abs(target)
+        updates, reached = lbfgs_steps_to(spec, params0, closure, target + slack, value)
+        entry: dict[str, Any] = {"sklearn_objective": target, "sklearn_n_iter": int(est.n_iter_[0]),
+                                 "smx_updates": updates, "smx_objective": reached}
+        if updates < 0:
+            entry["note"] = "smx lbfgs did not reach scikit-learn's objective"
+            timings = interleaved({"sklearn": fit}, bc.repeats, deadline=deadline)
+        else:
+            def smx_fit(updates: int = updates, closure: Any = closure,
+                        params0: Any = params0) -> None:
+                opt, lr = core_optimizer(spec)
+                params, state = params0, core_init(opt, params0)
+                for _ in range(updates):
+                    params, state = core_update(opt, params, state, closure, lr)
+
+            log(f"lbfgs {dtype}, {threads} BLAS thread{'s' * (threads > 1)}: sklearn vs smx "
+                f"({updates} updates) x up to {bc.repeats} rounds")
+            timings = interleaved({"sklearn": fit, "smx_lbfgs": smx_fit}, bc.repeats,
+                                  deadline=deadline)
+            entry["ratio"], entry["min_ratio"] = ratio_pair(timings, "smx_lbfgs", "sklearn")
+        entry["cases"] = summaries(timings)
+        entry["load"] = assess_load(timings, threads)
+        out[dtype] = entry
+    return out
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def memory_probe(args: str) -> dict[str, Any]:
+    """Run in a fresh process (see :func:`bench_memory`): one epoch under tracemalloc."""
+    import resource
+    import tracemalloc
+
+    from smx.bench import BenchConfig
+    from smx.plugins import Plugins
+
+    bc = BenchConfig(**json.loads(args))
+    X, y = make_data(bc.rows, bc.features, bc.classes, bc.seed)
+    tracemalloc.start()
+    run, trainer = smx_epoch(bc, X, y, "numpy", Plugins(entry_points=False))
+    run()
+    _, peak = tracemalloc.get_traced_memory()
+    return {"data_bytes": X.nbytes + y.nbytes, "extra_peak_bytes": peak,
+            "device_copy_shares_host": core_shares_host(trainer, X),
+            "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def bench_memory(bc: BenchConfig, log: Log) -> dict[str, Any]:
+    """Peak memory of building a Trainer and running one epoch, in a fresh process.
+
+    tracemalloc sees NumPy's allocations, so ``extra_peak_bytes`` is everything smx
+    allocated on top of the host data (device copy, per-batch temporaries). The budget
+    is the host data plus a device copy of it, the copy counted only where it does not
+    share the host array (:func:`memory_ratio`).
+    """
+    args = json.dumps({"rows": bc.rows, "features": bc.features, "classes": bc.classes,
+                       "batch": bc.batch, "seed": bc.seed})
+    code = ("import json, sys; from smx.bench.cases import memory_probe; "
+            "print(json.dumps(memory_probe(sys.argv[1])))")
+    log("memory: one epoch in a subprocess")
+    proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        return {"skipped": f"memory probe failed: {tail[0]}"}
+    out = memory_ratio(json.loads(proc.stdout.strip().splitlines()[-1]))
+    out.update(rows=bc.rows, features=bc.features)
+    return out
+
+
+def memory_ratio(r: dict[str, Any]) -> dict[str, Any]:
+    """Peak over the budget: the host data, plus its device copy where that is a copy.
+
+    NumPy's "device copy" is the host array itself, so counting it twice would halve
+    the ratio and flatter smx.
+    """
+    budget = r["data_bytes"] * (1 if r["device_copy_shares_host"] else 2)
+    r["budget_bytes"] = budget
+    r["peak_bytes"] = r["data_bytes"] + r["extra_peak_bytes"]
+    r["ratio"] = r["peak_bytes"] / budget
+    return r
+
+
+# ------------------------------------------------------------------------------ GPU
+
+
+def card_bandwidth(cupy: Any) -> float | None:
+    """Theoretical memory bandwidth (bytes/s): 2 x memory clock x bus width, if reported."""
+    rt = cupy.cuda.runtime
+    clock_khz = bus_bits = None
+    try:
+        clock_khz = rt.deviceGetAttribute(rt.cudaDevAttrMemoryClockRate, 0)
+        bus_bits = rt.deviceGetAttribute(rt.cudaDevAttrGlobalMemoryBusWidth, 0)
+    except Exception:  # older CuPy without the constants, or CUDA dropped the attribute
+        try:
+            props = rt.getDeviceProperties(0)
+            clock_khz, bus_bits = props.get("memoryClockRate"), props.get("memoryBusWidth")
+        except Exception:
+            return None
+    return 2.0 * clock_khz * 1e3 * bus_bits / 8 if clock_khz and bus_bits else None
+
+
+def gpu_bandwidth(bc: BenchConfig, backend: Any, cupy: Any,
+                  deadline: float | None = None) -> dict[str, Any]:
+    """Full-batch loss+grad over X generated on the device (6.3 GB never touches the host)."""
+    n, d, k = bc.gpu_bandwidth_rows, bc.gpu_features, bc.classes
+    rs = cupy.random.RandomState(bc.seed)
+    Xg = rs.standard_normal((n, d), dtype=cupy.float32)
+    yg = rs.randint(0, k, size=n).astype(cupy.int64)
+    params = {"W": cupy.zeros((d, k), dtype=cupy.float32), "b": cupy.zeros(k, cupy.float32)}
+    copy_dst = cupy.empty_like(Xg)
+    kernel = core_kernel(backend)
+    t = interleaved({"loss_and_grad": lambda: kernel(params, Xg, yg, 1e-4),
+                     "device_copy": lambda: cupy.copyto(copy_dst, Xg)},
+                    bc.repeats, sync=lambda: core_sync(backend, "cuda:0"), deadline=deadline)
+    sec = t["loss_and_grad"].summary()["median_s"]
+    copy_bw = 2 * Xg.nbytes / t["device_copy"].summary()["median_s"]
+    peak = card_bandwidth(cupy)
+    ref = peak or copy_bw
+    return {
+        "rows": n, "features": d, "x_bytes": Xg.nbytes, "seconds": t["loss_and_grad"].summary(),
+        "cases": summaries(t),
+        "x_bytes_per_s": Xg.nbytes / sec, "card_peak_bytes_per_s": peak,
+        "measured_copy_bytes_per_s": copy_bw, "fraction": Xg.nbytes / sec / ref,
+        "fraction_of": "card peak" if peak else "measured device-to-device copy",
+        "note": "X is read twice per call (Wᵀ Xᵀ and Gᵀ X); the figure counts it once",
+        "load": assess_load(t, 1),
+    }
+
+
+def bench_gpu(bc: BenchConfig, plugins: Any, log: Log, *,
+              budget: Budget | None = None) -> dict[str, Any]:
+    """CuPy epoch vs a PyTorch CUDA loop, and the full-batch loss+grad bandwidth figure."""
+    backend = plugins.get("backend", "cupy")
+    if reason := backend.unavailable_reason():
+        return {"skipped": f"no usable GPU: {reason}"}
+    import cupy
+
+    out: dict[str, Any] = {"card": backend.device_info()[0]["name"], **backend.versions()}
+    sync = lambda: core_sync(backend, "cuda:0")  # noqa: E731
+    X, y = make_data(bc.gpu_rows, bc.gpu_features, bc.classes, bc.seed)
+    cases: dict[str, Callable[[], Any]] = {}
+    cases["smx_cupy"], trainer = smx_epoch(bc, X, y, "cupy", plugins)
+    skipped = {}
+    tv = torch_version()
+    if tv is None:
+        skipped["torch_cuda"] = "PyTorch is not installed"
+    else:
+        import torch
+
+        if torch.cuda.is_available():
+            cases["torch_cuda"] = torch_epoch(X, y, bc.classes, bc.batch, bc.lr,
+                                              core_trainer_l2(trainer), bc.seed, device="cuda")
+            sync = lambda: (core_sync(backend, "cuda:0"), torch.cuda.synchronize())  # noqa: E731
+        else:
+            skipped["torch_cuda"] = f"torch {tv} has no CUDA (the pinned wheel is CPU-only)"
+    log(f"gpu: {len(cases)} cases on {out['card']}")
+    timings = interleaved(cases, bc.repeats, sync=sync,
+                          deadline=budget.take(1.0) if budget else None)
+    out["epoch"] = {"rows": bc.gpu_rows, "features": bc.gpu_features, "skipped_cases": skipped,
+                    "cases": summaries(timings), "load": assess_load(timings, 1)}
+    ratio, best = ratio_pair(timings, "smx_cupy", "torch_cuda")
+    if ratio is not None:
+        out["epoch"]["ratio"], out["epoch"]["min_ratio"] = ratio, best
+    del trainer, cases, timings
+
+    out["bandwidth"] = gpu_bandwidth(bc, backend, cupy,
+                                     deadline=budget.take(1.0) if budget else None)
+    core_release(backend, "cuda:0")
+    return out

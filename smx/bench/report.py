@@ -1,0 +1,367 @@
+"""What `smx bench` concludes and writes: the targets, when they may be judged, and
+RESULTS.md / results.json.
+
+A target is judged only when its figure means something: not in a ``--quick`` run (toy
+sizes), not at sizes other than those it was set for, not from fewer than
+:data:`~smx.bench.harness.JUDGED_ROUNDS` rounds, and not when the machine was busier than
+its cores while the figure was timed. Otherwise the report gives the figure and says why it
+was not judged, instead of calling it met or missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from smx import sysinfo
+from smx.bench.harness import BUSY_MARGIN, JUDGED_ROUNDS
+
+if TYPE_CHECKING:
+    from smx.bench import BenchConfig
+
+#: the reference shape of the CPU targets: d features, k classes, SGD batch
+REF_FEATURES, REF_CLASSES, REF_BATCH = 256, 10, 1024
+#: X must not fit in the last-level cache for the SGD figures to be the out-of-cache ones
+MIN_SGD_ROWS = 100_000
+#: below this, scikit-learn's fixed per-fit costs weigh on the L-BFGS ratio
+MIN_LBFGS_ROWS = 50_000
+#: below this, smx's fixed per-batch buffers weigh on the memory ratio
+MIN_MEMORY_BYTES = 64 * 2**20
+MIN_GPU_ROWS, MIN_GPU_FEATURES = 60_000, 784
+#: X this large streams long enough for its time to be the card's bandwidth, not launches
+MIN_GPU_BANDWIDTH_BYTES = 2**30
+
+
+def _sgd_sizes(e: dict[str, Any]) -> str | None:
+    if (e["features"], e["classes"], e["batch"]) == (REF_FEATURES, REF_CLASSES, REF_BATCH) \
+            and e["rows"] >= MIN_SGD_ROWS:
+        return None
+    return (f"set for {REF_FEATURES} features, {REF_CLASSES} classes, batch {REF_BATCH} and at "
+            f"least {MIN_SGD_ROWS:,} rows")
+
+
+def _lbfgs_sizes(e: dict[str, Any]) -> str | None:
+    if (e["features"], e["classes"]) == (REF_FEATURES, REF_CLASSES) \
+            and e["rows"] >= MIN_LBFGS_ROWS:
+        return None
+    return (f"set for {REF_FEATURES} features, {REF_CLASSES} classes and at least "
+            f"{MIN_LBFGS_ROWS:,} rows")
+
+
+def _memory_sizes(e: dict[str, Any]) -> str | None:
+    if e["data_bytes"] >= MIN_MEMORY_BYTES:
+        return None
+    return f"set for at least {MIN_MEMORY_BYTES // 2**20} MiB of data"
+
+
+def _gpu_epoch_sizes(e: dict[str, Any]) -> str | None:
+    if e["rows"] >= MIN_GPU_ROWS and e["features"] >= MIN_GPU_FEATURES:
+        return None
+    return f"set for at least {MIN_GPU_ROWS:,} x {MIN_GPU_FEATURES}"
+
+
+def _gpu_bandwidth_sizes(e: dict[str, Any]) -> str | None:
+    if e["x_bytes"] >= MIN_GPU_BANDWIDTH_BYTES:
+        return None
+    return f"set for at least {MIN_GPU_BANDWIDTH_BYTES // 2**30} GiB of X"
+
+
+class Target(NamedTuple):
+    """A target, where its figures live in a part's results, and the sizes it is set for."""
+
+    key: str
+    text: str
+    limit: float
+    part: str  # "sgd", "lbfgs" (per thread setting), "memory", "gpu"
+    value: tuple[str, ...]  # keys, within the part's entry, to the paired-median value
+    best: tuple[str, ...] | None  # keys to the best-case (min/min) value
+    load: tuple[str, ...] | None  # keys to the timed block's load (None: not a timing)
+    sizes: Callable[[dict[str, Any]], str | None]  # why these sizes are not judged, or None
+    sizes_at: tuple[str, ...] = ()  # keys to the entry the sizes are read from
+    at_least: bool = False  # met when value ≥ limit, not ≤
+
+
+def _sgd(key: str, text: str, limit: float) -> Target:
+    return Target(key, text, limit, "sgd", ("ratios", key), ("min_ratios", key), ("load",),
+                  _sgd_sizes)
+
+
+def _lbfgs(dtype: str, limit: float) -> Target:
+    return Target(f"lbfgs_{dtype}/sklearn",
+                  f"smx lbfgs / scikit-learn time to the same objective, {dtype}", limit,
+                  "lbfgs", (dtype, "ratio"), (dtype, "min_ratio"), (dtype, "load"), _lbfgs_sizes)
+
+
+TARGETS = [
+    _sgd("smx_numpy/gemm_floor", "smx NumPy epoch / GEMM floor", 2.0),
+    _sgd("smx_numpy/torch_cpu", "smx NumPy epoch / PyTorch CPU epoch", 0.35),
+    _sgd("overhead", "smx overhead per step (Trainer vs bare loop)", 0.05),
+    _sgd("smx_jax/smx_numpy", "smx JAX engine epoch (jit, CPU) / smx NumPy epoch", 1.0),
+    _sgd("smx_torch/torch_cpu", "smx PyTorch engine epoch / PyTorch autograd + optim.SGD", 0.9),
+    _lbfgs("float32", 0.7),
+    _lbfgs("float64", 1.0),
+    Target("memory", "peak memory / (training data + its device copy unless shared)", 1.3,
+           "memory", ("ratio",), None, None, _memory_sizes),
+    Target("gpu_cupy/torch_cuda", "CuPy epoch / PyTorch CUDA epoch", 1.0, "gpu",
+           ("epoch", "ratio"), ("epoch", "min_ratio"), ("epoch", "load"), _gpu_epoch_sizes,
+           ("epoch",)),
+    Target("gpu_bandwidth_fraction", "full-batch loss+grad: X bytes / time / card bandwidth (≥)",
+           0.5, "gpu", ("bandwidth", "fraction"), None, ("bandwidth", "load"),
+           _gpu_bandwidth_sizes, ("bandwidth",), at_least=True),
+]
+
+
+def dig(tree: Any, path: tuple[str, ...] | None) -> Any:
+    """``tree[path[0]][path[1]]...``, or None where a part is missing (or skipped)."""
+    if path is None:
+        return None
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def _entries(part: dict[str, Any] | None) -> list[tuple[int | None, dict[str, Any] | None]]:
+    """A part's entries: one per BLAS thread setting (``{"by_threads": {"2": ...}}``) or one."""
+    if part is None:
+        return [(None, None)]
+    if "by_threads" in part:
+        return [(int(t), e) for t, e in part["by_threads"].items()]
+    return [(None, part)]
+
+
+def judge(t: Target, entry: dict[str, Any] | None, mode: str) -> tuple[bool | None, str | None]:
+    """(met, why not judged): met is None with the reason whenever the figure is not judged."""
+    if entry is None:
+        return None, "not run"
+    if "skipped" in entry:
+        return None, f"skipped: {entry['skipped']}"
+    value = dig(entry, t.value)
+    if value is None:
+        parent = dig(entry, t.value[:-1]) or {}
+        if "skipped" in parent:
+            return None, f"skipped: {parent['skipped']}"
+        return None, parent.get("note") or "not measured"
+    if mode == "quick":
+        return None, "--quick (toy sizes)"
+    if reason := t.sizes(dig(entry, t.sizes_at) if t.sizes_at else entry):
+        return None, reason
+    load = dig(entry, t.load)
+    if load is not None:
+        if load["busy"]:
+            return None, f"machine busy: {load['why']}"
+        if load["busy"] is None:
+            return None, load["why"]
+        if load["rounds"] < JUDGED_ROUNDS:
+            return None, f"only {load['rounds']} timed rounds (time budget)"
+    return (value >= t.limit if t.at_least else value <= t.limit), None
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target at each thread setting: the paired-median value (what "met" judges), the
+    best-case (min/min) value, and met (True, False, or None with why it was not judged)."""
+    mode = results.get("meta", {}).get("mode", "default")
+    rows = []
+    for t in TARGETS:
+        for threads, entry in _entries(results.get(t.part)):
+            met, why = judge(t, entry, mode)
+            load = dig(entry, t.load) if entry else None
+            rows.append({"key": t.key, "target": t.text, "threads": threads, "limit": t.limit,
+                         "value": dig(entry, t.value), "best_case": dig(entry, t.best),
+                         "met": met, "not_judged": why,
+                         "load_during": load.get("load_during") if load else None,
+                         "others_runnable": load.get("others_runnable") if load else None})
+    return rows
+
+
+def meta(bc: BenchConfig) -> dict[str, Any]:
+    """The machine, libraries and settings the figures were measured with."""
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": sysinfo.machine(), "cpu": sysinfo.cpu_model(), "cores": sysinfo.cores(),
+        "load_average": sysinfo.load_average(),
+        "blas": sysinfo.blas_pools(), "env": sysinfo.blas_env(),
+        "versions": sysinfo.library_versions(
+            optional=("scikit-learn", "array-api-strict", "torch", "cupy")),
+        "mode": bc.mode,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in bc.__dict__.items()
+                   if k not in ("parts", "mode")},
+        "parts": list(bc.parts),
+    }
+
+
+# ------------------------------------------------------------------------- rendering
+
+
+def _load(values: list[float] | None) -> str:
+    return "unknown" if not values else ", ".join(f"{v:.2f}" for v in values)
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:,.1f}"
+
+
+def _num(x: float | None, fmt: str = ".3f") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def _threads(n: int | None) -> str:
+    return "–" if n is None else str(n)
+
+
+def _case_table(cases: dict[str, Any]) -> list[str]:
+    lines = ["| case | median ms | min ms | max ms | runs | load avg before / max during | "
+             "others' runnable threads |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, c in cases.items():
+        lines.append(f"| {name} | {_ms(c['median_s'])} | {_ms(c['min_s'])} | "
+                     f"{_ms(c['max_s'])} | {c['runs']} | {_num(c.get('load_before'), '.2f')} / "
+                     f"{_num(c.get('load_during'), '.2f')} | "
+                     f"{_num(c.get('others_runnable'), '.2f')} |")
+    return lines
+
+
+def _load_line(load: dict[str, Any] | None) -> list[str]:
+    if not load:
+        return []
+    state = {True: "**busy** (figures not judged)", False: "quiet",
+             None: "load unknown"}[load["busy"]]
+    return [f"- machine {state}: {load['why']}. 1-minute load average up to "
+            f"{_num(load['load_during'], '.2f')} during the block (this run included); "
+            f"{load['rounds']} timed rounds"]
+
+
+def _section(lines: list[str], title: str, part: dict[str, Any] | None) -> bool:
+    """Add a part's heading to ``lines``; True when its figures follow, False when the part
+    was not run or was skipped (then the reason is added)."""
+    if part is None:
+        return False
+    lines += ["", title, ""]
+    if "skipped" in part:
+        lines.append(f"Skipped: {part['skipped']}.")
+        return False
+    return True
+
+
+def _sgd_lines(sgd: dict[str, Any]) -> list[str]:
+    lines = [f"### {sgd['threads']} BLAS thread{'s' * (sgd['threads'] > 1)}", "",
+             *_load_line(sgd["load"]), "", *_case_table(sgd["cases"]), "",
+             "| ratio | median of per-round ratios | min / min |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v:.3f} | {_num(sgd['min_ratios'].get(k))} |"
+              for k, v in sgd["ratios"].items()]
+    lines += [f"- skipped {k}: {v}" for k, v in sgd["skipped_cases"].items()]
+    if "smx_array_api_strict" in sgd["cases"]:
+        lines.append(f"- smx_array_api_strict ran on the first {sgd['strict_rows']:,} rows")
+    return lines
+
+
+def _lbfgs_lines(lb: dict[str, Any]) -> list[str]:
+    lines = []
+    for dtype in ("float32", "float64"):
+        e = lb[dtype]
+        lines += ["", f"### {dtype}, {lb['threads']} BLAS thread{'s' * (lb['threads'] > 1)}", ""]
+        if "skipped" in e:
+            lines.append(f"Skipped: {e['skipped']}.")
+            continue
+        lines += [f"- scikit-learn objective {e['sklearn_objective']:.8g} after "
+                  f"{e['sklearn_n_iter']} iterations; smx reached {e['smx_objective']:.8g}"
+                  f" in {e['smx_updates']} updates"
+                  + (f"; ratio {e['ratio']:.3f}" if "ratio" in e else ""),
+                  *([f"- {e['note']}"] if "note" in e else []), *_load_line(e.get("load")), "",
+                  *_case_table(e["cases"])]
+    return lines
+
+
+def _verdict(t: dict[str, Any]) -> str:
+    if t["met"] is None:
+        return f"not judged: {t['not_judged']}"
+    return "yes" if t["met"] else "**no**"
+
+
+def render(results: dict[str, Any]) -> str:
+    """RESULTS.md: the machine, the targets, then each part's cases, ratios and load."""
+    m = results["meta"]
+    blas = "; ".join(f"{b['internal_api']} {b['version']} ({b.get('architecture')}, "
+                     f"{b['num_threads']} threads)" for b in m["blas"]) or "unknown"
+    wall = f", {m['wall_s']:.0f} s" if m.get("wall_s") is not None else ""
+    lines = [
+        "# smx bench results", "",
+        "Written by `smx bench`; ratios are medians of per-round ratios of cases timed "
+        "interleaved in the same run.", "",
+        f"- date: {m['date']} ({m.get('mode', 'default')} run{wall})",
+        f"- machine: {m['machine']}",
+        f"- CPU: {m['cpu']} ({m['cores']} cores); load average (1, 5, 15 min) at start: "
+        f"{_load(m.get('load_average'))}, at end: {_load(m.get('load_average_end'))}",
+        f"- BLAS (threadpoolctl): {blas}; timed with "
+        f"{' and '.join(str(t) for t in m.get('thread_settings', [])) or 'default'} "
+        "BLAS thread(s)",
+        f"- BLAS environment: {m['env'] or 'none set'}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), "",
+        "## Targets", "",
+        "`value` is the median of per-round ratios (what `met` judges); `best case` is "
+        "min/min, steadier when other work shares the machine. A target is judged only at "
+        "the sizes it is set for, from at least "
+        f"{JUDGED_ROUNDS} rounds, and when the machine was not busier than its cores "
+        f"(by more than {BUSY_MARGIN}): neither the 1-minute load average before the timed "
+        "block, nor other processes' runnable threads plus the bench's own during it, above "
+        "them. Otherwise the row says why it is not judged.", "",
+    ]
+    if m.get("mode") == "quick":
+        lines += ["**--quick run: toy sizes; the figures are reported, no target is judged.**",
+                  ""]
+    lines += ["| target | BLAS threads | limit | value | best case | met |",
+              "|---|---:|---:|---:|---:|---|"]
+    for t in results["targets"]:
+        lines.append(f"| {t['target']} | {_threads(t['threads'])} | {t['limit']} | "
+                     f"{_num(t['value'])} | {_num(t.get('best_case'))} | {_verdict(t)} |")
+    sgd = results.get("sgd")
+    if _section(lines, "## SGD epoch", sgd):
+        first = next((e for e in sgd["by_threads"].values() if "skipped" not in e), None)
+        if first is not None:
+            lines += [f"{first['rows']:,} x {first['features']} float32, {first['classes']} "
+                      f"classes, batch {first['batch']}, {first['steps_per_epoch']} steps, "
+                      "per-epoch shuffle."]
+        for threads, e in sgd["by_threads"].items():
+            if "skipped" in e:
+                lines += ["", f"### {threads} BLAS threads", "", f"Skipped: {e['skipped']}."]
+            else:
+                lines += ["", *_sgd_lines(e)]
+    lb = results.get("lbfgs")
+    if _section(lines, "## L-BFGS vs scikit-learn LogisticRegression(lbfgs), same C", lb):
+        first = next((e for e in lb["by_threads"].values() if "skipped" not in e), None)
+        if first is not None:
+            lines.append(f"{first['rows']:,} rows x {first['features']} features, C={first['C']} "
+                         f"(l2 = 1/(C·n) = {first['l2']:.3g}); smx's time is the updates "
+                         "needed to reach scikit-learn's final objective (to 1e-6 relative "
+                         "in float32, 1e-9 in float64, both evaluated in float64); one update "
+                         "is one iteration of the optimizer.")
+        for threads, e in lb["by_threads"].items():
+            if "skipped" in e:
+                lines += ["", f"### {threads} BLAS threads", "", f"Skipped: {e['skipped']}."]
+            else:
+                lines += _lbfgs_lines(e)
+    mem = results.get("memory")
+    if _section(lines, "## Peak memory (one epoch, NumPy, fresh process)", mem):
+        shared = mem["device_copy_shares_host"]
+        lines.append(
+            f"- training data {mem['data_bytes'] / 2**20:,.1f} MiB; smx allocated "
+            f"{mem['extra_peak_bytes'] / 2**20:,.1f} MiB more at its peak (tracemalloc); "
+            f"the NumPy device copy {'shares' if shared else 'does not share'} the host "
+            f"array, so peak / {'data' if shared else '(data + device copy)'} = "
+            f"{mem['ratio']:.3f}; max RSS {mem['max_rss_bytes'] / 2**20:,.0f} MiB (the "
+            f"whole process: interpreter, libraries, BLAS buffers, making the data)")
+    gpu = results.get("gpu")
+    if _section(lines, "## GPU", gpu):
+        ep, bw = gpu["epoch"], gpu["bandwidth"]
+        lines += [f"Card: {gpu['card']}", "",
+                  f"Epoch {ep['rows']:,} x {ep['features']} float32:", "",
+                  *_load_line(ep.get("load")), "", *_case_table(ep["cases"]), ""]
+        lines += [f"- skipped {k}: {v}" for k, v in ep["skipped_cases"].items()]
+        lines += [f"- full-batch loss+grad over {bw['rows']:,} x {bw['features']}: "
+                  f"{_ms(bw['seconds']['median_s'])} ms, {bw['x_bytes_per_s'] / 1e9:.0f} GB/s"
+                  f" of X = {bw['fraction']:.2f} of the {bw['fraction_of']} ({bw['note']})",
+                  *_load_line(bw.get("load"))]
+    if notes := results.get("notes"):
+        lines += ["", "## Notes", "", notes.strip()]
+    return "\n".join(lines) + "\n"

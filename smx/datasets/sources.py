@@ -1,0 +1,423 @@
+"""Partitioned data sources: rows read in ranges where they are needed, never whole.
+
+A source (``.npy`` files, a Parquet file, a Zarr group) knows its row count and
+columns from metadata alone and reads any row range ``[start, stop)`` by itself: a
+memory-mapped slice, the Parquet row groups that overlap it, a Zarr slice. Sources
+are small picklable records, so a distributed engine ships them in tasks and its
+workers read the rows; a single-process engine reads them all on the host.
+
+:func:`prepare_source` makes what :func:`smx.datasets.split.prepare` makes for
+in-memory data, in one pass of reductions over chunks (:mod:`smx.datasets.partitions`):
+the split is :func:`~smx.datasets.partitions.row_split` of the global row index (so it
+does not depend on ``chunk_rows``), the class list is merged
+:func:`~smx.datasets.partitions.class_counts`, the standardiser comes from the training
+rows' merged :class:`~smx.datasets.partitions.Moments`. The resulting
+:class:`~smx.datasets.split.Splits` holds :class:`PartRows` / :class:`PartLabels`
+instead of arrays: recipes an engine places by reading on its workers
+(``backend.place`` of the Dask engine), or that any other engine turns into host
+arrays through ``__array__`` (the in-memory reference on the same rows).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from smx.datasets.partitions import Moments, row_split
+from smx.datasets.split import Splits, Standardizer
+from smx.errors import DataError
+from smx.types import PluginParams
+
+Bounds = tuple[int, int]
+
+
+class SourceParams(PluginParams):
+    """``data:`` options of ``name: partitioned``."""
+
+    path: str = Field(description="features: an .npy file, a .parquet file or a .zarr group")
+    labels: str | None = Field(None, description=".npy: the labels .npy file; .zarr: the "
+                               "labels array's name (default y)")
+    features: str = Field("X", description=".zarr: the features array's name")
+    label_column: str | None = Field(None, description=".parquet: the labels column (every "
+                                     "other column is a feature)")
+    chunk_rows: int = Field(100_000, ge=1, description="rows per chunk (one task each)")
+    persist: bool | str = Field(
+        "auto", description="hold the chunks in the workers' memory (true), read them from the "
+        "source at every evaluation (false), or persist when they fit in half the workers' "
+        "memory (auto)")
+
+
+    @field_validator("persist")
+    @classmethod
+    def _auto_or_flag(cls, value: bool | str) -> bool | str:
+        if value != "auto" and not isinstance(value, bool):
+            raise ValueError("expected auto, true or false")
+        return value
+
+
+# --- the sources ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NpySource:
+    """Two ``.npy`` files (features, labels), memory-mapped by whoever reads a range."""
+
+    path: str
+    labels: str
+    n_rows: int
+    n_features: int
+    itemsize: int
+
+    @classmethod
+    def open(cls, path: str, labels: str) -> NpySource:
+        X, y = (_mmap(p) for p in (path, labels))
+        if X.ndim != 2 or y.ndim != 1 or len(y) != len(X):
+            raise DataError(f"features {X.shape} and labels {y.shape} do not fit: need n x d "
+                            "and n", where=path)
+        return cls(path, labels, int(X.shape[0]), int(X.shape[1]), X.dtype.itemsize)
+
+    def read_X(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(np.load(self.path, mmap_mode="r")[start:stop], dtype=np.float64)
+
+    def read_y(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(np.load(self.labels, mmap_mode="r")[start:stop])
+
+
+@dataclass(frozen=True)
+class ParquetSource:
+    """A Parquet file: one labels column, the rest features; reads only the row groups a
+    range overlaps (``offsets`` are the groups' first rows, from the file's footer)."""
+
+    path: str
+    label_column: str
+    columns: tuple[str, ...]
+    offsets: tuple[int, ...]
+    n_rows: int
+    itemsize: int = 8
+
+    @property
+    def n_features(self) -> int:
+        return len(self.columns)
+
+    @classmethod
+    def open(cls, path: str, label_column: str) -> ParquetSource:
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(path).metadata
+        names = list(meta.schema.to_arrow_schema().names)
+        if label_column not in names:
+            raise DataError(f"no column {label_column!r} (columns: {', '.join(names)})",
+                            where=path)
+        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        offsets = tuple(int(v) for v in np.concatenate([[0], np.cumsum(sizes)]))
+        return cls(path, label_column, tuple(c for c in names if c != label_column), offsets,
+                   int(meta.num_rows))
+
+    def _read(self, start: int, stop: int, columns: list[str]) -> Any:
+        import pyarrow.parquet as pq
+
+        first = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        last = int(np.searchsorted(self.offsets, stop, side="left"))
+        groups = list(range(max(first, 0), min(last, len(self.offsets) - 1)))
+        table = pq.ParquetFile(self.path).read_row_groups(groups, columns=columns)
+        return table.slice(start - self.offsets[groups[0]] if groups else 0, stop - start)
+
+    def read_X(self, start: int, stop: int) -> np.ndarray:
+        table = self._read(start, stop, list(self.columns))
+        return np.stack([table.column(c).to_numpy().astype(np.float64) for c in self.columns],
+                        axis=1).reshape(stop - start, len(self.columns))
+
+    def read_y(self, start: int, stop: int) -> np.ndarray:
+        y = self._read(start, stop, [self.label_column]).column(0).to_numpy()
+        return y.astype(str) if y.dtype.kind == "O" else y
+
+
+@dataclass(frozen=True)
+class ZarrSource:
+    """Two arrays of a Zarr group: features (n x d) and labels (n)."""
+
+    path: str
+    features: str
+    labels: str
+    n_rows: int
+    n_features: int
+    itemsize: int
+
+    @classmethod
+    def open(cls, path: str, features: str, labels: str) -> ZarrSource:
+        import zarr
+
+        try:
+            group = zarr.open_group(path, mode="r")
+            X, y = group[features], group[labels]
+        except Exception as exc:  # zarr's own errors differ between versions
+            raise DataError(f"cannot open arrays {features!r} and {labels!r} of the Zarr group "
+                            f"({type(exc).__name__}: {exc})", where=path) from None
+        if len(X.shape) != 2 or y.shape != (X.shape[0],):
+            raise DataError(f"features {X.shape} and labels {y.shape} do not fit", where=path)
+        return cls(path, features, labels, int(X.shape[0]), int(X.shape[1]),
+                   np.dtype(X.dtype).itemsize)
+
+    def _array(self, name: str) -> Any:
+        import zarr
+
+        return zarr.open_group(self.path, mode="r")[name]
+
+    def read_X(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self._array(self.features)[start:stop], dtype=np.float64)
+
+    def read_y(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self._array(self.labels)[start:stop])
+
+
+Source = NpySource | ParquetSource | ZarrSource
+
+
+def _mmap(path: str) -> np.ndarray:
+    if not Path(path).is_file():
+        raise DataError("file not found", where=path)
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"not a plain .npy array: {exc}", where=path) from None
+
+
+@dataclass(frozen=True)
+class Partitioned:
+    """What the ``partitioned`` dataset plugin returns instead of arrays: an opened source
+    (metadata only) and how to cut and hold it."""
+
+    source: Source
+    chunk_rows: int
+    persist: str
+
+
+def open_source(path: str, labels: str | None = None, features: str = "X",
+                label_column: str | None = None, chunk_rows: int = 100_000,
+                persist: str | bool = "auto") -> Partitioned:
+    """The ``partitioned`` dataset: the format from the path's suffix."""
+    suffix = Path(path.rstrip("/")).suffix.lower()
+    if suffix == ".npy":
+        if labels is None:
+            raise DataError("an .npy source needs data.labels naming the labels .npy",
+                            where="data")
+        source: Source = NpySource.open(path, labels)
+    elif suffix in (".parquet", ".pq"):
+        if label_column is None:
+            raise DataError("a Parquet source needs data.label_column", where="data")
+        if not Path(path).is_file():
+            raise DataError("file not found", where=path)
+        source = ParquetSource.open(path, label_column)
+    elif suffix == ".zarr":
+        source = ZarrSource.open(path, features, labels or "y")
+    else:
+        raise DataError(f"unsupported source {suffix or '(none)'!r}; use .npy, .parquet or "
+                        ".zarr", where=path)
+    if isinstance(persist, bool):
+        persist = "true" if persist else "false"
+    return Partitioned(source, chunk_rows, persist)
+
+
+# --- one pass of reductions ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """Which part (0 train, 1 val, 2 test) a global row belongs to."""
+
+    seed: int
+    val_fraction: float
+    test_fraction: float
+
+    def parts(self, start: int, stop: int) -> np.ndarray:
+        return row_split(np.arange(start, stop), self.seed, self.val_fraction,
+                         self.test_fraction)
+
+
+@dataclass
+class ChunkStats:
+    """What one pass over the chunks gathers; adds across chunks (any order, any tree)."""
+
+    counts: dict[int, tuple[int, int, int]]  # chunk index -> rows in train, val, test
+    train: Moments | None  # of the training rows' features (float64)
+    labels: dict[Any, list[int]] = field(default_factory=dict)  # label -> [all, train] rows
+    bad: tuple[int, int] | None = None  # (first row, column) of a NaN/inf
+
+    def __add__(self, other: ChunkStats) -> ChunkStats:
+        labels = dict(self.labels)
+        for label, (a, t) in other.labels.items():
+            old = labels.get(label, [0, 0])
+            labels[label] = [old[0] + a, old[1] + t]
+        train = other.train if self.train is None else (
+            self.train if other.train is None else self.train + other.train)
+        bads = [b for b in (self.bad, other.bad) if b is not None]
+        return ChunkStats({**self.counts, **other.counts}, train, labels,
+                          min(bads) if bads else None)
+
+
+def chunk_stats(i: int, bounds: Bounds, *, source: Source, rule: SplitRule) -> ChunkStats:
+    """One chunk's contribution, computed where it is read."""
+    start, stop = bounds
+    X, y = source.read_X(start, stop), source.read_y(start, stop)
+    part = rule.parts(start, stop)
+    finite = np.isfinite(X)
+    bad = None
+    if not finite.all():
+        r = int(np.flatnonzero(~finite.all(axis=1))[0])
+        bad = (start + r, int(np.flatnonzero(~finite[r])[0]))
+    train = part == 0
+    labels: dict[Any, list[int]] = {}
+    for which, rows in ((0, y), (1, y[train])):
+        values, counts = np.unique(rows, return_counts=True)
+        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+            labels.setdefault(v, [0, 0])[which] += c
+    counts = tuple(int(np.count_nonzero(part == p)) for p in range(3))
+    return ChunkStats({i: counts}, Moments.of(X[train]) if train.any() else None, labels, bad)
+
+
+def chunk_bounds(n: int, chunk_rows: int) -> list[Bounds]:
+    return [(a, min(a + chunk_rows, n)) for a in range(0, n, chunk_rows)]
+
+
+MapReduce = Callable[[Callable[..., Any], Sequence[Any], Sequence[Any]], Any]
+
+
+def local_map_reduce(fn: Callable[..., Any], *items: Sequence[Any]) -> Any:
+    """``map`` then ``+``, here: what an engine without workers does."""
+    return functools.reduce(lambda a, b: a + b, map(fn, *items))
+
+
+# --- the parts, as recipes -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartRows:
+    """The rows of one part of a prepared source, standardised: read chunk by chunk.
+
+    ``np.asarray`` reads them all here (engines without workers); the Dask engine
+    reads each chunk on a worker with :meth:`read_chunk`."""
+
+    source: Source
+    rule: SplitRule
+    part: int
+    bounds: tuple[Bounds, ...]
+    sizes: tuple[int, ...]  # this part's rows in each chunk
+    standardizer: Standardizer
+    classes: np.ndarray
+    persist: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (sum(self.sizes), self.source.n_features)
+
+    def __len__(self) -> int:
+        return sum(self.sizes)
+
+    def read_chunk(self, i: int, dtype: str) -> np.ndarray:
+        start, stop = self.bounds[i]
+        X = self.source.read_X(start, stop)[self.rule.parts(start, stop) == self.part]
+        return np.asarray(self.standardizer(X), dtype=dtype, order="C")
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        chunks = [self.read_chunk(i, "float64") for i in range(len(self.bounds))]
+        out = np.concatenate(chunks) if chunks else np.empty((0, self.source.n_features))
+        return out if dtype is None else out.astype(dtype)
+
+    @property
+    def nbytes_estimate(self) -> int:
+        return len(self) * self.source.n_features * 8
+
+
+@dataclass(frozen=True)
+class PartLabels:
+    """The class indices of a :class:`PartRows`' rows (read from the labels alone)."""
+
+    rows: PartRows
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self.rows),)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read_chunk(self, i: int, dtype: str = "int64") -> np.ndarray:
+        r = self.rows
+        start, stop = r.bounds[i]
+        y = r.source.read_y(start, stop)[r.rule.parts(start, stop) == r.part]
+        return encode_labels(y, r.classes)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        chunks = [self.read_chunk(i) for i in range(len(self.rows.bounds))]
+        out = np.concatenate(chunks) if chunks else np.empty(0, np.int64)
+        return out if dtype is None else out.astype(dtype)
+
+
+def encode_labels(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    if y.dtype.kind == "f":
+        y = y.astype(np.int64)
+    return np.searchsorted(classes, y).astype(np.int64)
+
+
+def prepare_source(data: Partitioned, *, val_fraction: float, test_fraction: float, seed: int,
+                   standardize: bool = True, map_reduce: MapReduce | None = None,
+                   where: str = "data") -> Splits:
+    """:func:`smx.datasets.split.prepare` for a source, from one pass of reductions that
+    ``map_reduce`` (an engine's, e.g. on Dask workers) runs over the chunks."""
+    source = data.source
+    bounds = chunk_bounds(source.n_rows, data.chunk_rows)
+    if not bounds:
+        raise DataError("the source has no rows", where=where)
+    rule = SplitRule(seed, val_fraction, test_fraction)
+    reduce = map_reduce or local_map_reduce
+    stats: ChunkStats = reduce(functools.partial(chunk_stats, source=source, rule=rule),
+                               list(range(len(bounds))), bounds)
+    if stats.bad is not None:
+        raise DataError(f"X has NaN/inf values; first at row {stats.bad[0]}, column "
+                        f"{stats.bad[1]}", where=where)
+    labels = sorted(stats.labels)
+    if any(isinstance(v, float) and v != round(v) for v in labels):
+        raise DataError("labels look continuous; classes must be integers or strings",
+                        where=where)
+    if len(labels) < 2:
+        raise DataError(f"only one class in the labels ({labels[:1]}); need at least two",
+                        where=where)
+    if any(stats.labels[v][1] == 0 for v in labels) or stats.train is None:
+        raise DataError("the training part lacks some classes; lower the val/test fractions",
+                        where=where)
+    classes = np.array([int(v) if isinstance(v, float) else v for v in labels])
+    std = (Standardizer.from_moments(stats.train) if standardize
+           else Standardizer.identity(source.n_features))
+    sizes = [stats.counts[i] for i in range(len(bounds))]
+
+    def part(p: int) -> tuple[PartRows, PartLabels]:
+        rows = PartRows(source, rule, p, tuple(bounds), tuple(s[p] for s in sizes), std,
+                        classes, data.persist)
+        return rows, PartLabels(rows)
+
+    (Xtr, ytr), (Xva, yva), (Xte, yte) = part(0), part(1), part(2)
+    return Splits(classes=classes, X_train=Xtr, y_train=ytr, X_val=Xva, y_val=yva,  # type: ignore[arg-type]
+                  X_test=Xte, y_test=yte, standardizer=std)
+
+
+def prepare_partitioned(data: Partitioned, cfg: Any, plugins: Any, backend: Any = None
+                        ) -> Splits:
+    """:func:`prepare_source` with the run's config, its reductions run by ``backend``
+    (default: the config's) when that engine has workers (``map_reduce``)."""
+    from smx.config import check_backend_options
+
+    if backend is None and cfg.backend != "auto":
+        backend = plugins.backend(cfg.backend)
+    map_reduce = getattr(backend, "map_reduce", None)
+    if map_reduce is not None:  # the engine's options first: they say where its workers are
+        backend.configure(backend.options.model_validate(check_backend_options(cfg, backend)))
+    return prepare_source(data, val_fraction=cfg.data.val_fraction,
+                          test_fraction=cfg.data.test_fraction, seed=cfg.seed,
+                          standardize=cfg.data.standardize, map_reduce=map_reduce,
+                          where=f"data ({cfg.data.name})")
