@@ -4,19 +4,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from smx.hookspecs import hookimpl
-from smx.types import (
-    Backend,
-    Block,
-    DatasetSpec,
-    LossSpec,
-    OptimizerSpec,
-    PluginParams,
-    ScheduleSpec,
-    SolverSpec,
-    Transform,
-)
-
 __all__ = [
     "Backend",
     "Block",
@@ -32,10 +19,19 @@ __all__ = [
     "hookimpl",
 ]
 
+#: names imported on first use: ``smx --help`` needs none of pluggy, pydantic or the estimator
+_LAZY = {"hookimpl": "smx.hookspecs", "SoftmaxRegression": "smx.estimator",
+         **{name: "smx.types" for name in ("Backend", "Block", "DatasetSpec", "LossSpec",
+                                           "OptimizerSpec", "PluginParams", "ScheduleSpec",
+                                           "SolverSpec", "Transform")}}
 
-def __getattr__(name: str):  # the estimator pulls in the runner: import it only when asked
-    if name == "SoftmaxRegression":
-        from smx.estimator import SoftmaxRegression
 
-        return SoftmaxRegression
-    raise AttributeError(name)
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'smx' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

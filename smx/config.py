@@ -122,6 +122,17 @@ class RunConfig(Section):
                             "then whole batches in a new order each epoch (faster, one copy)")
     seed: int = Field(0, ge=0, lt=2**32, description="seeds the split, init and batch order")
     dtype: Literal["float32", "float64"] = "float32"
+    threads: int | Literal["auto"] | None = Field(
+        "auto", description="CPU threads for BLAS/OpenMP (threadpoolctl) and Numba while "
+        "training: a count; auto: the cores the load average leaves free (all on an idle "
+        "machine); null: each library's own default")
+
+    @field_validator("threads")
+    @classmethod
+    def _positive_threads(cls, value: Any) -> Any:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"must be at least 1, auto or null, got {value}")
+        return value
     log_every: int = Field(50, ge=1, description="steps between reading the loss on the host")
     checkpoint_every: int = Field(
         1, ge=0, description="epochs between checkpoints (0: only at the end); see --resume")

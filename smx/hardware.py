@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +101,46 @@ def _on_accelerator(backend: Backend, device: str) -> tuple[str | None, str | No
     if not _wants_gpu(resolved):
         return None, "no accelerator is usable (only the CPU)"
     return resolved, None
+
+
+def resolve_threads(threads: int | str | None) -> int | None:
+    """The config's ``threads`` as a count (None: leave the libraries' defaults).
+
+    ``auto``: the cores the 1-minute load average leaves free, at least one; None when
+    the machine is idle enough for all of them. Measured (benchmarks/NOTES.md): on a
+    busy machine one BLAS thread is 2-8x faster than two, since a pool whose thread is
+    descheduled spin-waits; on a quiet one all cores are a little faster."""
+    if threads != "auto":
+        return threads  # type: ignore[return-value]
+    cores = os.cpu_count() or 1
+    try:
+        busy = math.floor(os.getloadavg()[0] + 0.5)
+    except (OSError, AttributeError):  # no load average on this platform
+        return None
+    free = max(1, cores - busy)
+    return None if free >= cores else free
+
+
+@contextlib.contextmanager
+def thread_limit(threads: int | None) -> Iterator[None]:
+    """At most ``threads`` threads in the native pools (BLAS, OpenMP: threadpoolctl) and in
+    Numba's parallel kernels while the block runs, the previous limits restored afterwards;
+    None leaves every library at its own default."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    numba = sys.modules.get("numba")  # only when a fused kernel loaded it
+    before = numba.get_num_threads() if numba is not None else None
+    with threadpool_limits(limits=threads):
+        if numba is not None:
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            yield
+        finally:
+            if numba is not None:
+                numba.set_num_threads(before)
 
 
 # --- what `smx info` reports -------------------------------------------------------------

@@ -276,7 +276,8 @@ def run_parity(cfg: RunConfig, backends: list[tuple[str, str]], plugins: Any, *,
     for name, device in [(reference, "auto"), *backends]:
         backend = plugins.backend(name, where="--backends" if placed else "--reference")
         placed.append((backend, backend.resolve_device(device)))
-    splits = load_data(cfg, plugins)
+    # prepared in the reference's dtype: each run casts it, the reference sees it unrounded
+    splits = load_data(cfg.model_copy(update={"dtype": REFERENCE_DTYPE}), plugins)
     ref_backend, ref_device = placed[0]
     ref = capture(cfg.model_copy(update={"dtype": REFERENCE_DTYPE}), splits, ref_backend,
                   ref_device, plugins)

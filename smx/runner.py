@@ -100,7 +100,7 @@ def load_data(cfg: RunConfig, plugins: Any, status: Status = _quiet, *,
             X, np.asarray(y), val_fraction=cfg.data.val_fraction,
             test_fraction=cfg.data.test_fraction, seed=cfg.seed,
             standardize=cfg.data.standardize, where=where, dtype=cfg.dtype, columns=columns,
-            sample_weight=weights[0] if weights else None,
+            sample_weight=weights[0] if weights else None, owned=getattr(spec, "owned", False),
         )
     opt = plugins.get("optimizer", cfg.optimizer.name)
     full_batch = isinstance(opt, SolverSpec)
@@ -221,19 +221,40 @@ def create_default_folder(config_name: str) -> Path:
     raise RunFolderError("no free run folder name", where=str(base))
 
 
+def _import_plotting() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+
+
+def preload_plotting() -> None:
+    """Import matplotlib (~0.4 s) on a helper thread while the data loads and the model
+    trains (NumPy and BLAS release the GIL): the loss plot at the end then finds it loaded.
+    A failed import is left for :func:`plot_losses` to report. Not a daemon: an early exit
+    waits for the import to finish instead of tearing it down midway."""
+    import threading
+
+    def quietly() -> None:
+        with contextlib.suppress(Exception):
+            _import_plotting()
+
+    threading.Thread(target=quietly, name="smx-preload-matplotlib").start()
+
+
 def loss_figure(history: list[dict[str, Any]], best_epoch: int | None = None,
                 best_label: str = "best epoch") -> Any:
     """The loss curves (log scale), validation accuracy, and the best epoch marked.
 
-    The legend sits above the axes, so it never covers a curve.
+    A Figure on the Agg canvas, not pyplot (no GUI backend to look for, ~0.2 s less
+    import); the legend sits above the axes, so it never covers a curve; fixed margins
+    instead of ``tight_layout`` (~0.1 s).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     epochs = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
+    fig = Figure(figsize=(6.4, 4.4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     has_val = all(r["val_loss"] is not None for r in history)  # None: no validation split
     ax.plot(epochs, [r["train_loss"] for r in history], label="train loss")
     if has_val:
@@ -257,19 +278,16 @@ def loss_figure(history: list[dict[str, Any]], best_epoch: int | None = None,
              if not ln.get_label().startswith("_")]
     fig.legend(lines, [ln.get_label() for ln in lines], loc="upper center", ncol=2,
                frameon=False, fontsize="small", bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 0.84))
+    fig.subplots_adjust(left=0.13, right=0.87, bottom=0.12, top=0.82)
     return fig
 
 
 def plot_losses(history: list[dict[str, Any]], path: Path, best_epoch: int | None = None,
                 best_label: str = "best epoch") -> None:
     """Write :func:`loss_figure` atomically (a temporary file of a unique name)."""
-    import matplotlib.pyplot as plt
-
     fig = loss_figure(history, best_epoch, best_label)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -346,6 +364,7 @@ def run(
     plugins = plugins or get_plugins()
     placement = hardware.select(cfg, plugins)
     splits = load_data(cfg, plugins, status, backend=placement.backend)
+    preload_plotting()  # once the input is known good: a bad one exits at once
     # the Trainer writes no file: when it fails (device memory, a plugin), no folder is left
     trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
     lock: RunLock | None = None
@@ -552,7 +571,6 @@ def _train_and_write(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Spl
               "columns": list(splits.columns) if splits.columns else None},
     )
     fitted.save(folder / "model.npz")
-    plot_losses(result.history, folder / "loss.png", *marked)
     summary = {
         "status": "completed",
         **final,
@@ -560,6 +578,7 @@ def _train_and_write(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Spl
         "device": device,
         "fallback": placement.note,
         "dtype": cfg.dtype,
+        "threads": trainer.threads,
         "optimizer": cfg.optimizer.name,
         "epochs": len(result.history),
         "stop_reason": result.stop_reason,
@@ -575,6 +594,7 @@ def _train_and_write(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Spl
         **engine,
     }
     atomic_write_json(folder / "summary.json", _json_safe(summary), allow_nan=False)
+    plot_losses(result.history, folder / "loss.png", *marked)  # after the summary
     return RunOutcome(folder, summary, result)
 
 

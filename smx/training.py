@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from smx import model
+from smx import hardware, model
 from smx.checkpoint import map_arrays
 from smx.config import RunConfig, check_backend_options
 from smx.datasets.split import Splits
@@ -216,6 +216,7 @@ class Trainer:
             self.full_value_and_grad = backend.compile(
                 lambda params, X, y, w: self.value_and_grad(params, Block(X, y, w)))
         self.step = 0
+        self.threads: int | None = None  # the thread limit fit() applied (None: none)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.last_finite = float("nan")
@@ -466,6 +467,12 @@ class Trainer:
 
     def fit(self, *, on_epoch: EpochCallback | None = None,
             on_log: LogCallback | None = None) -> TrainResult:
+        """Train until a stop rule fires or ``epochs`` are done, with the run's ``threads``."""
+        self.threads = hardware.resolve_threads(self.cfg.threads)
+        with hardware.thread_limit(self.threads):
+            return self._fit(on_epoch, on_log)
+
+    def _fit(self, on_epoch: EpochCallback | None, on_log: LogCallback | None) -> TrainResult:
         while self.stop_reason is None and self.epoch < self.cfg.epochs:
             t0 = time.perf_counter()
             train_loss = self.run_epoch(on_log)

@@ -265,6 +265,9 @@ class DatasetSpec:
     load: Callable[..., tuple[Any, Any]]
     params: type[PluginParams] = PluginParams
     description: str = ""
+    #: load() returns new arrays each call (nobody else holds them): smx may standardize
+    #: them in place instead of copying
+    owned: bool = False
 
 
 @dataclass(frozen=True)

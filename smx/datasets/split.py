@@ -5,11 +5,13 @@ Runs on the host with NumPy, once per run, before anything reaches a device.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from smx.datasets.partitions import Moments
+from smx.datasets.partitions import Moments, moments
 from smx.errors import DataError
 
 
@@ -66,6 +68,8 @@ class Splits:
 
 def check_features(X: np.ndarray, where: str) -> None:
     """Refuse NaN/inf with how many and the first row (0-based), before any training."""
+    if _all_finite(X):
+        return
     bad = ~np.isfinite(X)
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
@@ -74,6 +78,15 @@ def check_features(X: np.ndarray, where: str) -> None:
             f"{int(rows[0])}, column {int(np.flatnonzero(bad[rows[0]])[0])}",
             where=where,
         )
+
+
+def _all_finite(X: np.ndarray) -> bool:
+    """One float64 sum instead of an n x d mask: NaN/inf propagate, and a float64 sum of
+    finite values of X's dtype cannot overflow (float64 X may: the full check then runs)."""
+    if X.dtype.kind not in "fc":
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(X.sum(dtype=np.float64 if X.dtype.kind == "f" else None)))
 
 
 def check_weights(w: np.ndarray, n: int, where: str) -> np.ndarray:
@@ -172,39 +185,52 @@ def check_standardized(Xs: np.ndarray, rows: np.ndarray, *, dtype: str, where: s
                     f"cannot overflow; {hint}", where=where)
 
 
-def fit_standardizer(X: np.ndarray, rows: np.ndarray, *, where: str,
-                     columns: list[str] | None) -> Standardizer:
-    """:meth:`Standardizer.fit` on the training rows ``X`` (``rows``: their numbers in the
-    data), refusing a column whose mean or spread overflows float64 (values beyond about
+def _within(Xs: np.ndarray, limit: float) -> bool:
+    """Every value finite and within ±limit, from two reductions (no n x d temporary)."""
+    if Xs.size == 0:
+        return True
+    with np.errstate(invalid="ignore"):
+        lo, hi = float(Xs.min()), float(Xs.max())
+    return -limit <= lo and hi <= limit  # False for NaN
+
+
+def _check_statistics(std: Standardizer, X: np.ndarray, rows: np.ndarray, *, where: str,
+                      columns: list[str] | None) -> None:
+    """Refuse, naming the column, statistics that overflowed float64 (values beyond about
     1e154) instead of storing inf in the model."""
-    with np.errstate(all="ignore"):
-        std = Standardizer.fit(X)
     bad = ~(np.isfinite(std.mean) & np.isfinite(std.scale))
     if bad.any():
         j = int(np.flatnonzero(bad)[0])
-        i = int(np.argmax(np.abs(X[:, j])))
-        raise DataError(f"{_column(columns, j)} holds {X[i, j]:.3g} (row {int(rows[i])}): "
+        col = X[rows, j]
+        i = int(np.argmax(np.abs(col.astype(np.float64))))
+        raise DataError(f"{_column(columns, j)} holds {col[i]:.3g} (row {int(rows[i])}): "
                         "standardising it overflows float64; rescale that column",
                         where=where)
-    return std
 
 
 def prepare(
     X: np.ndarray, y: np.ndarray, *, val_fraction: float, test_fraction: float, seed: int,
-    standardize: bool = True, where: str = "data", dtype: str = "float64",
-    columns: list[str] | None = None, sample_weight: np.ndarray | None = None,
+    standardize: bool = True, where: str = "data", sample_weight: np.ndarray | None = None,
+    dtype: str | None = None, owned: bool = False, columns: list[str] | None = None,
 ) -> Splits:
     """Seeded stratified train/validation/test split; standardization fitted on train only.
 
-    Every value that reaches training is checked against ``dtype`` (see
-    :func:`check_standardized`); ``columns`` names the features in those errors.
+    ``dtype`` is the run's: X goes from the caller's array to that dtype in one pass (None:
+    float data keeps its dtype, integers become float64); the statistics use float64
+    accumulators whatever it is. Without a split and without standardization the training
+    X is the caller's array itself, not a copy; ``owned`` (the caller hands X over) lets the
+    standardization of an unsplit X happen in place. Every value that reaches training is
+    checked against the dtype (see :func:`check_standardized`); ``columns`` names the
+    features in those errors.
     """
-    from sklearn.model_selection import train_test_split
-
-    with np.errstate(over="ignore"):  # float128 past float64's range: inf, refused below
-        X = np.asarray(X, dtype=np.float64)
+    X = np.asarray(X)
+    if X.dtype.kind == "f" and X.dtype.itemsize > 8:  # float128 past float64's range: inf
+        with np.errstate(over="ignore"):
+            X = X.astype(np.float64)
     y = np.asarray(y)
     check_xy(X, y, where)
+    target = np.dtype(dtype) if dtype is not None else (
+        X.dtype if X.dtype.kind == "f" else np.dtype(np.float64))
     w = None if sample_weight is None else check_weights(sample_weight, len(y), where)
     if y.dtype.kind == "f":  # integral floats (1.0 from a CSV or an npz): the classes 0, 1...
         y = y.astype(np.int64)
@@ -220,30 +246,139 @@ def prepare(
                 continue
             # fractions are of the whole dataset, whatever was taken before
             size = frac * len(idx) / len(rest)
-            rest, parts[name] = train_test_split(
-                rest, test_size=size, random_state=seed, stratify=y_idx[rest]
-            )
+            train, held = stratified_split(y_idx[rest], size, seed)
+            rest, parts[name] = rest[train], rest[held]
     except ValueError as exc:
         raise DataError(f"cannot make a stratified split: {exc}", where=where) from None
     if len(np.unique(y_idx[rest])) < len(classes):
         raise DataError("the training part lacks some classes; lower the val/test fractions",
                         where=where)
-    rest, val, test = np.sort(rest), np.sort(parts["val"]), np.sort(parts["test"])
+    val, test = np.sort(parts["val"]), np.sort(parts["test"])
+    train_rows = None if len(rest) == len(idx) else np.sort(rest)  # None: every row, in order
+    rows = idx if train_rows is None else train_rows
     if columns is not None and len(columns) != X.shape[1]:
         columns = None
-    std = fit_standardizer(X[rest], rest, where=where, columns=columns) if standardize \
-        else Standardizer.identity(X.shape[1])
-    out = {}
-    for name, rows in (("train", rest), ("val", val), ("test", test)):
+    if standardize:
         with np.errstate(all="ignore"):
-            out[name] = std(X[rows])
-        check_standardized(out[name], rows, dtype=dtype, where=where, columns=columns,
-                           raw=X[rows], standardized=standardize)
+            std = Standardizer.from_moments(moments(_chunks(X, train_rows)))
+        _check_statistics(std, X, rows, where=where, columns=columns)
+    else:
+        std = Standardizer.identity(X.shape[1])
+    apply = std if standardize else None
+    out = {}
+    for name, part_rows, in_place in (("train", train_rows, owned), ("val", val, False),
+                                      ("test", test, False)):
+        with np.errstate(all="ignore"):
+            out[name] = _rows_as(X, part_rows, target, apply, in_place=in_place)
+        shown = idx if part_rows is None else part_rows
+        if not _within(out[name], logit_limit(target.name)):  # cheap: two reductions
+            check_standardized(out[name], shown, dtype=target.name, where=where,
+                               columns=columns, raw=X[shown],
+                               standardized=standardize)
     return Splits(
         classes=classes,
-        X_train=out["train"], y_train=y_idx[rest],
+        X_train=out["train"], y_train=y_idx[rows],
         X_val=out["val"], y_val=y_idx[val],
         X_test=out["test"], y_test=y_idx[test],
         standardizer=std, columns=tuple(columns) if columns else None,
-        **({} if w is None else {"w_train": w[rest], "w_val": w[val], "w_test": w[test]}),
+        **({} if w is None else {"w_train": w[rows], "w_val": w[val], "w_test": w[test]}),
     )
+
+
+#: rows per chunk when converting or standardizing: float64 temporaries of a few MiB, not n x d
+CHUNK_BYTES = 1 << 23
+
+
+def _chunk_rows(X: np.ndarray) -> int:
+    return max(1, CHUNK_BYTES // (8 * max(1, X.shape[1])))
+
+
+def _chunks(X: np.ndarray, rows: np.ndarray | None) -> Iterator[np.ndarray]:
+    """The rows ``rows`` of X (None: all) in float64, a few MiB at a time."""
+    n = X.shape[0] if rows is None else len(rows)
+    step = _chunk_rows(X)
+    for a in range(0, n, step):
+        part = X[a:a + step] if rows is None else X[rows[a:a + step]]
+        yield part.astype(np.float64, copy=False)
+
+
+def _rows_as(X: np.ndarray, rows: np.ndarray | None, dtype: np.dtype,
+             std: Standardizer | None, in_place: bool = False) -> np.ndarray:
+    """X[rows] (None: all rows) in ``dtype``, standardized by ``std`` when given.
+
+    All rows unstandardized in their own dtype: X itself. Standardized values are
+    computed in float64 chunk by chunk (the same numbers as standardizing all of X in
+    float64, then casting) and written into X itself when ``in_place`` allows it."""
+    if rows is None and std is None:
+        return X if X.dtype == dtype else X.astype(dtype)
+    n = X.shape[0] if rows is None else len(rows)
+    if rows is None and in_place and X.dtype == dtype and X.flags.writeable \
+            and X.flags.c_contiguous:
+        out = X
+    elif rows is not None and std is None:
+        return X[rows].astype(dtype, copy=False)
+    else:
+        out = np.empty((n, X.shape[1]), dtype=dtype)
+    step = _chunk_rows(X)
+    for a, part in zip(range(0, n, step), _chunks(X, rows), strict=True):
+        out[a:a + step] = std(part)
+    return out
+
+
+def stratified_split(y: np.ndarray, test_size: float, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) positions of ``y``: exactly scikit-learn's ``train_test_split(...,
+    test_size=test_size, random_state=seed, stratify=y)`` (its ``StratifiedShuffleSplit``
+    draw, same RNG calls in the same order), without importing scikit-learn (~1 s).
+    Raises ValueError where scikit-learn does."""
+    n = len(y)
+    if not 0 < test_size < 1:
+        raise ValueError(f"test_size={test_size} should be a float in the (0, 1) range")
+    n_test = math.ceil(test_size * n)
+    n_train = n - n_test
+    if n_train == 0:
+        raise ValueError(f"With n_samples={n}, test_size={test_size} and train_size=None, "
+                         "the resulting train set will be empty. Adjust any of the "
+                         "aforementioned parameters.")
+    classes, y_indices, class_counts = np.unique(y, return_inverse=True, return_counts=True)
+    if class_counts.min() < 2:
+        raise ValueError("The least populated classes in y have only 1 member, which is too "
+                         "few. The minimum number of groups for any class cannot be less "
+                         f"than 2. Classes with too few members are: "
+                         f"{classes[class_counts < 2].tolist()}")
+    if n_train < len(classes):
+        raise ValueError(f"The train_size = {n_train} should be greater or equal to the "
+                         f"number of classes = {len(classes)}")
+    if n_test < len(classes):
+        raise ValueError(f"The test_size = {n_test} should be greater or equal to the "
+                         f"number of classes = {len(classes)}")
+    class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1])
+    rng = np.random.RandomState(seed)
+    n_i = _approximate_mode(class_counts, n_train, rng)
+    t_i = _approximate_mode(class_counts - n_i, n_test, rng)
+    train: list[int] = []
+    test: list[int] = []
+    for i in range(len(classes)):
+        perm = class_indices[i].take(rng.permutation(class_counts[i]), mode="clip")
+        train.extend(perm[:n_i[i]])
+        test.extend(perm[n_i[i]:n_i[i] + t_i[i]])
+    return rng.permutation(train), rng.permutation(test)
+
+
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState
+                      ) -> np.ndarray:
+    """scikit-learn's ``utils.extmath._approximate_mode``: per-class draws, ties broken by
+    ``rng`` exactly as it does."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need = int(n_draws - floored.sum())
+    if need > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add = min(len(inds), need)
+            floored[rng.choice(inds, size=add, replace=False)] += 1
+            need -= add
+            if need == 0:
+                break
+    return floored.astype(int)
