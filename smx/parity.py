@@ -270,7 +270,7 @@ class ParityReport:
 def run_parity(cfg: RunConfig, backends: list[tuple[str, str]], plugins: Any, *,
                reference: str = "numpy", config_name: str = "run") -> ParityReport:
     """Check every backend is usable (BackendUnavailable, exit 2) before training any."""
-    from smx.runner import load_data
+    from smx.datasets.load import load_data
 
     placed = []
     for name, device in [(reference, "auto"), *backends]:

@@ -9,9 +9,9 @@ import pytest
 
 from smx.checkpoint import load_checkpoint, save_checkpoint
 from smx.config import load_config
+from smx.datasets.load import load_data
 from smx.errors import DivergenceError, ModelFileError
 from smx.plugins import Plugins
-from smx.runner import load_data
 from smx.training import Trainer
 
 PLUGINS = Plugins(entry_points=False)

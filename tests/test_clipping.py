@@ -8,11 +8,11 @@ import pytest
 from smx.backends.numpy_backend import NumpyBackend
 from smx.backends.strict_backend import StrictBackend
 from smx.config import load_config
+from smx.datasets.load import load_data
 from smx.errors import ConfigError
 from smx.objective import loss_and_grad
 from smx.optimizers.transforms import clip_by_global_norm, global_norm
 from smx.plugins import Plugins
-from smx.runner import load_data
 from smx.training import Trainer, train
 from tests.conftest import counting
 from tests.plugin_fixtures import install_fake_dist

@@ -12,11 +12,11 @@ distributed = pytest.importorskip(
 
 from smx.backends.dask_backend import FAN_IN, DaskBackend  # noqa: E402
 from smx.config import load_config  # noqa: E402
+from smx.datasets.load import load_data  # noqa: E402
 from smx.errors import BackendUnavailable, ConfigError  # noqa: E402
 from smx.losses import CrossEntropy  # noqa: E402
 from smx.objective import Objective  # noqa: E402
 from smx.plugins import Plugins  # noqa: E402
-from smx.runner import load_data  # noqa: E402
 from smx.training import Trainer, train  # noqa: E402
 from smx.types import Block  # noqa: E402
 

@@ -152,8 +152,8 @@ def test_no_copy_from_dataset_to_device():
     """No split, no standardization, the run's dtype: the engine trains on the loader's array."""
     import smx
     from smx.config import load_config
+    from smx.datasets.load import load_data
     from smx.plugins import Plugins
-    from smx.runner import load_data
     from smx.training import Trainer
     from smx.types import DatasetSpec
 

@@ -13,10 +13,10 @@ from smx import model
 from smx.backends.jax_backend import JaxBackend
 from smx.backends.torch_backend import TorchBackend
 from smx.config import load_config
+from smx.datasets.load import load_data
 from smx.losses import CrossEntropy
 from smx.objective import Objective
 from smx.plugins import Plugins
-from smx.runner import load_data
 from smx.training import Trainer, train
 from smx.types import Block
 from tests.conftest import ROOT, counting, run_smx
@@ -205,7 +205,7 @@ def test_four_library_parity(tmp_path, dtype, optimizer):
 @BOTH
 def test_digits_reaches_numpys_accuracy_on_torch_and_jax():
     """`smx run configs/digits.yaml backend=torch|jax`, fewer epochs: the same test accuracy."""
-    from smx.runner import load_data as load
+    from smx.datasets.load import load_data as load
 
     cfg = load_config(ROOT / "configs" / "digits.yaml", ["epochs=4"])
     splits = load(cfg, PLUGINS)

@@ -9,13 +9,13 @@ import scipy.sparse as sp
 from smx.backends import numpy_fused
 from smx.backends.numpy_backend import NumpyBackend
 from smx.config import load_config
+from smx.datasets.load import load_data
 from smx.losses import CrossEntropy
 from smx.objective import Objective
 from smx.optimizers.adam import adam
 from smx.optimizers.sgd import sgd
 from smx.optimizers.transforms import apply_updates, chain, clip_by_global_norm
 from smx.plugins import Plugins
-from smx.runner import load_data
 from smx.training import Trainer, train
 from smx.types import Block
 

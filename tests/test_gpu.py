@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from smx.config import load_config
+from smx.datasets.load import load_data
 from smx.parity import run_parity
 from smx.plugins import Plugins
-from smx.runner import load_data, run
+from smx.runner import run
 from smx.training import Trainer
 from tests.conftest import ROOT, run_smx
 

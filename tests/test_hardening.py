@@ -236,7 +236,8 @@ def test_every_optimizers_mid_run_checkpoint_passes_the_check(optimizer, tmp_pat
     """What smx itself writes mid-run (L-BFGS history half full, Adam's moments...) is
     accepted, and the resumed run ends where an uninterrupted one does."""
     from smx.config import load_config
-    from smx.runner import Progress, resume, run
+    from smx.report import Progress
+    from smx.runner import resume, run
 
     def cfg(out):
         return load_config({"data": {"name": "iris"}, "epochs": 4, "output": str(out),
@@ -364,7 +365,7 @@ def test_locks_in_one_process_exclude_each_other_and_are_released(tmp_path):
 def test_the_plot_is_written_through_a_temporary_file_of_its_own(resumable, tmp_path):
     """smx 0.1 wrote loss.png through the fixed name .loss.png.tmp.png, on which two runs
     collided; whatever sits at that name now is left alone."""
-    from smx.runner import plot_losses
+    from smx.report import plot_losses
 
     (tmp_path / ".loss.png.tmp.png").mkdir()  # writing through the fixed name fails here
     history = load_checkpoint(resumable / "checkpoint.npz")["history"]
@@ -528,7 +529,7 @@ def test_smx_run_of_an_unknown_name_says_what_exists(name, hint, tmp_path, monke
 
 def test_run_folders_are_named_after_config_and_data(tmp_path, monkeypatch, capsys):
     from smx.config import load_config
-    from smx.runner import run_name
+    from smx.run_folder import run_name
 
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(["run", "data.name=iris", "epochs=1", "--quiet"], capsys)
@@ -558,7 +559,7 @@ def test_switching_a_plugin_by_override_says_which_options_it_dropped(tmp_path, 
 
 
 def test_progress_moves_per_step_and_stages_are_announced(tmp_path, monkeypatch, capsys):
-    from smx.runner import Progress
+    from smx.report import Progress
 
     bar = Progress(100, True, epochs=4)
     bar.on_log(10, 0.5)
@@ -602,7 +603,7 @@ def test_the_plugins_table_fits_the_terminal(monkeypatch, capsys):
 def test_the_loss_plot_legend_covers_no_curve_and_the_best_epoch_is_marked():
     import matplotlib.pyplot as plt
 
-    from smx.runner import loss_figure
+    from smx.report import loss_figure
 
     history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e + (e - 3) ** 2 / 50,
                 "val_accuracy": 0.5 + e / 20} for e in range(1, 9)]

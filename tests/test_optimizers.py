@@ -20,6 +20,7 @@ from scipy.optimize import minimize
 
 import smx
 from smx.config import load_config
+from smx.datasets.load import load_data
 from smx.errors import ConfigError
 from smx.losses import CrossEntropy
 from smx.objective import Objective, loss_and_grad
@@ -35,7 +36,6 @@ from smx.optimizers.transforms import (
     trace,
 )
 from smx.plugins import Plugins
-from smx.runner import load_data
 from smx.training import Trainer, init_params, train
 from smx.types import Block, PluginParams, Transform
 from tests.conftest import run_smx, write_yaml

@@ -13,8 +13,8 @@ import pytest
 import smx
 import smx.errors
 from smx.config import load_config
+from smx.datasets.load import load_data
 from smx.plugins import Plugins
-from smx.runner import load_data
 from smx.training import train
 from tests.conftest import ROOT
 

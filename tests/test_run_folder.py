@@ -13,15 +13,19 @@ import weakref
 import pytest
 
 import smx.errors
+import smx.run_folder
 import smx.runner
 from smx import hardware
 from smx.backends.numpy_backend import NumpyBackend
 from smx.cli import main
 from smx.config import load_config
+from smx.datasets.load import load_data
 from smx.errors import PluginError, RunFolderError
 from smx.io import atomic_write_text
 from smx.plugins import Plugins
-from smx.runner import create_default_folder, final_metrics, load_data, run
+from smx.report import final_metrics
+from smx.run_folder import create_default_folder
+from smx.runner import run
 from smx.training import Trainer
 
 PLUGINS = Plugins(entry_points=False)
@@ -38,7 +42,7 @@ def _strict_json(text: str) -> object:
 def test_runs_started_in_the_same_second_get_their_own_folders(in_tmp, monkeypatch):
     from pathlib import Path
 
-    monkeypatch.setattr(smx.runner, "default_output", lambda name: Path("runs") / "c-1")
+    monkeypatch.setattr(smx.run_folder, "default_output", lambda name: Path("runs") / "c-1")
     first = create_default_folder("c")
     (first / "config.yaml").write_text("mine\n")
     assert [create_default_folder("c") for _ in range(2)] == [Path("runs/c-1-2"),
@@ -49,7 +53,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(in_tmp, monkeypat
 def test_default_output_is_never_overwritten(in_tmp, monkeypatch):
     from pathlib import Path
 
-    monkeypatch.setattr(smx.runner, "default_output", lambda name: Path("runs") / "c-1")
+    monkeypatch.setattr(smx.run_folder, "default_output", lambda name: Path("runs") / "c-1")
     Path("runs/c-1").mkdir(parents=True)
     (Path("runs/c-1") / "config.yaml").write_text("first run\n")
     cfg = load_config({**IRIS, "epochs": 1}, plugins=PLUGINS)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from smx.config import load_config
+from smx.datasets.load import load_data
 from smx.errors import ConfigError
 from smx.plugins import Plugins
-from smx.runner import load_data
 from smx.stopping import EarlyStopping
 from smx.training import Trainer, train
 from tests.conftest import assert_one_line_error, run_smx

@@ -8,9 +8,9 @@ from threadpoolctl import threadpool_info
 
 from smx import hardware
 from smx.config import load_config
+from smx.datasets.load import load_data
 from smx.errors import ConfigError
 from smx.plugins import Plugins
-from smx.runner import load_data
 from smx.training import Trainer
 
 PLUGINS = Plugins(entry_points=False)

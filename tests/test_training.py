@@ -7,8 +7,9 @@ import pytest
 
 from smx.backends.numpy_backend import NumpyBackend
 from smx.config import load_config
+from smx.datasets.load import load_data
 from smx.plugins import Plugins
-from smx.runner import load_data, run
+from smx.runner import run
 from smx.training import train
 from tests.conftest import counting
 

@@ -16,8 +16,8 @@ import pytest
 
 from smx.backends.strict_backend import StrictBackend
 from smx.config import load_config
+from smx.datasets.load import load_data
 from smx.plugins import Plugins
-from smx.runner import load_data
 from smx.training import Trainer
 
 PLUGINS = Plugins(entry_points=False)
