@@ -69,7 +69,8 @@ def gpu_reason(engine: str) -> str | None:
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` (``gpu("torch")``: on that engine; CuPy by default) skip, saying
-    why, when the engine cannot use a GPU here."""
+    why, when the engine cannot use a GPU here.
+"""
     reasons: dict[str, str | None] = {}
     for item in items:
         marker = item.get_closest_marker("gpu")
