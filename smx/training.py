@@ -234,9 +234,14 @@ class Trainer:
         and over arrays only, so an engine may compile it (``Backend.compile``)."""
         objective, transform, backend = self.objective, self.transform, self.backend
 
+        one_block = type(backend).partial is Backend.partial  # no shards: call it directly
+
         def step(params: Params, state: Any, X: Array, y: Array, w: Array | None, lr: Any
                  ) -> tuple[Params, Any, Array]:
-            part = backend.partial(lambda b: objective.partial(params, b), Block(X, y, w))
+            if one_block:
+                part = objective.partial(params, Block(X, y, w))
+            else:
+                part = backend.partial(lambda b: objective.partial(params, b), Block(X, y, w))
             loss, grads = objective.finish(part, params)
             updates, state = transform.update(grads, state, params, lr)
             return apply_updates(params, updates), state, loss
