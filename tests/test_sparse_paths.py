@@ -217,3 +217,29 @@ def test_auto_trains_sparse_on_numpy_without_a_gpu(monkeypatch):
     X, y = text_like(n=80)
     est = SoftmaxRegression(backend="auto").fit(X, y)
     assert est.model_.meta["backend"] == "numpy"
+
+
+def test_tfidf_pipeline_as_the_readme_shows_matches_logistic_regression(never_dense):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    rng = np.random.default_rng(0)
+    topics = {"sport": "goal match team score league", "code": "python array bug test merge",
+              "food": "bread soup salt oven recipe"}
+    common = ["the", "a", "of", "and", "to", "in", "is", "it"]
+    texts, labels = [], []
+    for _ in range(150):
+        label = rng.choice(list(topics))
+        words = rng.choice(topics[label].split(), 4).tolist() + rng.choice(common, 6).tolist()
+        texts.append(" ".join(rng.permutation(words)))
+        labels.append(label)
+    ours = make_pipeline(TfidfVectorizer(sublinear_tf=True),
+                         SoftmaxRegression(C=10.0, tol=1e-10, max_iter=1000))
+    ref = make_pipeline(TfidfVectorizer(sublinear_tf=True),
+                        LogisticRegression(C=10.0, tol=1e-10, max_iter=10_000))
+    ours.fit(texts, labels)
+    ref.fit(texts, labels)
+    new = ["a goal in the match", "python test of a bug", "salt in the soup"]
+    assert ours.predict(new).tolist() == ["sport", "code", "food"]
+    np.testing.assert_allclose(ours.predict_proba(new), ref.predict_proba(new), atol=1e-5)
