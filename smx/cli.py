@@ -435,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, metavar="SECONDS",
                    help="time for the timed parts; past it blocks stop after 3 rounds and "
                    "later ones are skipped (default: 120; 0 or --full: no limit)")
-    p.add_argument("--only", nargs="+", choices=["sgd", "lbfgs", "memory", "gpu"],
+    p.add_argument("--only", nargs="+", choices=["sgd", "lbfgs", "memory", "gpu", "sparse"],
                    help="run only these parts")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_bench)

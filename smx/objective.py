@@ -46,8 +46,10 @@ class Partial:
 
 def portable_partial(loss: Any, params: Params, block: Block, class_weight: Array | None = None,
                      *, grad: bool = True) -> Partial:
-    """The Array API path: logits, the loss's sums, then the linear part's ``Xᵀ G``."""
-    xp = array_namespace(block.X, params["W"])
+    """The Array API path: logits, the loss's sums, then the linear part's ``Xᵀ G``.
+    Sparse X (SciPy, cupyx) has no namespace: the dense parameters' is the run's."""
+    xp = array_namespace(params["W"]) if model.is_sparse(block.X) \
+        else array_namespace(block.X, params["W"])
     Zt = model.logits_t(params, block.X)
     total, weight, Gt = loss.partial(xp, Zt, block.y, block.w, class_weight, grad=grad)
     if not grad:

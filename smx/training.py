@@ -152,6 +152,10 @@ class Trainer:
         # (n numbers) next to X, which may already live on the backend's device
         y_host, w_host = _host(backend, splits.y_train), _host(backend, w_train)
         cw_host = class_weights(cfg.loss.class_weight, splits.classes, y_host, w_host)
+        if model.is_sparse(splits.X_train) and not backend.accepts_sparse:
+            raise DataError(f"backend {backend.name!r} does not take sparse X; sparse X trains "
+                            "on backend numpy or cupy (without densifying it), or pass "
+                            f"X.toarray() to train on {backend.name!r}", where="backend")
         try:
             self.train_data = backend.place(splits.X_train, splits.y_train, w_train, device,
                                             dtype)

@@ -413,3 +413,77 @@ def test_memory_is_judged_without_load_but_only_on_enough_data():
     results["memory"] = {"ratio": 1.1, "data_bytes": 2**20}
     (row,) = [t for t in report.targets(results) if t["key"] == "memory"]
     assert row["met"] is None and "MiB of data" in row["not_judged"]
+
+
+# --- sparse, text-like ------------------------------------------------------------------
+
+
+def test_text_like_data_has_the_shape_of_a_tfidf_corpus():
+    X, y = cases.make_text(3000, 2000, 20, 0.01, seed=0)
+    assert X.format == "csr" and X.dtype == np.float64 and X.shape == (3000, 2000)
+    assert 0.5 * 0.01 < X.nnz / (3000 * 2000) <= 0.01 * 1.2  # repeated words merge
+    assert (X.data > 0).all()
+    np.testing.assert_allclose(np.sqrt(X.multiply(X).sum(axis=1)).A1, 1.0, rtol=1e-12)
+    assert set(np.unique(y)) == set(range(20))
+    df = np.sort(np.bincount(X.indices, minlength=2000))[::-1]
+    assert df[0] > 10 * max(df[1000], 1)  # a Zipf vocabulary: a few words are everywhere
+    X2, y2 = cases.make_text(3000, 2000, 20, 0.01, seed=0)
+    assert (X2 != X).nnz == 0 and (y2 == y).all()
+    assert (cases.make_text(3000, 2000, 20, 0.01, seed=1)[0] != X).nnz > 0
+
+
+def test_sparse_part_times_smx_to_sklearns_objective_and_accuracy():
+    bc = BenchConfig(sparse_rows=600, sparse_features=300, sparse_classes=5,
+                     sparse_density=0.03, repeats=5)
+    out = cases.bench_sparse(bc, PLUGINS, log=lambda _: None)
+    assert (out["rows"], out["features"], out["classes"], out["threads"]) == (600, 300, 5, 1)
+    assert out["smx_updates"] >= 1 and "note" not in out, out
+    assert out["smx_objective"] <= out["sklearn_objective"] * (1 + 1e-9)
+    assert np.isclose(out["l2"], 1 / (bc.C * 600)) and out["alpha"] == out["l2"]
+    assert out["accuracy_target"] == out["sklearn_test_accuracy"] - bc.sparse_accuracy_slack
+    assert out["smx_test_accuracy"] >= out["accuracy_target"]
+    assert out["sgd_test_accuracy"] >= out["accuracy_target"]
+    assert out["cases"].keys() == {"sklearn_lbfgs", "smx_lbfgs", "smx_lbfgs_to_accuracy",
+                                   "sgdclassifier_to_accuracy"}
+    assert out["ratio"] > 0 and out["accuracy_ratio"] > 0 and out["load"]["rounds"] == 5
+    assert cases.bench_sparse(bc, NoLbfgs(), log=lambda _: None)["skipped"].startswith(
+        "lbfgs not installed")
+
+
+def sparse_entry(rows=50_000, features=20_000, ratio=0.8):
+    load = {"busy": False, "why": "quiet", "rounds": 5, "load_during": 0.5,
+            "others_runnable": 0.0}
+    return {"threads": 1, "rows": rows, "test_rows": rows // 4, "features": features,
+            "classes": 20, "density": 0.002, "nnz": 1000, "C": 1.0, "l2": 2e-5, "alpha": 2e-5,
+            "sklearn_objective": 1.5, "sklearn_n_iter": 30, "smx_updates": 20,
+            "smx_objective": 1.4, "sklearn_test_accuracy": 0.8, "accuracy_target": 0.795,
+            "accuracy_slack": 0.005, "smx_updates_to_accuracy": 9, "smx_test_accuracy": 0.8,
+            "sgd_epochs_to_accuracy": -1, "sgd_test_accuracy": 0.7, "ratio": ratio,
+            "min_ratio": ratio, "accuracy_ratio": None, "accuracy_min_ratio": None,
+            "note": "SGDClassifier did not reach the target accuracy in 10 epochs",
+            "cases": {}, "load": load}
+
+
+def test_sparse_target_is_judged_at_text_sizes_and_the_report_says_what_is_compared():
+    def row(entry):
+        results = {"meta": {"mode": "default"}, "sparse": entry}
+        (r,) = [t for t in report.targets(results) if t["key"] == "sparse_lbfgs/sklearn"]
+        return r
+
+    assert row(sparse_entry())["met"] is True
+    assert row(sparse_entry(ratio=1.2))["met"] is False
+    small = row(sparse_entry(rows=2_000))
+    assert small["met"] is None and "50,000 rows x 20,000 features" in small["not_judged"]
+    results = {"meta": report.meta(BenchConfig()), "sparse": sparse_entry()}
+    results["targets"] = report.targets(results)
+    md = report.render(results)
+    assert "one-vs-rest" in md and "same objective" in md.lower()
+    assert "SGDClassifier: not within its epoch limit" in md and "did not reach" in md
+
+
+def test_sparse_sizes_default_and_full():
+    default, full = BenchConfig(), BenchConfig.full()
+    assert (default.sparse_rows, default.sparse_features) == (50_000, 20_000)
+    assert (full.sparse_rows, full.sparse_features, full.sparse_classes) == (200_000, 50_000, 20)
+    assert default.sparse_density == full.sparse_density == 0.002
+    assert "sparse" in default.parts

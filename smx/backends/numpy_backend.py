@@ -24,6 +24,7 @@ class NumpyBackend(Backend):
     description = "NumPy on the CPU (default)"
     options = NumpyOptions
     settings = NumpyOptions()  # until configure()
+    accepts_sparse = True  # scipy.sparse X, as CSR
 
     def configure(self, options: PluginParams) -> None:
         assert isinstance(options, NumpyOptions)

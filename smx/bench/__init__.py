@@ -3,7 +3,8 @@
 - :mod:`smx.bench.harness` — interleaved timing, the load around each case, ratios, the
   time budget and BLAS thread settings;
 - :mod:`smx.bench.cases` — what is timed (GEMM floor, smx epoch, bare loop, PyTorch loops,
-  L-BFGS against scikit-learn, memory, GPU), with every call into smx's core in one place;
+  L-BFGS against scikit-learn, sparse text-like data against LogisticRegression and
+  SGDClassifier, memory, GPU), with every call into smx's core in one place;
 - :mod:`smx.bench.report` — the targets, when they are judged, RESULTS.md and results.json.
 
 Three sizes: ``BenchConfig.quick()`` (seconds; figures only, nothing judged), the default
@@ -26,7 +27,8 @@ from smx.io import atomic_write_json, atomic_write_text
 __all__ = ["BenchConfig", "run_bench"]
 
 #: time-budget weights of the timed blocks (L-BFGS times two dtypes; the GPU two blocks)
-WEIGHTS = {"sgd": 1.0, "lbfgs": sum(cases.LBFGS_WEIGHTS.values()), "gpu": 2.0}
+WEIGHTS = {"sgd": 1.0, "lbfgs": sum(cases.LBFGS_WEIGHTS.values()), "gpu": 2.0,
+           "sparse": cases.WEIGHT_SPARSE}
 
 
 @dataclass
@@ -46,22 +48,31 @@ class BenchConfig:
     gpu_rows: int = 60_000
     gpu_features: int = 784
     gpu_bandwidth_rows: int = 2_000_000
+    # sparse text-like data (TF-IDF shape); --full: 200,000 x 50,000, the corpus-sized case
+    sparse_rows: int = 50_000
+    sparse_features: int = 20_000
+    sparse_classes: int = 20
+    sparse_density: float = 0.002
+    sparse_accuracy_slack: float = 0.005  # the accuracy target: scikit-learn's minus this
     seed: int = 0
     threads: tuple[int, ...] | None = None  # BLAS thread settings; None: the default and 1
     budget_s: float | None = 120.0  # seconds for the timed parts; None: no limit
-    parts: tuple[str, ...] = ("sgd", "lbfgs", "memory", "gpu")
+    parts: tuple[str, ...] = ("sgd", "lbfgs", "memory", "gpu", "sparse")
 
     @classmethod
     def quick(cls) -> BenchConfig:
         """Seconds, for smoke tests: same structure, toy sizes, nothing judged."""
         return cls(mode="quick", rows=4_000, features=32, batch=256, repeats=5,
                    strict_rows=2_000, lbfgs_rows=2_000, gpu_rows=4_000, gpu_features=64,
-                   gpu_bandwidth_rows=20_000, budget_s=None)
+                   gpu_bandwidth_rows=20_000, sparse_rows=2_000, sparse_features=1_000,
+                   sparse_density=0.02, budget_s=None)
 
     @classmethod
     def full(cls) -> BenchConfig:
-        """The sizes of the recorded results (200,000 rows, 7 rounds), however long it takes."""
-        return cls(mode="full", rows=200_000, repeats=7, budget_s=None)
+        """The sizes of the recorded results (200,000 rows, 7 rounds; sparse: 200,000 x
+        50,000), however long it takes."""
+        return cls(mode="full", rows=200_000, repeats=7, sparse_rows=200_000,
+                   sparse_features=50_000, budget_s=None)
 
 
 def run_bench(bc: BenchConfig, out_dir: Path, log: Callable[[str], None] = print,
@@ -81,7 +92,7 @@ def run_bench(bc: BenchConfig, out_dir: Path, log: Callable[[str], None] = print
     results["meta"]["thread_settings"] = settings
     cpu_parts = [p for p in ("sgd", "lbfgs") if p in bc.parts]
     weight = len(settings) * sum(WEIGHTS[p] for p in cpu_parts) \
-        + (WEIGHTS["gpu"] if "gpu" in bc.parts else 0.0)
+        + sum(WEIGHTS[p] for p in ("gpu", "sparse") if p in bc.parts)
     budget = harness.Budget(bc.budget_s, weight)
     if "memory" in bc.parts:  # not a timing, and cheap: first, so a spent budget cannot skip it
         results["memory"] = cases.bench_memory(bc, log)
@@ -102,6 +113,13 @@ def run_bench(bc: BenchConfig, out_dir: Path, log: Callable[[str], None] = print
             if "skipped" in entry:  # nothing timed: its share goes to the blocks after it
                 budget.drop(WEIGHTS[part])
             results[part]["by_threads"][str(threads)] = entry
+    if "sparse" in bc.parts:  # once, at one thread: SciPy's sparse products use one core
+        if budget.spent:
+            results["sparse"] = budget.skipped()
+        else:
+            with harness.thread_limit(1):
+                results["sparse"] = cases.bench_sparse(bc, plugins, log, threads=1,
+                                                       budget=budget)
     results["meta"]["load_average_end"] = sysinfo.load_average()
     results["meta"]["wall_s"] = time.monotonic() - t0
     results["targets"] = report.targets(results)

@@ -608,3 +608,176 @@ def bench_gpu(bc: BenchConfig, plugins: Any, log: Log, *,
                                      deadline=budget.take(1.0) if budget else None)
     core_release(backend, "cuda:0")
     return out
+
+
+# ------------------------------------------- sparse, text-like: L-BFGS and SGDClassifier
+
+
+def core_place(backend: Any, X: Any, y: np.ndarray, dtype: str) -> Any:
+    """One split on ``backend`` as a Trainer places it (sparse X stays sparse)."""
+    return backend.place(X, y, None, "cpu", dtype)
+
+
+def make_text(n: int, d: int, k: int, density: float, seed: int) -> tuple[Any, np.ndarray]:
+    """A synthetic TF-IDF matrix of the shape of a text corpus, made here (no download).
+
+    Each row draws about ``density·d`` word occurrences from a Zipf-like vocabulary (word
+    rank r has weight (r + 10)^-1.1); 15 % of them come from its class's own ordering of
+    the vocabulary (its topic), the rest from the corpus-wide one. Repeated words count:
+    the values are sublinear tf (1 + log count) times scikit-learn's smooth idf, and each
+    row is L2-normalised, as ``TfidfVectorizer`` makes them. CSR, float64, non-negative.
+    """
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, size=n)
+    per_row = np.maximum(rng.binomial(d, density, size=n), 1)
+    rows = np.repeat(np.arange(n), per_row)
+    cdf = np.cumsum(1.0 / (np.arange(d) + 10.0) ** 1.1)
+    ranks = np.minimum(np.searchsorted(cdf / cdf[-1], rng.random(len(rows))), d - 1)
+    corpus = rng.permutation(d).astype(np.int32)
+    topic = np.stack([rng.permutation(d).astype(np.int32) for _ in range(k)])
+    on_topic = rng.random(len(rows)) < 0.15
+    cols = np.where(on_topic, topic[y[rows], ranks], corpus[ranks])
+    X = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, d))  # duplicates summed
+    X.sum_duplicates()
+    df = np.bincount(X.indices, minlength=d)
+    X.data = (1.0 + np.log(X.data)) * (np.log((1.0 + n) / (1.0 + df)) + 1.0)[X.indices]
+    norms = np.sqrt(np.add.reduceat(X.data ** 2, X.indptr[:-1])) if X.nnz else np.ones(n)
+    X.data /= np.repeat(norms, np.diff(X.indptr))
+    return X, y
+
+
+def sgd_classifier(X: Any, y: np.ndarray, alpha: float, epochs: int, seed: int
+                   ) -> Callable[[], Any]:
+    """scikit-learn's ``SGDClassifier(loss="log_loss")`` for exactly ``epochs`` epochs."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import SGDClassifier
+
+    def run() -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return SGDClassifier(loss="log_loss", alpha=alpha, max_iter=epochs, tol=None,
+                                 random_state=seed).fit(X, y)
+
+    return run
+
+
+def lbfgs_updates_to_accuracy(spec: Any, params0: dict[str, Any], closure: Any,
+                              accuracy: Callable[[dict[str, Any]], float], target: float,
+                              max_updates: int = 200) -> tuple[int, float]:
+    """Untimed: the first update count whose parameters reach ``target`` held-out accuracy
+    (-1 and the best accuracy seen when none does within ``max_updates``)."""
+    opt, lr = core_optimizer(spec)
+    params, state = dict(params0), core_init(opt, params0)
+    best = 0.0
+    for i in range(1, max_updates + 1):
+        params, state = core_update(opt, params, state, closure, lr)
+        acc = accuracy(params)
+        if acc >= target:
+            return i, acc
+        best = max(best, acc)
+    return -1, best
+
+
+#: SGDClassifier is given at most this many epochs to reach the target accuracy
+SGD_MAX_EPOCHS = 10
+
+
+def bench_sparse(bc: BenchConfig, plugins: Any, log: Log, *, threads: int = 1,
+                 budget: Budget | None = None) -> dict[str, Any]:
+    """Sparse text-like data (:func:`make_text`): smx's lbfgs on the NumPy engine against
+    ``LogisticRegression(lbfgs)`` to the same objective (the same C as the dense L-BFGS
+    part), and both smx and ``SGDClassifier(log_loss)`` timed to the same held-out accuracy.
+
+    SGDClassifier with log_loss fits one binary model per class (one-vs-rest) with its own
+    penalty, so it minimises another objective; only the held-out accuracy is common.
+    """
+    spec = core_lbfgs(plugins)
+    if spec is None:
+        return {"skipped": "lbfgs not installed (no optimizer 'lbfgs' is registered)"}
+    import sklearn
+
+    n, d, k = bc.sparse_rows, bc.sparse_features, bc.sparse_classes
+    n_test = max(n // 4, 1)
+    X_all, y_all = make_text(n + n_test, d, k, bc.sparse_density, bc.seed + 2)
+    X, y, X_test, y_test = X_all[:n], y_all[:n], X_all[n:], y_all[n:]
+    l2 = 1.0 / (bc.C * n)  # as the dense L-BFGS part: C·Σloss + ½‖W‖² == C·n·(mean + l2/2‖W‖²)
+    backend = plugins.backend("numpy")
+    kernel = core_kernel(backend)
+    block = core_place(backend, X, y, "float64")
+    params0 = {"W": np.zeros((d, k)), "b": np.zeros(k)}
+
+    def closure(p: dict[str, Any]) -> Any:
+        return kernel(p, block.X, block.y, l2)
+
+    def value(p: dict[str, Any]) -> float:
+        return objective(np.asarray(p["W"]), np.asarray(p["b"]), X, y, l2)
+
+    def accuracy(p: dict[str, Any]) -> float:
+        return float(np.mean(np.argmax(X_test @ p["W"] + p["b"], axis=1) == y_test))
+
+    def smx_fit(updates: int) -> Callable[[], Any]:
+        def run() -> None:
+            opt, lr = core_optimizer(spec)
+            params, state = params0, core_init(opt, params0)
+            for _ in range(updates):
+                params, state = core_update(opt, params, state, closure, lr)
+        return run
+
+    fit = sklearn_fit(X, y, bc.C)
+    est = fit()
+    target = objective(est.coef_.T, est.intercept_, X, y, l2)
+    updates, reached = lbfgs_steps_to(spec, params0, closure, target + 1e-9 * abs(target), value)
+    ref_acc = float(est.score(X_test, y_test))
+    acc_target = ref_acc - bc.sparse_accuracy_slack
+    acc_updates, smx_acc = lbfgs_updates_to_accuracy(spec, params0, closure, accuracy,
+                                                     acc_target)
+    alpha = l2  # SGDClassifier's alpha·½‖w‖² per mean loss, the same strength per class
+    epochs, sgd_acc = -1, 0.0
+    for e in range(1, SGD_MAX_EPOCHS + 1):  # untimed: the fewest epochs to the target
+        sgd_acc = float(sgd_classifier(X, y, alpha, e, bc.seed)().score(X_test, y_test))
+        if sgd_acc >= acc_target:
+            epochs = e
+            break
+    out: dict[str, Any] = {
+        "threads": threads, "rows": n, "test_rows": n_test, "features": d, "classes": k,
+        "density": bc.sparse_density, "nnz": int(X.nnz), "C": bc.C, "l2": l2, "alpha": alpha,
+        "sklearn": sklearn.__version__, "sklearn_objective": target,
+        "sklearn_n_iter": int(est.n_iter_[0]), "smx_updates": updates, "smx_objective": reached,
+        "sklearn_test_accuracy": ref_acc, "accuracy_target": acc_target,
+        "accuracy_slack": bc.sparse_accuracy_slack,
+        "smx_updates_to_accuracy": acc_updates, "smx_test_accuracy": smx_acc,
+        "sgd_epochs_to_accuracy": epochs, "sgd_test_accuracy": sgd_acc,
+    }
+    cases: dict[str, Callable[[], Any]] = {"sklearn_lbfgs": fit}
+    notes = []
+    if updates > 0:
+        cases["smx_lbfgs"] = smx_fit(updates)
+    else:
+        notes.append("smx lbfgs did not reach scikit-learn's objective")
+    if acc_updates > 0:
+        cases["smx_lbfgs_to_accuracy"] = smx_fit(acc_updates)
+    else:
+        notes.append("smx lbfgs did not reach the target accuracy")
+    if epochs > 0:
+        cases["sgdclassifier_to_accuracy"] = sgd_classifier(X, y, alpha, epochs, bc.seed)
+    else:
+        notes.append(f"SGDClassifier did not reach the target accuracy in {SGD_MAX_EPOCHS} "
+                     "epochs")
+    if notes:
+        out["note"] = "; ".join(notes)
+    log(f"sparse: {len(cases)} cases x up to {bc.repeats} rounds on {n:,} x {d:,} "
+        f"({X.nnz:,} non-zeros), {k} classes")
+    timings = interleaved(cases, bc.repeats, deadline=budget.take(WEIGHT_SPARSE) if budget
+                          else None)
+    out["ratio"], out["min_ratio"] = ratio_pair(timings, "smx_lbfgs", "sklearn_lbfgs")
+    out["accuracy_ratio"], out["accuracy_min_ratio"] = ratio_pair(
+        timings, "smx_lbfgs_to_accuracy", "sgdclassifier_to_accuracy")
+    out["cases"] = summaries(timings)
+    out["load"] = assess_load(timings, threads)
+    return out
+
+
+#: the sparse block's share of the time budget
+WEIGHT_SPARSE = 3.0
