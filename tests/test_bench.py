@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 
 import numpy as np
@@ -26,7 +27,7 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     md = (tmp_path / "out" / "RESULTS.md").read_text()
     data = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert {"meta", "sgd", "lbfgs", "memory", "gpu", "targets"} <= data.keys()
+    assert {"meta", "sgd", "lbfgs", "memory", "e2e", "gpu", "targets"} <= data.keys()
     assert {"date", "cpu", "blas", "versions", "machine"} <= data["meta"].keys()
     settings = data["meta"]["thread_settings"]
     assert settings[-1] == 1 and len(settings) == len(set(settings))
@@ -44,6 +45,7 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
         assert {"float32", "float64"} <= lb.keys() and "load" in lb["float32"]
     assert "skipped" in data["gpu"] or "epoch" in data["gpu"]
     assert data["memory"]["ratio"] > 0
+    assert list(data["e2e"]["by_threads"]) == [str(t) for t in settings]
     keys = [t["key"] for t in data["targets"]]
     assert list(dict.fromkeys(keys)) == [t.key for t in report.TARGETS]
     # --quick reports, never judges: no target met or missed, and the report says so
@@ -487,3 +489,96 @@ def test_sparse_sizes_default_and_full():
     assert (full.sparse_rows, full.sparse_features, full.sparse_classes) == (200_000, 50_000, 20)
     assert default.sparse_density == full.sparse_density == 0.002
     assert "sparse" in default.parts
+# --- end to end: whole processes -------------------------------------------------------
+
+
+def test_e2e_part_times_whole_processes_and_compares_objectives(tmp_path):
+    proc = run_smx("bench", "--quick", "--only", "e2e", "--threads", "1", "-o", "out",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    e2e = data["e2e"]
+    assert {"sklearn_1t", "smx_1t", "smx_digits", "smx_help"} == e2e["cases"].keys()
+    for c in e2e["cases"].values():
+        assert c["runs"] == 1 and c["max_rss_bytes"] > 0 and c["cpu_median_s"] > 0
+    e = e2e["by_threads"]["1"]
+    # both fits evaluated with the same float64 objective, and they agree at this tiny size
+    assert abs(e["objective_rel_diff"]) < 1e-4 and e["sklearn_n_iter"] >= 1
+    assert e["ratio"] > 0 and e["rss_ratio"] > 0 and e["load"]["threads"] == 1
+    assert e["data_bytes"] == e2e["data_bytes"] == 4_000 * 32 * 4 + 4_000 * 8
+    assert "threads=1" in e2e["commands"]["smx_1t"]
+    assert "optimizer.name=lbfgs" in e2e["commands"]["smx_1t"]
+    assert e2e["cli"]["digits_s"] > 0 and e2e["cli"]["help_s"] > 0
+    rows = {t["key"]: t for t in data["targets"] if t["key"].startswith("e2e")}
+    assert set(rows) == {"e2e_smx/sklearn", "e2e_rss", "e2e_digits", "e2e_help"}
+    assert all(r["value"] is not None and r["met"] is None for r in rows.values())
+    md = (tmp_path / "out" / "RESULTS.md").read_text()
+    assert "## End to end" in md and "relative difference" in md and "peak RSS" in md
+    assert "smx --help, wall seconds" in md and "smx run digits" in md
+    assert "<tmp>" in md and str(tmp_path) not in md.split("## End to end")[1]
+
+
+def test_a_process_peak_is_its_own_not_the_bench(tmp_path):
+    """A child started straight from the bench would report the bench's high-water RSS."""
+    big = np.ones(40 * 2**20 // 8 * 5)  # 200 MiB, touched: this process's peak
+    launcher = cases.Launcher(tmp_path)
+    try:
+        small = cases.ProcessCase("small", [sys.executable, "-I", "-S", "-c", "pass"],
+                                  tmp_path, launcher)
+        grows = cases.ProcessCase("grows", [sys.executable, "-I", "-S", "-c",
+                                            "b = b'x' * (96 << 20)"], tmp_path, launcher)
+        small(), grows()
+    finally:
+        launcher.close()
+    assert big.sum() > 0
+    assert small.max_rss[0] < 64 * 2**20 < 96 * 2**20 < grows.max_rss[0]
+    assert small.cpu[0] >= 0 and small.calls == 1
+
+
+def test_a_failing_process_is_reported_not_timed(tmp_path):
+    launcher = cases.Launcher(tmp_path)
+    try:
+        fails = cases.ProcessCase(
+            "fails", [sys.executable, "-c", "print('smx: error: no such file'); exit(3)"],
+            tmp_path, launcher)
+        with pytest.raises(cases.ProcessFailed, match="fails exited with 3: smx: error: no"):
+            fails()
+        missing = cases.ProcessCase("missing", [str(tmp_path / "nothing")], tmp_path, launcher)
+        with pytest.raises(cases.ProcessFailed, match="missing exited with -1"):
+            missing()
+    finally:
+        launcher.close()
+    assert fails.max_rss == []
+
+
+def e2e_results(rel=0.0, rows=200_000, rss=1.5, busy=False, mode="default"):
+    load = {"busy": busy, "why": "w", "rounds": 5, "load_during": 0.5, "others_runnable": 0.0}
+    entry = {"threads": 1, "rows": rows, "features": 256, "classes": 10,
+             "data_bytes": rows * (256 * 4 + 8), "ratio": 0.6, "min_ratio": 0.6,
+             "objective_rel_diff": rel, "rss_ratio": rss, "load": load}
+    cli = {"digits_s": 0.9, "digits_min_s": 0.8, "help_s": 0.2, "help_min_s": 0.1,
+           "load": load}
+    results = {"meta": {"mode": mode}, "e2e": {"by_threads": {"1": entry}, "cli": cli}}
+    return {t["key"]: (t["met"], t["not_judged"]) for t in report.targets(results)
+            if t["key"].startswith("e2e")}
+
+
+def test_e2e_targets_are_judged_only_on_the_same_objective_and_sizes():
+    assert e2e_results() == {"e2e_smx/sklearn": (True, None), "e2e_rss": (True, None),
+                             "e2e_digits": (True, None), "e2e_help": (False, None)}
+    met, why = e2e_results(rel=3e-5)["e2e_smx/sklearn"]
+    assert met is None and "3.0e-05 relative above" in why
+    assert e2e_results(rel=-1e-3)["e2e_smx/sklearn"] == (True, None)  # smx got further
+    small = e2e_results(rows=100_000)
+    assert small["e2e_smx/sklearn"] == (True, None) and small["e2e_rss"][0] is None
+    assert "MiB of data" in small["e2e_rss"][1]
+    assert e2e_results(rows=50_000)["e2e_smx/sklearn"][0] is None
+    busy = e2e_results(busy=True)
+    assert busy["e2e_digits"][0] is None and busy["e2e_rss"] == (True, None)
+    assert all(met is None for met, _ in e2e_results(mode="quick").values())
+
+
+def test_a_skipped_e2e_part_says_why_in_every_row():
+    results = {"meta": {"mode": "default"}, "e2e": {"skipped": "smx_1t exited with 2: bad"}}
+    rows = [t for t in report.targets(results) if t["key"].startswith("e2e")]
+    assert len(rows) == 4 and all("smx_1t exited with 2" in t["not_judged"] for t in rows)

@@ -4,7 +4,8 @@
   time budget and BLAS thread settings;
 - :mod:`smx.bench.cases` — what is timed (GEMM floor, smx epoch, bare loop, PyTorch loops,
   L-BFGS against scikit-learn, sparse text-like data against LogisticRegression and
-  SGDClassifier, memory, GPU), with every call into smx's core in one place;
+  SGDClassifier, memory, GPU, and ``smx run`` / ``smx --help`` end to end as whole
+  processes), with every call into smx's core in one place;
 - :mod:`smx.bench.report` — the targets, when they are judged, RESULTS.md and results.json.
 
 Three sizes: ``BenchConfig.quick()`` (seconds; figures only, nothing judged), the default
@@ -28,7 +29,7 @@ __all__ = ["BenchConfig", "run_bench"]
 
 #: time-budget weights of the timed blocks (L-BFGS times two dtypes; the GPU two blocks)
 WEIGHTS = {"sgd": 1.0, "lbfgs": sum(cases.LBFGS_WEIGHTS.values()), "gpu": 2.0,
-           "sparse": cases.WEIGHT_SPARSE}
+           "sparse": cases.WEIGHT_SPARSE, "e2e": cases.E2E_WEIGHT}
 
 
 @dataclass
@@ -54,10 +55,12 @@ class BenchConfig:
     sparse_classes: int = 20
     sparse_density: float = 0.002
     sparse_accuracy_slack: float = 0.005  # the accuracy target: scikit-learn's minus this
+    e2e_rows: int | None = None  # end to end (whole processes); default: rows
+    e2e_repeats: int | None = None  # its rounds (each runs every process); default: repeats
     seed: int = 0
     threads: tuple[int, ...] | None = None  # BLAS thread settings; None: the default and 1
-    budget_s: float | None = 120.0  # seconds for the timed parts; None: no limit
-    parts: tuple[str, ...] = ("sgd", "lbfgs", "memory", "gpu", "sparse")
+    budget_s: float | None = 170.0  # seconds for the timed parts; None: no limit
+    parts: tuple[str, ...] = ("sgd", "lbfgs", "memory", "e2e", "gpu", "sparse")
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -65,7 +68,7 @@ class BenchConfig:
         return cls(mode="quick", rows=4_000, features=32, batch=256, repeats=5,
                    strict_rows=2_000, lbfgs_rows=2_000, gpu_rows=4_000, gpu_features=64,
                    gpu_bandwidth_rows=20_000, sparse_rows=2_000, sparse_features=1_000,
-                   sparse_density=0.02, budget_s=None)
+                   sparse_density=0.02, e2e_repeats=1, budget_s=None)
 
     @classmethod
     def full(cls) -> BenchConfig:
@@ -80,8 +83,9 @@ def run_bench(bc: BenchConfig, out_dir: Path, log: Callable[[str], None] = print
     """Run the selected parts and write ``RESULTS.md`` and ``results.json`` into ``out_dir``.
 
     The CPU parts run once per BLAS thread setting (the default and 1, where they differ),
-    since which one is faster depends on how busy the machine is. Memory runs first (not a
-    timing, and cheap), then the GPU, SGD and L-BFGS blocks within the time budget.
+    since which one is faster depends on how busy the machine is; the end-to-end part runs
+    its processes at both settings within each round. Memory runs first (not a timing, and
+    cheap), then the end-to-end, GPU, SGD, L-BFGS and sparse blocks within the time budget.
     """
     from smx.plugins import get_plugins
 
@@ -92,10 +96,16 @@ def run_bench(bc: BenchConfig, out_dir: Path, log: Callable[[str], None] = print
     results["meta"]["thread_settings"] = settings
     cpu_parts = [p for p in ("sgd", "lbfgs") if p in bc.parts]
     weight = len(settings) * sum(WEIGHTS[p] for p in cpu_parts) \
-        + sum(WEIGHTS[p] for p in ("gpu", "sparse") if p in bc.parts)
+        + sum(WEIGHTS[p] for p in ("gpu", "sparse", "e2e") if p in bc.parts)
     budget = harness.Budget(bc.budget_s, weight)
     if "memory" in bc.parts:  # not a timing, and cheap: first, so a spent budget cannot skip it
         results["memory"] = cases.bench_memory(bc, log)
+    if "e2e" in bc.parts:  # what a user runs: before the budget can be spent on the rest
+        if budget.spent:
+            results["e2e"] = budget.skipped()
+            budget.drop(WEIGHTS["e2e"])
+        else:  # takes its share of the budget (a failed process has used part of it)
+            results["e2e"] = cases.bench_e2e(bc, log, settings=settings, budget=budget)
     if "gpu" in bc.parts:
         results["gpu"] = cases.bench_gpu(bc, plugins, log, budget=budget)
         if "skipped" in results["gpu"]:

@@ -9,12 +9,16 @@ core directly.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -150,6 +154,17 @@ def core_update(opt: Any, params: Any, state: Any, closure: Callable[[Any], Any]
 
 def core_to_device(backend: Any, host: np.ndarray, device: str, dtype: str) -> Any:
     return backend.from_host(host, device, dtype)
+
+
+def core_model(run_dir: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """W, b and the epochs run, from the run folder ``smx run`` wrote."""
+    from smx.modelfile import load_model
+
+    m = load_model(run_dir / "model.npz")
+    k = m.W.shape[1]
+    b = m.b if m.b is not None else np.zeros(k)
+    epochs = json.loads((run_dir / "summary.json").read_text()).get("epochs", -1)
+    return m.W, b, int(epochs)
 
 
 def core_sync(backend: Any, device: str) -> None:
@@ -781,3 +796,244 @@ def bench_sparse(bc: BenchConfig, plugins: Any, log: Log, *, threads: int = 1,
 
 #: the sparse block's share of the time budget
 WEIGHT_SPARSE = 3.0
+
+
+# ------------------------------------------------------------ end to end: whole processes
+
+#: what a user types to train the L-BFGS comparison's file with smx (``threads=``, the path
+#: and the output folder are added per run)
+E2E_SMX_ARGS = ("run", "data.name=file", "data.val_fraction=0", "data.test_fraction=0",
+                "data.standardize=false", "model.C={C}", "optimizer.name=lbfgs",
+                "optimizer.tol=1e-4", "-q")
+
+#: the plain scikit-learn script smx is compared with: load the file, fit, save the model
+SKLEARN_SCRIPT = """\
+import sys
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+data = np.load(sys.argv[1])
+est = LogisticRegression(C=float(sys.argv[3])).fit(data["X"], data["y"])
+np.savez(sys.argv[2], coef=est.coef_, intercept=est.intercept_, n_iter=est.n_iter_)
+"""
+
+#: BLAS / OpenMP thread variables set to the thread count for both processes
+THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+#: smx's objective must be within this (relative, or below scikit-learn's) for the time ratio
+#: to be judged: otherwise the two processes did not solve the same problem as far
+E2E_OBJECTIVE_RTOL = 1e-6
+
+
+class ProcessFailed(RuntimeError):
+    """A timed process exited with an error: the part reports it instead of a time."""
+
+
+#: the launcher (a bare interpreter: ``-I -S``, builtins only) that starts each timed process
+#: and reports its ``os.wait4`` figures, one JSON line per request on stdin
+LAUNCHER = """\
+import json, os, sys
+for line in sys.stdin:
+    job = json.loads(line)
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_OPEN, 1, job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                0o644),
+               (os.POSIX_SPAWN_DUP2, 1, 2)]
+    try:
+        pid = os.posix_spawn(job["argv"][0], job["argv"], job["env"], file_actions=actions)
+        _, status, ru = os.wait4(pid, 0)
+        out = {"code": os.waitstatus_to_exitcode(status), "maxrss_kb": ru.ru_maxrss,
+               "cpu_s": ru.ru_utime + ru.ru_stime}
+    except OSError as exc:
+        out = {"code": -1, "error": str(exc)}
+    print(json.dumps(out), flush=True)
+"""
+
+
+class Launcher:
+    """Starts the timed processes from a small process of its own and reads their figures.
+
+    ``os.wait4`` gives a child's own peak RSS and CPU time (with those of the children it
+    waited for: smx's plot process), where ``RUSAGE_CHILDREN`` deltas would mix every child
+    the bench ever had. But a process started from the bench itself begins with the bench's
+    high-water RSS (the kernel carries the parent's over the fork and exec), so the bench's
+    own hundreds of MiB would show as each child's peak; started from this launcher, a
+    child inherits only the launcher's few MiB. The launcher is started once per part, so
+    a run costs a pipe round trip on top of the process itself.
+    """
+
+    def __init__(self, cwd: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", LAUNCHER], cwd=cwd,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def run(self, argv: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"argv": argv, "env": env, "log": str(log)}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise ProcessFailed(f"the process launcher exited ({self.proc.wait()})")
+        return dict(json.loads(line))
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+@dataclass
+class ProcessCase:
+    """A whole process as a timed case: one run per call (through the :class:`Launcher`),
+    its exit status checked. ``{run}`` in an argument becomes the call's number (a fresh
+    run folder each time)."""
+
+    name: str
+    argv: list[str]
+    cwd: Path
+    launcher: Launcher
+    env: dict[str, str] | None = None
+    max_rss: list[int] = field(default_factory=list)  # bytes, per call
+    cpu: list[float] = field(default_factory=list)  # user + system seconds, per call
+    calls: int = 0
+
+    def args(self, run: int | None = None) -> list[str]:
+        run = self.calls - 1 if run is None else run
+        return [a.replace("{run}", str(run)) for a in self.argv]
+
+    def __call__(self) -> None:
+        argv = self.args(self.calls)
+        self.calls += 1
+        log = self.cwd / f"{self.name}.log"
+        r = self.launcher.run(argv, dict(os.environ) if self.env is None else self.env, log)
+        if r["code"] != 0:
+            lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+            why = r.get("error") or (lines[-1:] or ["no output"])[0][:200]
+            raise ProcessFailed(f"{self.name} exited with {r['code']}: {why}")
+        self.max_rss.append(r["maxrss_kb"] * 1024)  # kilobytes on Linux
+        self.cpu.append(r["cpu_s"])
+
+    def summary(self) -> dict[str, Any]:
+        return {"max_rss_bytes": max(self.max_rss, default=None),
+                "cpu_median_s": float(np.median(self.cpu)) if self.cpu else None}
+
+
+def smx_command() -> list[str]:
+    """``smx`` as this interpreter runs it (works from a source checkout too)."""
+    return [sys.executable, "-m", "smx"]
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    return {**os.environ, **dict.fromkeys(THREAD_ENV, str(threads))}
+
+
+def e2e_cases(bc: BenchConfig, tmp: Path, data: Path, settings: list[int],
+              with_sklearn: bool, launcher: Launcher) -> dict[str, ProcessCase]:
+    """Per thread setting the scikit-learn script and ``smx run``, then digits and --help."""
+    script = tmp / "sklearn_fit.py"
+    script.write_text(SKLEARN_SCRIPT)
+    smx = smx_command()
+    run_args = [a.replace("{C}", f"{bc.C:g}") for a in E2E_SMX_ARGS]
+    out: dict[str, ProcessCase] = {}
+    for t in settings:
+        if with_sklearn:
+            out[f"sklearn_{t}t"] = ProcessCase(
+                f"sklearn_{t}t", [sys.executable, str(script), str(data),
+                                  str(tmp / f"sklearn-{t}t.npz"), f"{bc.C:g}"], tmp, launcher,
+                thread_env(t))
+        out[f"smx_{t}t"] = ProcessCase(
+            f"smx_{t}t", [*smx, *run_args, f"data.path={data}", f"threads={t}",
+                          f"output={tmp / f'smx-{t}t-{{run}}'}"], tmp, launcher, thread_env(t))
+    out["smx_digits"] = ProcessCase("smx_digits", [*smx, "run", "digits", "-q",
+                                                   f"output={tmp / 'digits-{run}'}"], tmp,
+                                    launcher)
+    out["smx_help"] = ProcessCase("smx_help", [*smx, "--help"], tmp, launcher)
+    return out
+
+
+def e2e_threads_entry(bc: BenchConfig, t: int, procs: dict[str, ProcessCase],
+                      timings: dict[str, Timing], tmp: Path, X64: np.ndarray, y: np.ndarray,
+                      data_bytes: int) -> dict[str, Any]:
+    """One thread setting: the objectives both reached, the time ratio and peak memory."""
+    n = X64.shape[0]
+    l2 = 1.0 / (bc.C * n)
+    smx_case, sk_case = procs[f"smx_{t}t"], procs.get(f"sklearn_{t}t")
+    folder = next(a for a in smx_case.args() if a.startswith("output="))  # its last run's
+    W, b, epochs = core_model(Path(folder.removeprefix("output=")))
+    rss = smx_case.summary()["max_rss_bytes"]
+    entry: dict[str, Any] = {
+        "threads": t, "rows": n, "features": X64.shape[1], "classes": bc.classes,
+        "data_bytes": data_bytes, "smx_objective": objective(W, b, X64, y, l2),
+        "smx_epochs": epochs, "smx_peak_rss_bytes": rss, "rss_ratio": rss / data_bytes,
+    }
+    if sk_case is None:
+        entry["note"] = "scikit-learn is not installed (pip install scikit-learn)"
+    else:
+        fit = np.load(tmp / f"sklearn-{t}t.npz")
+        target = objective(fit["coef"].T, fit["intercept"], X64, y, l2)
+        sk_rss = sk_case.summary()["max_rss_bytes"]
+        entry.update(sklearn_objective=target, sklearn_n_iter=int(np.max(fit["n_iter"])),
+                     objective_rel_diff=(entry["smx_objective"] - target) / abs(target),
+                     sklearn_peak_rss_bytes=sk_rss, sklearn_rss_ratio=sk_rss / data_bytes)
+        entry["ratio"], entry["min_ratio"] = ratio_pair(timings, f"smx_{t}t", f"sklearn_{t}t")
+    entry["load"] = assess_load({k: timings[k] for k in (f"smx_{t}t", f"sklearn_{t}t")
+                                 if k in timings}, t)
+    return entry
+
+
+def bench_e2e(bc: BenchConfig, log: Log, *, settings: list[int],
+              budget: Budget | None = None) -> dict[str, Any]:
+    """``smx run`` as a user runs it, against a plain scikit-learn script, as whole processes.
+
+    Per round, interleaved: at each BLAS thread setting the scikit-learn script (``np.load``
+    + ``LogisticRegression(C).fit``) and ``smx run`` with L-BFGS on the same ``.npz``, then
+    ``smx run digits`` and ``smx --help``. Wall time is the process's, start to exit; the
+    peak RSS and CPU time come from ``os.wait4``. Both fits' objectives are evaluated in
+    float64 afterwards, so the time ratio is judged only where smx got as far.
+    """
+    n = bc.e2e_rows or bc.rows
+    repeats = bc.e2e_repeats or bc.repeats
+    with_sklearn = importlib.util.find_spec("sklearn") is not None
+    with tempfile.TemporaryDirectory(prefix="smx-bench-e2e-") as name:
+        tmp = Path(name)
+        X, y = make_data(n, bc.features, bc.classes, bc.seed + 2)
+        data = tmp / "data.npz"
+        np.savez(data, X=X, y=y)
+        data_bytes = X.nbytes + y.nbytes
+        del X
+        launcher = Launcher(tmp)
+        procs = e2e_cases(bc, tmp, data, settings, with_sklearn, launcher)
+        log(f"e2e: {len(procs)} processes x up to {repeats} rounds ({n:,} x {bc.features} "
+            f".npz, {data_bytes / 2**20:,.0f} MiB)")
+        deadline = budget.take(E2E_WEIGHT) if budget else None
+        try:
+            timings = interleaved(dict(procs), repeats, deadline=deadline)
+        except ProcessFailed as exc:
+            return {"skipped": str(exc)}
+        finally:
+            launcher.close()
+        with np.load(data) as f:
+            X64 = f["X"].astype(np.float64)
+        out: dict[str, Any] = {
+            "rows": n, "features": bc.features, "classes": bc.classes, "C": bc.C,
+            "l2": 1.0 / (bc.C * n), "data_bytes": data_bytes,
+            "commands": {k: " ".join(p.args(0)).replace(str(tmp), "<tmp>")
+                         for k, p in procs.items()},
+            "cases": {k: {**t.summary(), **procs[k].summary()} for k, t in timings.items()},
+            "skipped_cases": {} if with_sklearn else
+            {"sklearn": "scikit-learn is not installed (pip install scikit-learn)"},
+            "by_threads": {str(t): e2e_threads_entry(bc, t, procs, timings, tmp, X64, y,
+                                                     data_bytes) for t in settings},
+        }
+    cli = {k: timings[f"smx_{k}"].summary() for k in ("digits", "help")}
+    out["cli"] = {"digits_s": cli["digits"]["median_s"], "digits_min_s": cli["digits"]["min_s"],
+                  "help_s": cli["help"]["median_s"], "help_min_s": cli["help"]["min_s"],
+                  "load": assess_load({k: timings[k] for k in ("smx_digits", "smx_help")},
+                                      E2E_CLI_THREADS)}
+    return out
+
+
+#: the budget weight of the end-to-end block (its processes cost about eight SGD blocks)
+E2E_WEIGHT = 8.0
+#: busy threads of ``smx run digits``: training, and the plot process drawing beside it
+E2E_CLI_THREADS = 2
