@@ -843,7 +843,7 @@ for line in sys.stdin:
     try:
         pid = os.posix_spawn(job["argv"][0], job["argv"], job["env"], file_actions=actions)
         _, status, ru = os.wait4(pid, 0)
-        out = {"code": os.waitstatus_to_exitcode(status), "maxrss_kb": ru.ru_maxrss,
+        out = {"code": os.waitstatus_to_exitcode(status), "maxrss_kb": ru.ru_maxrss,  # macOS: B
                "cpu_s": ru.ru_utime + ru.ru_stime}
     except OSError as exc:
         out = {"code": -1, "error": str(exc)}
@@ -910,7 +910,7 @@ class ProcessCase:
             lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
             why = r.get("error") or (lines[-1:] or ["no output"])[0][:200]
             raise ProcessFailed(f"{self.name} exited with {r['code']}: {why}")
-        self.max_rss.append(r["maxrss_kb"] * 1024)  # kilobytes on Linux
+        self.max_rss.append(r["maxrss_kb"] * (1 if sys.platform == "darwin" else 1024))
         self.cpu.append(r["cpu_s"])
 
     def summary(self) -> dict[str, Any]:
@@ -991,6 +991,8 @@ def bench_e2e(bc: BenchConfig, log: Log, *, settings: list[int],
     peak RSS and CPU time come from ``os.wait4``. Both fits' objectives are evaluated in
     float64 afterwards, so the time ratio is judged only where smx got as far.
     """
+    if not (hasattr(os, "posix_spawn") and hasattr(os, "wait4")):
+        return {"skipped": "needs os.posix_spawn and os.wait4 (Linux, macOS)"}
     n = bc.e2e_rows or bc.rows
     repeats = bc.e2e_repeats or bc.repeats
     with_sklearn = importlib.util.find_spec("sklearn") is not None
