@@ -100,16 +100,19 @@ def _label_key(label: Any) -> Any:
     return str(label.item() if hasattr(label, "item") else label)
 
 
-def evaluate(backend: Backend, objective: Objective, params: Params, data: Block
-             ) -> dict[str, float | None]:
-    """The loss without penalty (weighted as in training) and accuracy, read back in one host
-    transfer; None for an empty split (there is nothing to measure, and NaN is not valid JSON)."""
+def evaluate(backend: Backend, objective: Objective, params: Params, data: Block, *,
+             accuracy: bool = True) -> dict[str, float | None]:
+    """The loss without penalty (weighted as in training) and accuracy (unless not asked
+    for: a second pass over the data), read back in one host transfer; None for an empty
+    split (there is nothing to measure, and NaN is not valid JSON)."""
     if data.n == 0:
         return {"loss": None, "accuracy": None}
     xp = array_namespace(params["W"])  # data.X may be scipy.sparse (NumPy engine)
     part = backend.partial(lambda b: objective.partial(params, b, grad=False), data)
-    loss = objective.finish(part, params, penalty=False)[0]
-    both = xp.stack([xp.astype(loss, params["W"].dtype), model.accuracy(params, data.X, data.y)])
+    loss = xp.astype(objective.finish(part, params, penalty=False)[0], params["W"].dtype)
+    if not accuracy:
+        return {"loss": float(np.asarray(backend.to_host(loss))), "accuracy": None}
+    both = xp.stack([loss, model.accuracy(params, data.X, data.y)])
     loss, acc = (float(v) for v in np.asarray(backend.to_host(both)))
     return {"loss": loss, "accuracy": acc}
 
@@ -224,6 +227,8 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.last_finite = float("nan")
+        #: train_loss of the current parameters, as their epoch's record has it (None: none yet)
+        self.params_train_loss: float | None = None
         self.elapsed = 0.0  # training seconds, summed over epochs (and over resumed runs)
         self.stop_reason: str | None = None  # set when a stop rule ends the run early
         # stopping rules, each asked after every epoch (should_stop); append more to compose
@@ -380,15 +385,30 @@ class Trainer:
         val = evaluate(self.backend, self.objective, self.params, self.val_data)
         # train_loss means one thing everywhere (as val_loss, and summary.json's): the loss
         # (without the penalty) of the epoch's final parameters on the training split, not
-        # the argument (the penalised batch losses averaged while the parameters moved)
-        train = evaluate(self.backend, self.objective, self.params, self.train_data)
+        # the penalised batch losses averaged while the parameters moved. A solver's epoch
+        # ends with the objective at its new parameters (``Solver.step``): the penalty off
+        # it is that loss (to rounding) without a second pass over the data (which doubled
+        # an L-BFGS run's time)
+        if self.solver is not None:
+            train_loss = self._unpenalised(train_loss)
+        else:
+            train_loss = evaluate(self.backend, self.objective, self.params, self.train_data,
+                                  accuracy=False)["loss"]
+        self.params_train_loss = train_loss
         record = {
-            "epoch": self.epoch, "step": self.step, "train_loss": train["loss"],
+            "epoch": self.epoch, "step": self.step, "train_loss": train_loss,
             "val_loss": val["loss"], "val_accuracy": val["accuracy"],
             "lr": self.lr(max(self.step - 1, 0)), "elapsed": self.elapsed,
         }
         self.history.append(record)
         return record
+
+    def _unpenalised(self, value: float) -> float:
+        """``value`` less ``l2/2·‖W‖²`` at the current parameters (one host read)."""
+        if not self.l2:
+            return value
+        W = self.params["W"]
+        return value - 0.5 * self.l2 * float(self.backend.to_host(self.xp.sum(W * W)))
 
     def should_stop(self) -> str | None:
         """A reason to stop before ``epochs`` (None: go on).
@@ -405,6 +425,7 @@ class Trainer:
         if es is None or es.best_params is None:
             return None
         self.params = es.best_params
+        self.params_train_loss = self.history[es.best_epoch - 1]["train_loss"]
         return es.best_epoch
 
     def state_dict(self) -> dict[str, Any]:
@@ -464,6 +485,7 @@ class Trainer:
         self.elapsed, self.last_finite = float(state["elapsed"]), float(state["last_finite"])
         self.rng.bit_generator.state = state["rng"]
         self.history = [dict(r) for r in state["history"]]
+        self.params_train_loss = self.history[-1]["train_loss"] if self.history else None
         self.stop_reason = state["stop_reason"]
         if self.early_stopping is not None and state["early_stopping"] is not None:
             es, saved = self.early_stopping, state["early_stopping"]

@@ -127,6 +127,30 @@ def test_the_numpy_kernel_equals_the_portable_path_or_declines(eps, weighted, sa
                 np.testing.assert_allclose(a.grads[k], b.grads[k], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_numpy_kernel_takes_a_large_block_in_pieces(weighted, monkeypatch):
+    """Past the cache size, partials of row pieces are summed: the same sums (to rounding)
+    as one pass, including a short last piece."""
+    rng = np.random.default_rng(5)
+    n, d, k = 2_500, 96, 7
+    X, y = rng.normal(size=(n, d)), rng.integers(0, k, n)
+    w = rng.uniform(0.5, 2.0, n) if weighted else None
+    cw = rng.uniform(0.5, 2.0, k) if weighted else None
+    params = {"W": rng.normal(size=(d, k)), "b": rng.normal(size=k)}
+    pieces = []
+    real = numpy_kernels._block_partial
+    monkeypatch.setattr(numpy_kernels, "_block_partial",
+                        lambda p, b, *a: (pieces.append(b.n), real(p, b, *a))[1])
+    monkeypatch.setattr(numpy_kernels, "CACHED_BATCH_BYTES", 600 * d * 8)  # 600 rows a piece
+    got = numpy_kernels.cross_entropy_partial(params, Block(X, y, w), cw)
+    assert pieces == [600, 600, 600, 600, 100]
+    ref = portable_partial(CrossEntropy(), params, Block(X, y, w), cw)
+    assert float(got.loss) == pytest.approx(float(ref.loss), rel=1e-13)
+    assert float(got.weight) == pytest.approx(float(ref.weight), rel=1e-14)
+    for key in ref.grads:
+        np.testing.assert_allclose(got.grads[key], ref.grads[key], rtol=1e-12, atol=1e-13)
+
+
 @pytest.mark.parametrize("sample", [False, True])
 @pytest.mark.parametrize(("eps", "weighted"), OPTIONS)
 def test_the_jax_kernel_equals_the_portable_path_or_declines(eps, weighted, sample):

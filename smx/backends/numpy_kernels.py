@@ -27,13 +27,35 @@ from smx.types import Block, Params
 
 #: up to this many bytes of X, ``X @ W`` then a (K, n) copy beats ``Wᵀ Xᵀ`` (OpenBLAS, 2 cores)
 CACHED_BATCH_BYTES = 4 << 20
+#: the fewest rows in a piece of a large block (very wide X: pieces past the cache size)
+MIN_PIECE_ROWS = 256
 #: the loss this kernel computes (``Loss.kernel_key``)
 KEY = ("cross_entropy", 0.0)
 
 
 def cross_entropy_partial(params: Params, block: Block, class_weight: Any = None,
                           *, grad: bool = True) -> Partial:
-    """``portable_partial`` for unsmoothed cross-entropy and class indices."""
+    """``portable_partial`` for unsmoothed cross-entropy and class indices.
+
+    A block larger than the cache is taken in cache-sized pieces of rows whose partials
+    add: each piece is read from memory once for both products (the second finds it in
+    cache), where the two whole-block products read all of X twice (~25 % faster at
+    200,000 x 256 on one thread)."""
+    X = block.X
+    if isinstance(X, np.ndarray) and X.nbytes > CACHED_BATCH_BYTES:
+        step = max(MIN_PIECE_ROWS, CACHED_BATCH_BYTES // max(X[:1].nbytes, 1))
+        if X.shape[0] > step:
+            y, w = block.y, block.w
+            total = None
+            for s in range(0, X.shape[0], step):
+                piece = Block(X[s:s + step], y[s:s + step], None if w is None else w[s:s + step])
+                part = _block_partial(params, piece, class_weight, grad)
+                total = part if total is None else total + part
+            return total  # type: ignore[return-value]
+    return _block_partial(params, block, class_weight, grad)
+
+
+def _block_partial(params: Params, block: Block, class_weight: Any, grad: bool) -> Partial:
     X, y, w = block.X, block.y, block.w
     W = params["W"]
     n = X.shape[0]
