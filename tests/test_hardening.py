@@ -659,3 +659,33 @@ def test_the_estimator_refuses_values_too_large_for_its_dtype():
                                         "for float32 training"):
         SoftmaxRegression(dtype="float32", optimizer="sgd", epochs=1).fit(X, y)
     SoftmaxRegression(dtype="float64", optimizer="sgd", epochs=1).fit(X, y)  # fits float64
+
+
+def test_a_solvers_train_loss_is_its_final_objective_less_the_penalty(tmp_path):
+    """L-BFGS's epoch ends with the objective at its new parameters: train_loss is that
+    less the penalty (no second pass), equal to an evaluation of the loss to rounding."""
+    from smx.config import load_config
+    from smx.plugins import get_plugins
+    from smx.runner import load_data
+    from smx.training import Trainer, evaluate
+
+    plugins = get_plugins()
+    cfg = load_config({"data": {"name": "wine", "val_fraction": 0}, "backend": "numpy",
+                       "dtype": "float64",
+                       "epochs": 4, "model": {"l2": 0.05}, "optimizer": {"name": "lbfgs"}},
+                      plugins=plugins)
+    splits = load_data(cfg, plugins)
+    trainer = Trainer(cfg, splits, plugins.backend("numpy"), "cpu", plugins)
+    calls = []
+    real = trainer.objective.partial
+    trainer.objective.partial = lambda *a, **k: (calls.append(k.get("grad", True)),
+                                                 real(*a, **k))[1]
+    for _ in range(3):
+        trainer.end_epoch(trainer.run_epoch(), 0.0)
+        assert False not in calls  # no loss-only pass over the training data
+        calls.clear()
+        exact = evaluate(trainer.backend, trainer.objective, trainer.params, trainer.train_data,
+                         accuracy=False)["loss"]
+        calls.clear()
+        assert trainer.history[-1]["train_loss"] == pytest.approx(exact, rel=1e-13)
+        assert trainer.params_train_loss == trainer.history[-1]["train_loss"]
