@@ -304,7 +304,10 @@ class Trainer:
             running = None  # device scalar: Σ batch loss · batch rows / batch_size
             bs, fused = self.batch_size, self.fused_step
             host_order, bounds = self.batch_order(n)
-            order = backend.from_host(host_order, self.device, "int64")
+            # a fused step takes host indices (a jitted call moves them with its arguments;
+            # slicing a device array costs a dispatch per step), the portable one device ones
+            order = host_order if fused is not None else backend.from_host(
+                host_order, self.device, "int64")
             for start, stop in bounds:
                 idx = order[start:stop]
                 if fused is not None:  # gathers, steps and updates in one engine call

@@ -154,7 +154,8 @@ class Backend(ABC):
         :meth:`batch` and runs the compiled portable step).
 
         The step is ``(params, state, data, idx, lr) -> (params, state, loss)`` with the
-        portable step's results to rounding; it may gather the rows ``idx`` of ``data``
+        portable step's results to rounding, ``idx`` the batch's rows as a host (NumPy)
+        index vector; it may gather the rows ``idx`` of ``data``
         itself and update buffers it owns in place: it copies ``params`` and ``state``
         when they are not the ones it returned last, so arrays the caller holds from
         before that call (a checkpoint, the initial values) never change; those it

@@ -170,8 +170,8 @@ class JaxBackend(Backend):
         return None
 
     def fused_step(self, objective: Any, transform: Any, data: Block) -> Any:
-        """The gather inside the compiled step: one dispatch per step instead of three
-        (each ~10-30 µs on the CPU). The rows past a short last batch are padding with
+        """The gather inside the compiled step: one dispatch per step instead of four
+        (each 10-70 µs on the CPU). The rows past a short last batch are padding with
         weight 0, as in :meth:`batch`; their count is a traced scalar, so no recompile."""
         from smx.optimizers.transforms import apply_updates
 
@@ -188,12 +188,18 @@ class JaxBackend(Backend):
 
         compiled = self.compile(step)
 
-        def fused(params: Any, state: Any, data: Block, idx: Array, lr: Any
+        import numpy as np
+
+        index = np.int64 if self._jax().config.jax_enable_x64 else np.int32
+
+        def fused(params: Any, state: Any, data: Block, idx: Any, lr: Any
                   ) -> tuple[Any, Any, Array]:
+            idx = np.asarray(idx, dtype=index)
             rows = int(idx.shape[0])
             self._pad_to = max(self._pad_to, rows)
             if rows < self._pad_to:  # once per epoch: the short last batch
-                idx = xp.concat([idx, xp.zeros(self._pad_to - rows, dtype=idx.dtype)])
+                idx = np.concatenate([idx, np.zeros(self._pad_to - rows, dtype=idx.dtype)])
+            # host indices go with the call's arguments (a device slice: ~70 µs more a step)
             return compiled(params, state, data.X, data.y, data.w, idx, rows, lr)
 
         return fused
