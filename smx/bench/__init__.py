@@ -4,11 +4,15 @@
   time budget and BLAS thread settings;
 - :mod:`smx.bench.cases` — what is timed (GEMM floor, smx epoch, bare loop, PyTorch loops,
   L-BFGS against scikit-learn, memory, GPU), with every call into smx's core in one place;
+- :mod:`smx.bench.dask_cases` — L-BFGS on rows read from ``.npy`` by a LocalCluster's
+  workers, against scikit-learn in memory and dask-ml (a fixed amount of work: outside the
+  time budget; ``--quick`` leaves it out unless ``--only dask`` asks for it);
 - :mod:`smx.bench.report` — the targets, when they are judged, RESULTS.md and results.json.
 
 Three sizes: ``BenchConfig.quick()`` (seconds; figures only, nothing judged), the default
 (out-of-cache sizes within a time budget: minutes even on a busy two-core machine) and
-``BenchConfig.full()`` (the sizes of the recorded results, no time limit).
+``BenchConfig.full()`` (the sizes of the recorded results, no time limit; the Dask part
+at 2,000,000 rows).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from smx import sysinfo
-from smx.bench import cases, harness, report
+from smx.bench import cases, dask_cases, harness, report
 from smx.io import atomic_write_json, atomic_write_text
 
 __all__ = ["BenchConfig", "run_bench"]
@@ -48,20 +52,25 @@ class BenchConfig:
     gpu_bandwidth_rows: int = 2_000_000
     seed: int = 0
     threads: tuple[int, ...] | None = None  # BLAS thread settings; None: the default and 1
+    dask_rows: int = 200_000  # the Dask part's rows (float32, read from .npy by the workers)
+    dask_rounds: int = 1  # fits of each kind in the Dask part (one is minutes at full size)
     budget_s: float | None = 120.0  # seconds for the timed parts; None: no limit
-    parts: tuple[str, ...] = ("sgd", "lbfgs", "memory", "gpu")
+    parts: tuple[str, ...] = ("sgd", "lbfgs", "memory", "gpu", "dask")
 
     @classmethod
     def quick(cls) -> BenchConfig:
         """Seconds, for smoke tests: same structure, toy sizes, nothing judged."""
         return cls(mode="quick", rows=4_000, features=32, batch=256, repeats=5,
                    strict_rows=2_000, lbfgs_rows=2_000, gpu_rows=4_000, gpu_features=64,
-                   gpu_bandwidth_rows=20_000, budget_s=None)
+                   gpu_bandwidth_rows=20_000, dask_rows=2_000, budget_s=None,
+                   parts=("sgd", "lbfgs", "memory", "gpu"))
 
     @classmethod
     def full(cls) -> BenchConfig:
-        """The sizes of the recorded results (200,000 rows, 7 rounds), however long it takes."""
-        return cls(mode="full", rows=200_000, repeats=7, budget_s=None)
+        """The sizes of the recorded results (200,000 rows, 7 rounds; the Dask part on
+        2,000,000 rows, 2 rounds), however long it takes."""
+        return cls(mode="full", rows=200_000, repeats=7, budget_s=None, dask_rows=2_000_000,
+                   dask_rounds=2)
 
 
 def run_bench(bc: BenchConfig, out_dir: Path, log: Callable[[str], None] = print,
@@ -70,7 +79,8 @@ def run_bench(bc: BenchConfig, out_dir: Path, log: Callable[[str], None] = print
 
     The CPU parts run once per BLAS thread setting (the default and 1, where they differ),
     since which one is faster depends on how busy the machine is. Memory runs first (not a
-    timing, and cheap), then the GPU, SGD and L-BFGS blocks within the time budget.
+    timing, and cheap), then the GPU, SGD and L-BFGS blocks within the time budget, then
+    the Dask part (a fixed amount of work, outside the budget).
     """
     from smx.plugins import get_plugins
 
@@ -102,6 +112,8 @@ def run_bench(bc: BenchConfig, out_dir: Path, log: Callable[[str], None] = print
             if "skipped" in entry:  # nothing timed: its share goes to the blocks after it
                 budget.drop(WEIGHTS[part])
             results[part]["by_threads"][str(threads)] = entry
+    if "dask" in bc.parts:  # a fixed amount of work, after the budgeted parts
+        results["dask"] = dask_cases.bench_dask(bc, plugins, log)
     results["meta"]["load_average_end"] = sysinfo.load_average()
     results["meta"]["wall_s"] = time.monotonic() - t0
     results["targets"] = report.targets(results)
