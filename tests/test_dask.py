@@ -58,6 +58,7 @@ def fit(cfg):
     ({"workers": 0}, "workers"),
     ({"chunk_rows": 0}, "chunk_rows"),
     ({"nodes": 3}, "nodes"),
+    ({"chunks": "torch"}, "chunks"),
 ])
 def test_options_are_validated(options, where):
     with pytest.raises(ConfigError, match=f"backend_options.*{where}"):
@@ -189,6 +190,51 @@ def test_workers_paused_for_memory_are_one_line_not_a_hang():
             client.close()
     text = str(info.value)
     assert "\n" not in text and "paused" in text and "backend_options.memory_limit" in text
+
+
+def test_gpu_chunks_without_their_libraries_are_one_line():
+    """cluster: local-cuda (CuPy chunks) where CuPy or dask-cuda is missing: one line naming
+    what to install, before any cluster starts."""
+    cupy_missing = PLUGINS.get("backend", "cupy").unavailable_reason()
+    try:
+        import dask_cuda  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        if cupy_missing is None:
+            pytest.skip("CuPy and dask-cuda are both usable here: nothing is missing")
+    cfg = config("dask", backend_options={"cluster": "local-cuda"})
+    assert cfg.backend_options["cluster"] == "local-cuda"
+    backend = DaskBackend()
+    with pytest.raises(BackendUnavailable) as info:
+        Trainer(cfg, load_data(cfg, PLUGINS), backend, "cpu", PLUGINS)
+    text = str(info.value)
+    assert "\n" not in text and backend.cluster is None
+    if cupy_missing:
+        assert "backend_options.chunks" in text and "CuPy" in text
+    else:
+        assert "backend_options.cluster" in text and "pip install dask-cuda" in text
+
+
+@pytest.mark.gpu
+def test_cupy_chunks_on_a_local_cuda_cluster_train_like_numpy():
+    """dask-cuda's LocalCUDACluster, one worker per GPU, each chunk a CuPy array on its
+    worker's GPU and the parameters on the client's first GPU: lbfgs ends where NumPy does."""
+    pytest.importorskip("dask_cuda", reason="dask-cuda is not installed (pip install dask-cuda)")
+    cfg = config("dask", backend_options={"cluster": "local-cuda", "chunk_rows": 40})
+    ref = fit(config("numpy"))
+    backend = DaskBackend()
+    trainer = Trainer(cfg, load_data(cfg, PLUGINS), backend, "cpu", PLUGINS)
+    try:
+        xs = backend._chunks[trainer.train_data.X.name][0]
+        kinds = backend.client.gather(backend.client.map(lambda a: type(a).__module__, xs))
+        assert {k.split(".")[0] for k in kinds} == {"cupy"}
+        got = trainer.fit()
+    finally:
+        trainer.close()
+        backend.release("cpu")
+    for name in ("W", "b"):
+        np.testing.assert_allclose(got.params[name], ref.params[name], rtol=0, atol=1e-8)
 
 
 def test_an_unreachable_scheduler_is_one_line():

@@ -9,8 +9,14 @@ task count per evaluation depends only on the number of chunks, never on the epo
 and no future outlives its evaluation, so neither the graph nor the client grows.
 
 ``cluster: local`` starts a multi-process :class:`distributed.LocalCluster` for the run
-and stops it in :meth:`DaskBackend.release`; ``cluster: tcp://HOST:PORT`` connects to a
-running scheduler, which smx neither starts nor stops (its workers need smx installed).
+and stops it in :meth:`DaskBackend.release`; ``cluster: local-cuda`` starts dask-cuda's
+``LocalCUDACluster`` instead (one worker per GPU); ``cluster: tcp://HOST:PORT`` connects
+to a running scheduler, which smx neither starts nor stops (its workers need smx installed).
+
+Chunks are NumPy arrays, or CuPy arrays on each worker's GPU (``chunks: cupy``, the
+default with ``local-cuda``): each chunk is moved to its worker's GPU where it is read,
+and the parameters and optimizer state then live on the client's first GPU (CuPy), so
+every partial runs on a GPU and comes back as CuPy.
 
 Data from a partitioned source (:mod:`smx.datasets.sources`) is read on the workers,
 never through the client: each chunk is a task that reads its rows from the source, so
@@ -23,7 +29,7 @@ that holds it (:meth:`DaskBackend.batch_order`, :meth:`DaskBackend.fused_step`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -42,21 +48,33 @@ WATCH_S = 5.0
 class DaskOptions(PluginParams):
     """``backend_options`` of ``backend: dask``."""
 
-    cluster: str = Field("local", description="local (smx starts a LocalCluster) or the "
-                         "address of a running scheduler, e.g. tcp://10.0.0.5:8786")
+    cluster: str = Field("local", description="local (smx starts a LocalCluster), "
+                         "local-cuda (smx starts dask-cuda's LocalCUDACluster: one worker per "
+                         "GPU) or the address of a running scheduler, e.g. tcp://10.0.0.5:8786")
     workers: int = Field(2, ge=1, description="worker processes of a local cluster")
     threads_per_worker: int = Field(1, ge=1, description="threads per local worker")
     memory_limit: str | int = Field("auto", description="per local worker: bytes, '2GiB', "
                                     "or auto (the machine's memory shared among workers)")
     chunk_rows: int = Field(100_000, ge=1, description="rows per chunk")
     timeout: float = Field(30.0, gt=0, description="seconds to wait for the scheduler")
+    chunks: Literal["auto", "numpy", "cupy"] = Field(
+        "auto", description="the chunks' arrays on the workers: numpy, cupy (on each worker's "
+        "GPU; the parameters on the client's first GPU) or auto (cupy with local-cuda)")
+    gpus: str | None = Field(None, description="local-cuda: the GPUs to use, as "
+                             "CUDA_VISIBLE_DEVICES (e.g. 0,1); default: all, one worker each")
 
     @field_validator("cluster")
     @classmethod
     def _address(cls, value: str) -> str:
-        if value != "local" and "://" not in value:
-            raise ValueError("expected 'local' or a scheduler address such as tcp://HOST:8786")
+        if value not in ("local", "local-cuda") and "://" not in value:
+            raise ValueError("expected 'local', 'local-cuda' or a scheduler address such as "
+                             "tcp://HOST:8786")
         return value
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the chunks (and so the parameters) are CuPy arrays."""
+        return self.chunks == "cupy" or (self.chunks == "auto" and self.cluster == "local-cuda")
 
 
 def _missing() -> str | None:
@@ -74,29 +92,39 @@ def _chunk_partial(X: Any, y: Any, w: Any, *, fn: Callable[[Block], Any]) -> Any
     return fn(Block(X, y, w))
 
 
-def _read_rows(path: str, bounds: tuple[int, int], *, dtype: str) -> Any:
+def _to_gpu(a: Any, gpu: bool = True) -> Any:
+    """``a`` on this worker's GPU (CuPy) when ``gpu``; as it is otherwise."""
+    if not gpu or a is None:
+        return a
+    import cupy
+
+    return cupy.asarray(a)
+
+
+def _read_rows(path: str, bounds: tuple[int, int], *, dtype: str, gpu: bool = False) -> Any:
     """Rows ``[start, stop)`` of a ``.npy`` file, read on the worker through a memory map."""
     from smx.datasets.sources import read_npy_rows
 
-    return read_npy_rows(path, *bounds, dtype)
+    return _to_gpu(read_npy_rows(path, *bounds, dtype), gpu)
 
 
-def _read_part(part: Any, i: int, dtype: str) -> Any:
+def _read_part(part: Any, i: int, dtype: str, gpu: bool = False) -> Any:
     """Chunk ``i`` of a source's part (:class:`~smx.datasets.sources.PartRows`,
-    ``PartLabels`` or ``PartWeights``), read on the worker."""
-    return part.read_chunk(i, dtype)
+    ``PartLabels`` or ``PartWeights``), read on the worker (and moved to its GPU)."""
+    return _to_gpu(part.read_chunk(i, dtype), gpu)
 
 
-def _read_block(i: int, rows: Any, labels: Any, weights: Any, dtype: str) -> Block:
+def _read_block(i: int, rows: Any, labels: Any, weights: Any, dtype: str, gpu: bool = False
+                ) -> Block:
     """Chunk ``i`` of a streamed part (rows, labels, weights when any), read from its source."""
-    return Block(rows.read_chunk(i, dtype), labels.read_chunk(i),
-                 None if weights is None else weights.read_chunk(i, dtype))
+    return Block(_to_gpu(rows.read_chunk(i, dtype), gpu), _to_gpu(labels.read_chunk(i), gpu),
+                 None if weights is None else _to_gpu(weights.read_chunk(i, dtype), gpu))
 
 
 def _stream_partial(i: int, *, rows: Any, labels: Any, weights: Any = None, dtype: str,
-                    fn: Callable[[Block], Any]) -> Any:
+                    fn: Callable[[Block], Any], gpu: bool = False) -> Any:
     """Read chunk ``i`` from its source and return its partial: nothing stays behind."""
-    return fn(_read_block(i, rows, labels, weights, dtype))
+    return fn(_read_block(i, rows, labels, weights, dtype, gpu))
 
 
 def _chunk_step(X: Any, y: Any, w: Any, idx: Any, params: Any, state: Any, lr: float, *,
@@ -106,9 +134,9 @@ def _chunk_step(X: Any, y: Any, w: Any, idx: Any, params: Any, state: Any, lr: f
 
 
 def _stream_step(i: int, idx: Any, params: Any, state: Any, lr: float, *, rows: Any,
-                 labels: Any, weights: Any = None, dtype: str, step: Callable[..., Any]
-                 ) -> Any:
-    X, y, w = _read_block(i, rows, labels, weights, dtype)
+                 labels: Any, weights: Any = None, dtype: str, step: Callable[..., Any],
+                 gpu: bool = False) -> Any:
+    X, y, w = _read_block(i, rows, labels, weights, dtype, gpu)
     return step(params, state, Block(X[idx], y[idx], None if w is None else w[idx]), lr)
 
 
@@ -179,21 +207,33 @@ class DaskBackend(Backend):
         self._persisted: dict[str, bool] = {}
 
     # --- the plain backend interface --------------------------------------------------
-    # parameters and optimizer state stay on the client, as NumPy arrays: NumPy's namespace,
-    # device and host copies
-    namespace = NumpyBackend.namespace
+    # parameters and optimizer state stay on the client: NumPy arrays, or CuPy arrays on
+    # the client's first GPU when the chunks are CuPy (the engine that holds them answers)
     devices = NumpyBackend.devices
-    from_host = NumpyBackend.from_host
+
+    def _client_engine(self) -> Backend:
+        if self.settings.on_gpu:
+            from smx.backends.cupy_backend import CupyBackend
+
+            return CupyBackend()
+        return NumpyBackend()
 
     def unavailable_reason(self) -> str | None:
         return _missing()
+
+    def namespace(self) -> Any:
+        return self._client_engine().namespace()
+
+    def from_host(self, array: Any, device: str, dtype: str | None = None) -> Array:
+        return self._client_engine().from_host(
+            array, "cuda:0" if self.settings.on_gpu else device, dtype)
 
     def to_host(self, array: Array) -> Any:
         import numpy as np
 
         if hasattr(array, "__dask_graph__"):
-            return np.asarray(self._result(self._connected().compute(array)))
-        return np.asarray(array)
+            array = self._result(self._connected().compute(array))
+        return np.asarray(self._client_engine().to_host(array))
 
     def versions(self) -> dict[str, str]:
         if _missing():
@@ -224,10 +264,25 @@ class DaskBackend(Backend):
         from distributed import Client, LocalCluster
 
         opts = self.settings
+        if opts.on_gpu and (why := self._client_engine().unavailable_reason()) is not None:
+            raise BackendUnavailable(f"chunks on GPUs need CuPy: {why}",
+                                     where="backend_options.chunks")
         if opts.cluster == "local":
             self.cluster = LocalCluster(
                 n_workers=opts.workers, threads_per_worker=opts.threads_per_worker,
                 memory_limit=opts.memory_limit, processes=True, dashboard_address=None,
+                silence_logs=logging.ERROR)
+            self.client = Client(self.cluster, set_as_default=False)
+        elif opts.cluster == "local-cuda":
+            try:
+                from dask_cuda import LocalCUDACluster
+            except ImportError as exc:
+                raise BackendUnavailable(
+                    f"cluster: local-cuda needs dask-cuda ({exc.name or exc} is not "
+                    "installed); pip install dask-cuda", where="backend_options.cluster") from None
+            self.cluster = LocalCUDACluster(
+                CUDA_VISIBLE_DEVICES=opts.gpus, threads_per_worker=opts.threads_per_worker,
+                memory_limit=opts.memory_limit, dashboard_address=None,
                 silence_logs=logging.ERROR)
             self.client = Client(self.cluster, set_as_default=False)
         else:
@@ -324,12 +379,13 @@ class DaskBackend(Backend):
             persist = budget == 0 or len(X) * row_bytes <= budget
         else:
             persist = X.persist == "true"
-        chunks, sizes = range(n_chunks), list(X.sizes)
+        chunks, sizes, gpu = range(n_chunks), list(X.sizes), self.settings.on_gpu
 
         def read(part: Any, kind: str) -> list[Any]:
             if persist:
-                return client.map(_read_part, [part] * n_chunks, chunks, dtype=kind, pure=False)
-            return [dask.delayed(_read_part, pure=True)(part, i, kind) for i in chunks]
+                return client.map(_read_part, [part] * n_chunks, chunks, dtype=kind, gpu=gpu,
+                                  pure=False)
+            return [dask.delayed(_read_part, pure=True)(part, i, kind, gpu) for i in chunks]
 
         xs, ys = read(X, dtype), read(y, "int64")
         ws = None if w is None else read(w, dtype)
@@ -339,7 +395,7 @@ class DaskBackend(Backend):
         if persist:
             self._chunks[dX.name] = (xs, ys, ws)
         else:
-            self._streams[dX.name] = (X, y, w, dtype)
+            self._streams[dX.name] = (X, y, w, dtype)  # read (to the GPU) in each task
         self._persisted[("train", "val", "test")[X.part]] = persist
         return Block(dX, dy, dw)
 
@@ -360,6 +416,8 @@ class DaskBackend(Backend):
         def scatter(a: Any, kind: str | None) -> tuple[list[Any], Any]:
             host = np.asarray(a, dtype=kind, order="C")
             futures = client.scatter([host[s:e] for s, e in bounds], hash=False)
+            if self.settings.on_gpu:  # each chunk to the GPU of the worker it went to
+                futures = client.map(_to_gpu, futures, pure=False)
             return futures, _concatenate(futures, [e - s for s, e in bounds], host.shape[1:],
                                          host.dtype)
 
@@ -387,7 +445,7 @@ class DaskBackend(Backend):
 
         def read(path: str, kind: str) -> tuple[list[Any], Any]:
             futures = client.map(_read_rows, [path] * len(bounds), bounds, dtype=kind,
-                                 pure=False)
+                                 gpu=self.settings.on_gpu, pure=False)
             return futures, _concatenate(futures, [e - s for s, e in bounds],
                                          shapes[path][1:], kind)
 
@@ -426,15 +484,17 @@ class DaskBackend(Backend):
             rows, labels, weights, dtype = stream
             keep = [i for i, s in enumerate(rows.sizes) if s > 0]
             parts = client.map(_stream_partial, keep, rows=rows, labels=labels,
-                               weights=weights, dtype=dtype, fn=fn, pure=False)
+                               weights=weights, dtype=dtype, fn=fn, gpu=self.settings.on_gpu,
+                               pure=False)
         else:
             xs, ys, ws = self._chunk_futures(data)
             parts = client.map(_chunk_partial, xs, ys, ws or [None] * len(xs), fn=fn,
                                pure=False)
         total = self._result(self._tree_sum(parts))
-        if isinstance(total, Partial):  # NumPy's 0-d + 0-d is a scalar: a 0-d array again
-            import numpy as np
+        import numpy as np
 
+        if isinstance(total, Partial) and isinstance(total.loss, np.generic):
+            # NumPy's 0-d + 0-d is a scalar: a 0-d array again (CuPy's stays an array)
             total = Partial(np.asarray(total.loss), total.weight, total.grads)
         return total
 
@@ -488,7 +548,7 @@ class DaskBackend(Backend):
                 rows, labels, weights, dtype = stream
                 future = client.submit(_stream_step, c, local, params, state, lr, rows=rows,
                                        labels=labels, weights=weights, dtype=dtype, step=step,
-                                       pure=False)
+                                       gpu=self.settings.on_gpu, pure=False)
             else:
                 xs, ys, ws = chunks
                 future = client.submit(_chunk_step, xs[c], ys[c], None if ws is None else ws[c],
@@ -515,8 +575,8 @@ class DaskBackend(Backend):
         return Block(got[0], got[1], got[2] if data.w is not None else None)
 
     def kernel(self, loss: Any) -> Any:
-        """NumPy's fused cross-entropy: the chunks are NumPy arrays on the workers."""
-        return NumpyBackend().kernel(loss)
+        """NumPy's fused cross-entropy for NumPy chunks; the portable partial for CuPy's."""
+        return None if self.settings.on_gpu else NumpyBackend().kernel(loss)
 
 
 @smx.hookimpl
