@@ -373,7 +373,8 @@ def test_weighted_sources_fit_like_numpy_in_memory(scheduler, tmp_path, monkeypa
     The client reads none of X, y or the weights."""
     X, y, w = make_rows(900, 5, 0)
     np.savez(tmp_path / "d.npz", X=X, y=y, w=w)
-    loss = {"loss": {"name": "cross_entropy", "class_weight": class_weight}}
+    # model.C: l2 = 1/(C·Σ r·w), the total weight from the same class totals
+    loss = {"loss": {"name": "cross_entropy", "class_weight": class_weight}, "model": {"C": 1.0}}
     data = {"val_fraction": 0, "test_fraction": 0}
     ref_cfg = config("numpy", data={"name": "file", "path": str(tmp_path / "d.npz"),
                                     "sample_weight": "w", **data}, **loss)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from smx import sysinfo
 from smx.bench.cases import core_init, core_lbfgs, core_optimizer, make_data, sklearn_fit
 from smx.bench.harness import Timing, assess_load, sample_load
 
@@ -202,7 +203,9 @@ def bench_dask(bc: BenchConfig, plugins: Any, log: Log) -> dict[str, Any]:
     l2 = 1.0 / (bc.C * n)
     out: dict[str, Any] = {"rows": n, "features": d, "classes": k, "chunk_rows": chunk_rows,
                            "workers": WORKERS, "C": bc.C, "l2": l2, "rounds": bc.dask_rounds,
-                           "sklearn": sklearn.__version__, **dask_versions()}
+                           "sklearn": sklearn.__version__, **dask_versions(),
+                           # scikit-learn runs with NumPy's BLAS threads; each worker with one
+                           "sklearn_blas_threads": sysinfo.blas_threads()}
     with tempfile.TemporaryDirectory(prefix="smx-bench-dask-") as tmp:
         log(f"dask: writing {n:,} x {d} float32 to .npy")
         X, y, paths = _write(Path(tmp), n, d, k, bc.seed + 2)

@@ -278,7 +278,9 @@ def _dask_lines(dk: dict[str, Any]) -> list[str]:
     lines = [f"{dk['rows']:,} x {dk['features']} float32, {dk['classes']} classes, written to "
              f".npy and read by the workers in chunks of {dk['chunk_rows']:,} rows "
              f"({dk['read_s']:.1f} s to read and persist them on {dk['workers']} workers, not "
-             f"in the fit times); C={dk['C']}; {dk['rounds']} round(s); "
+             f"in the fit times); each worker one thread, scikit-learn "
+             f"{dk.get('sklearn_blas_threads', '?')} BLAS thread(s); C={dk['C']}; "
+             f"{dk['rounds']} round(s); "
              + ", ".join(f"{k} {dk[k]}" for k in ("dask", "distributed", "dask-ml") if k in dk)
              + ".", ""]
     m = dk["multinomial"]
