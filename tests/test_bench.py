@@ -465,7 +465,7 @@ def test_dask_part_times_smx_on_a_local_cluster_to_the_baselines_objectives():
     assert m["smx_updates"] >= 1 and "note" not in m, m
     assert m["smx_objective"] <= m["sklearn_objective"] * (1 + 1e-6)
     assert m["cases"].keys() == {"sklearn", "smx_dask"} and m["ratio"] > 0
-    assert m["load"]["threads"] == 2 and out["chunk_rows"] == 600 // dask_cases.CHUNKS + 1
+    assert m["load"]["threads"] == 2 and out["chunk_rows"] == -(-600 // dask_cases.CHUNKS)
     p = out["per_iteration"]
     assert p["iterations"] >= 1 and p["1"] > 0 and p["2"] > 0 and p["ratio_1_to_2"] > 0
     b = out["binary"]

@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 Log = Callable[[str], None]
 #: workers of the cluster the comparisons run on (the per-iteration figure adds one worker)
 WORKERS = 2
-#: chunks per data set: a few per worker, so both stay busy and a chunk is one task
-CHUNKS = 16
+#: chunks per data set: a few per worker, so both stay busy, and few enough that the
+#: per-task costs (a round trip each evaluation) stay small beside the arithmetic
+CHUNKS = 8
 #: the yardstick's rows per float64 block (X is never copied whole to float64)
 YARDSTICK_ROWS = 65_536
 
