@@ -90,15 +90,16 @@ def checksum(arrays: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` (host arrays, scalars, JSON-able metadata) atomically with its checksum."""
+def save_checkpoint(path: str | Path, state: dict[str, Any], *, durable: bool = True) -> None:
+    """Write ``state`` (host arrays, scalars, JSON-able metadata) atomically with its checksum
+    (``durable``: see :func:`smx.io.atomic_write_bytes`)."""
     arrays: dict[str, np.ndarray] = {}
     tree = flatten_tree(state, arrays)
     arrays["tree"] = np.asarray(json.dumps(tree))
     arrays["format"] = np.asarray(FORMAT)
     arrays["sha256"] = np.asarray(checksum(arrays))
     try:
-        atomic_write_bytes(path, npz_bytes(arrays))
+        atomic_write_bytes(path, npz_bytes(arrays), durable=durable)
     except OSError as exc:  # disk full, folder gone: the previous checkpoint is still whole
         raise RunFolderError(f"cannot write the checkpoint: {exc.strerror or exc}",
                              where=str(path)) from None

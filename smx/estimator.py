@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import numbers
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from array_api_compat import array_namespace, is_jax_array, is_torch_array
+from array_api_compat import array_namespace, is_cupy_array, is_jax_array, is_torch_array
 from scipy.special import log_expit, log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -40,6 +41,8 @@ from smx.modelfile import FittedModel, load_model
 FLOAT_DTYPES = (np.float64, np.float32)
 #: scipy.sparse formats taken as they are (others are converted to CSR)
 SPARSE = ("csr", "csc")
+DENSIFY = ("standardize=True would densify sparse X (centering); scale it instead, e.g. with "
+           "MaxAbsScaler")
 
 
 class InvalidParameter(ConfigError, ValueError):
@@ -143,10 +146,12 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         """Fit on (X, y), each row weighing ``sample_weight`` (default 1) times its
         class's weight (``class_weight``).
 
-        A PyTorch tensor or a JAX array trains on that library and its device (with
-        ``backend="auto"`` or that engine's name) without a trip through NumPy, and
-        ``predict``/``predict_proba`` then answer in the input's library, as
-        scikit-learn's array-API dispatch does."""
+        A PyTorch tensor, a JAX array, a CuPy array or a cupyx.scipy.sparse matrix trains
+        on that library and its device (with ``backend="auto"`` or that engine's name)
+        without a trip through NumPy, and ``predict``/``predict_proba`` then answer in the
+        input's library, as scikit-learn's array-API dispatch does. scipy.sparse X trains
+        on the NumPy engine (or CuPy's, which copies it to the GPU as cupyx CSR), never
+        densified."""
         from smx import hardware
         from smx.plugins import get_plugins
         from smx.training import Trainer
@@ -154,14 +159,13 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         native = _native_engine(X)
         if native is not None and self.backend in ("auto", native[0]):
             return self._fit_native(X, y, sample_weight, *native)
+        if native is not None and native[0] == "cupy":  # NumPy cannot read GPU memory
+            raise ValueError(f"X is on the GPU (CuPy): it trains on backend='cupy' or 'auto', "
+                             f"not {self.backend!r}; pass X.get() to train on the host")
         X, y = validate_data(self, X, y, accept_sparse=SPARSE, dtype=FLOAT_DTYPES)
         if sp.issparse(X):
-            if self.backend != "numpy":
-                raise ValueError(f"sparse X is trained on backend='numpy' only, not "
-                                 f"{self.backend!r}; pass X.toarray() for another backend")
             if self.standardize:
-                raise ValueError("standardize=True would densify sparse X (centering); scale "
-                                 "it instead, e.g. with MaxAbsScaler")
+                raise ValueError(DENSIFY)
             X = X.tocsr()
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
@@ -178,6 +182,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 "every sample weight is zero: there is no class to learn")
 
         cfg = self._config(binary=len(classes) == 2)
+        if sp.issparse(X):
+            cfg = cfg.model_copy(update={"backend": self._sparse_backend()})
         std = _standardizer(X, w) if self.standardize else Standardizer.identity(X.shape[1])
         if not sp.issparse(X):  # values whose logits would overflow the training dtype
             try:
@@ -207,6 +213,22 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self._finish_fit(result, trainer, placement.backend.name, cfg, classes, std)
         return self
 
+    def _sparse_backend(self) -> str:
+        """The engine for sparse X: ``auto`` takes CuPy when it is usable (and the device is
+        not the CPU), else NumPy; an engine without sparse products is refused."""
+        from smx.plugins import get_plugins
+
+        plugins = get_plugins()
+        if self.backend == "auto":
+            cupy = plugins.get("backend", "cupy")
+            return "cupy" if self.device != "cpu" and cupy.unavailable_reason() is None \
+                else "numpy"
+        if not plugins.get("backend", self.backend).accepts_sparse:
+            raise ValueError(f"sparse X trains on backend 'numpy' or 'cupy' (or 'auto'), not "
+                             f"{self.backend!r}, whose engine has no sparse products; pass "
+                             f"X.toarray() to train on {self.backend!r}")
+        return self.backend
+
     def _finish_fit(self, result: Any, trainer: Any, backend: str, cfg: Any,
                     classes: np.ndarray, std: Standardizer) -> None:
         W, b = result.params["W"], result.params.get("b")
@@ -234,26 +256,34 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         from smx.plugins import get_plugins
         from smx.training import Trainer
 
-        xp = array_namespace(X)
-        if X.ndim != 2:
-            raise ValueError(f"Expected 2D array, got {X.ndim}D array instead")
+        sparse = _cupyx_sparse(X)  # its checks run on the stored values, X.data
+        if sparse and self.standardize:
+            raise ValueError(DENSIFY)
+        xp = array_namespace(X.data if sparse else X)
+        if len(X.shape) != 2:
+            raise ValueError(f"Expected 2D array, got {len(X.shape)}D array instead")
         if X.shape[0] < 1 or X.shape[1] < 1:
             raise ValueError(f"Found array with shape {tuple(X.shape)}: at least one sample "
                              "and one feature are required")
         if not xp.isdtype(X.dtype, "real floating"):
-            X = xp.astype(X, xp.float64 if self.dtype == "float64" else xp.float32)
+            dt = xp.float64 if self.dtype == "float64" else xp.float32
+            X = X.astype(dt) if sparse else xp.astype(X, dt)
+        if sparse:
+            X = X.tocsr()  # CSR: rows gather fast
+        values = X.data if sparse else X
+        on = values.device  # where X lives (device, the argument, is its name)
         if y is None or len(y) != X.shape[0]:
             raise ValueError(f"Found input variables with inconsistent numbers of samples: "
                              f"[{X.shape[0]}, {None if y is None else len(y)}]")
-        if not bool(xp.all(xp.isfinite(X))):
+        if not bool(xp.all(xp.isfinite(values))):
             raise ValueError("Input X contains NaN or infinity.")
-        y = y if _native_engine(y) is not None else xp.asarray(np.asarray(y), device=X.device)
+        y = y if _native_engine(y) is not None else xp.asarray(np.asarray(y), device=on)
         classes_dev, y_idx = xp.unique_inverse(xp.reshape(y, (-1,)))
         classes = np.asarray(get_plugins().backend(engine).to_host(classes_dev))
         if len(classes) < 2:
             raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in "
                              f"the data, but the data contains only one class: {classes[0]!r}")
-        w = None if sample_weight is None else xp.asarray(sample_weight, device=X.device)
+        w = None if sample_weight is None else xp.asarray(sample_weight, device=on)
         if self.standardize:
             backend = get_plugins().backend(engine)
             mean = np.asarray(backend.to_host(xp.mean(X, axis=0)), dtype=np.float64)
@@ -265,8 +295,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             std = Standardizer.identity(X.shape[1])
         cfg = self._config(binary=len(classes) == 2)
         cfg = cfg.model_copy(update={"backend": engine, "device": device})
-        empty = xp.zeros((0, X.shape[1]), dtype=X.dtype, device=X.device)
-        none = xp.zeros((0,), dtype=y_idx.dtype, device=X.device)
+        empty = xp.zeros((0, X.shape[1]), dtype=X.dtype, device=on)
+        none = xp.zeros((0,), dtype=y_idx.dtype, device=on)
         splits = Splits(classes=classes, X_train=X, y_train=y_idx, X_val=empty, y_val=none,
                         X_test=empty, y_test=none, standardizer=std, w_train=w)
         plugins = get_plugins()
@@ -313,14 +343,16 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         device for a PyTorch tensor or a JAX array."""
         check_is_fitted(self)
         if _native_engine(X) is not None:
-            xp = array_namespace(X)
-            if X.ndim != 2 or X.shape[1] != self.coef_.shape[1]:
+            sparse = _cupyx_sparse(X)  # cupyx: a cuSPARSE product, X never densified
+            xp = array_namespace(X.data if sparse else X)
+            if len(X.shape) != 2 or X.shape[1] != self.coef_.shape[1]:
                 raise ValueError(f"X has {X.shape[-1]} features, but {type(self).__name__} "
                                  f"is expecting {self.coef_.shape[1]} features as input")
             dt = X.dtype if xp.isdtype(X.dtype, "real floating") else xp.float32
-            coef = xp.asarray(self.coef_, dtype=dt, device=X.device)
-            scores = xp.astype(X, dt) @ coef.T + xp.asarray(self.intercept_, dtype=dt,
-                                                             device=X.device)
+            device = (X.data if sparse else X).device
+            coef_t = xp.asarray(np.ascontiguousarray(self.coef_.T), dtype=dt, device=device)
+            Xd = X.astype(dt) if sparse else xp.astype(X, dt)
+            scores = Xd @ coef_t + xp.asarray(self.intercept_, dtype=dt, device=device)
             return scores[:, 0] if scores.shape[1] == 1 else scores
         X = validate_data(self, X, reset=False, accept_sparse=SPARSE, dtype=FLOAT_DTYPES)
         scores = safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_
@@ -384,14 +416,23 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
 
 def _native_engine(X: Any) -> tuple[str, str] | None:
-    """``(engine, device)`` for a PyTorch tensor or JAX array (never importing either:
-    array-api-compat only looks at modules already imported), else None."""
+    """``(engine, device)`` for a PyTorch tensor, a JAX array, a CuPy array or a cupyx
+    sparse matrix (never importing any of them: array-api-compat only looks at modules
+    already imported), else None."""
     if is_torch_array(X):
         return "torch", str(X.device)
     if is_jax_array(X):
         (dev,) = X.devices()
         return "jax", "cpu" if dev.platform == "cpu" else f"{dev.platform}:{dev.id}"
+    if is_cupy_array(X) or _cupyx_sparse(X):
+        return "cupy", f"cuda:{(X.data if _cupyx_sparse(X) else X).device.id}"
     return None
+
+
+def _cupyx_sparse(X: Any) -> bool:
+    """A cupyx.scipy.sparse matrix (without importing CuPy when it is not loaded)."""
+    csp = sys.modules.get("cupyx.scipy.sparse")
+    return csp is not None and bool(csp.issparse(X))
 
 
 def get_plugins_backend(array: Any) -> Any:

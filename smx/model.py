@@ -17,6 +17,15 @@ from array_api_compat import array_namespace
 from smx.types import Array, Params
 
 
+def is_sparse(X: object) -> bool:
+    """A scipy.sparse or cupyx.scipy.sparse matrix (duck-typed: neither is imported).
+
+    Sparse X has no Array API namespace, but its products with dense arrays of its own
+    library (``X @ W``, ``Xᵀ @ G``, sparse on the left) are all the linear part needs, so
+    the portable core runs on it without densifying it; the namespace comes from W."""
+    return hasattr(X, "nnz") and hasattr(X, "tocsr")
+
+
 def logits(params: Params, X: Array) -> Array:
     """``X @ W + b`` (``b`` omitted when the model has no intercept)."""
     Z = X @ params["W"]
@@ -25,7 +34,9 @@ def logits(params: Params, X: Array) -> Array:
 
 def logits_t(params: Params, X: Array) -> Array:
     """The logits in the class-major (K, n) layout the losses work in: ``Wᵀ Xᵀ (+ b)``."""
-    Zt = params["W"].T @ X.T
+    # sparse X: the product with the sparse matrix on the left, which both SciPy and
+    # cupyx define (a dense @ sparse product is SciPy's only); the transpose is a view
+    Zt = (X @ params["W"]).T if is_sparse(X) else params["W"].T @ X.T
     if "b" in params:
         Zt += params["b"][:, None]
     return Zt
@@ -39,7 +50,7 @@ def linear_grads(params: Params, X: Array, Gt: Array) -> Params:
     layout would reach optimizer state (and the order of later reductions over it).
     """
     xp = array_namespace(Gt)
-    grads: Params = {"W": X.T @ Gt.T}
+    grads: Params = {"W": X.T @ Gt.T}  # sparse X: its own product, sparse on the left
     if "b" in params:
         grads["b"] = xp.sum(Gt, axis=1)
     return grads

@@ -65,17 +65,50 @@ class FittedModel:
                            columns=self.columns, raw=X, standardized=True, purpose="prediction")
         return Xs
 
-    def predict_proba(self, X: np.ndarray, where: str = "data") -> np.ndarray:
-        Xs = self._check(X, where)
-        with np.errstate(all="ignore"):
-            proba = np.asarray(model.predict_proba(self._params(), Xs))
+    def _sparse_logits(self, X: Any, where: str) -> np.ndarray:
+        """Logits of sparse X (scipy.sparse; cupyx is brought to the host) without
+        densifying it: the standardisation is folded into the weights,
+        ((x − mean)/scale)·W + b == x·(W/scale) + (b − (mean/scale)·W)."""
+        import scipy.sparse as sp
+
+        if hasattr(X, "get") and not sp.issparse(X):  # cupyx.scipy.sparse
+            X = X.get()
+        X = sp.csr_matrix(X, dtype=np.float64)
+        if X.shape[1] != self.n_features:
+            raise ModelFileError(f"the model expects {self.n_features} features, the data "
+                                 f"has {X.shape[1]}", where=where)
+        X.sum_duplicates()
+        bad = ~np.isfinite(X.data)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            row = int(np.searchsorted(X.indptr, k, side="right")) - 1
+            raise DataError(f"X has {int(bad.sum())} NaN/inf value(s); first at row {row}, "
+                            f"column {int(X.indices[k])}", where=where)
+        std = self.standardizer
+        W = self.W.astype(np.float64)
+        b = np.zeros(W.shape[1]) if self.b is None else self.b.astype(np.float64)
+        if (std.mean != 0).any() or (std.scale != 1).any():
+            W = W / std.scale[:, None]
+            b = b - std.mean @ W
+        return model.logits({"W": W, "b": b}, X)
+
+    def predict_proba(self, X: Any, where: str = "data") -> np.ndarray:
+        """Class probabilities of the rows of X: a 2-D array, or a scipy.sparse (or
+        cupyx) matrix, which is never densified."""
+        if model.is_sparse(X):
+            with np.errstate(all="ignore"):
+                proba = np.asarray(model.softmax(self._sparse_logits(X, where)))
+        else:
+            Xs = self._check(X, where)
+            with np.errstate(all="ignore"):
+                proba = np.asarray(model.predict_proba(self._params(), Xs))
         bad = ~np.isfinite(proba).all(axis=1)
         if bad.any():  # huge weights times large (finite) features
             raise DataError(f"row {int(np.flatnonzero(bad)[0])}: the logits overflow float64 "
                             "(features too large for this model's weights)", where=where)
         return proba
 
-    def predict(self, X: np.ndarray, where: str = "data") -> np.ndarray:
+    def predict(self, X: Any, where: str = "data") -> np.ndarray:
         return self.classes[np.argmax(self.predict_proba(X, where), axis=1)]
 
     def save(self, path: str | Path) -> None:

@@ -46,8 +46,10 @@ class Partial:
 
 def portable_partial(loss: Any, params: Params, block: Block, class_weight: Array | None = None,
                      *, grad: bool = True) -> Partial:
-    """The Array API path: logits, the loss's sums, then the linear part's ``Xᵀ G``."""
-    xp = array_namespace(block.X, params["W"])
+    """The Array API path: logits, the loss's sums, then the linear part's ``Xᵀ G``.
+    Sparse X (SciPy, cupyx) has no namespace: the dense parameters' is the run's."""
+    xp = array_namespace(params["W"]) if model.is_sparse(block.X) \
+        else array_namespace(block.X, params["W"])
     Zt = model.logits_t(params, block.X)
     total, weight, Gt = loss.partial(xp, Zt, block.y, block.w, class_weight, grad=grad)
     if not grad:
@@ -62,6 +64,7 @@ class Objective:
     def __init__(self, loss: Any, l2: float = 0.0, *, class_weight: Array | None = None,
                  kernel: Any = None) -> None:
         self.loss, self.l2, self.class_weight, self.kernel = loss, l2, class_weight, kernel
+        self._namespaces: dict[type, Any] = {}
 
     def partial(self, params: Params, block: Block, *, grad: bool = True) -> Partial:
         if self.kernel is not None:
@@ -72,27 +75,39 @@ class Objective:
                ) -> tuple[Array, Params | None]:
         """Mean over the weight, plus ``l2/2·‖W‖²`` (and ``l2·W``) when ``penalty``.
 
-        Consumes ``part``: its gradient arrays are scaled in place (they are fresh
-        temporaries; on immutable libraries ``*=`` just rebinds).
+        Consumes ``part``: its gradient arrays are updated in place (they are fresh
+        temporaries; on immutable libraries ``*=`` and ``+=`` just rebind).
         """
         weight = part.weight
         if not isinstance(weight, int):  # a weighted total: a batch whose rows all
-            xp = array_namespace(weight)         # weigh 0 contributes 0, not 0/0
+            xp = self._xp(weight)                # weigh 0 contributes 0, not 0/0
             weight = xp.where(weight > 0, weight, xp.ones_like(weight))
         inv = 1.0 / weight
         value = part.loss * inv
         grads = part.grads
-        if grads is not None:
-            gW = grads["W"]
-            gW *= inv
-            grads = {"W": gW, **({"b": grads["b"] * inv} if "b" in grads else {})}
-        if penalty and self.l2:
+        penalised = penalty and self.l2
+        if penalised:
             W = params["W"]
-            xp = array_namespace(W)
-            value = value + (0.5 * self.l2) * (xp.reshape(W, (-1,)) @ xp.reshape(W, (-1,)))
-            if grads is not None:
-                grads["W"] = grads["W"] + self.l2 * W
-        return value, grads
+            flat = self._xp(W).reshape(W, (-1,))
+            value = value + (0.5 * self.l2) * (flat @ flat)
+        if grads is None:
+            return value, None
+        gW = grads["W"]
+        gW *= inv
+        if penalised:
+            gW += self.l2 * W
+        if "b" not in grads:
+            return value, {"W": gW}
+        return value, {"W": gW, "b": grads["b"] * inv}
+
+    def _xp(self, array: Array) -> Any:
+        """``array_namespace``, remembered per array type: it costs microseconds, and the
+        step calls it on every batch."""
+        kind = type(array)
+        xp = self._namespaces.get(kind)
+        if xp is None:
+            xp = self._namespaces[kind] = array_namespace(array)
+        return xp
 
     def value_and_grad(self, params: Params, block: Block) -> tuple[Array, Params]:
         value, grads = self.finish(self.partial(params, block), params)

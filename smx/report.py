@@ -4,18 +4,20 @@ it)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from smx.datasets.load import Status, _quiet
 from smx.datasets.split import Splits
-from smx.io import atomic_write_bytes
+from smx.plotting import write_loss_plot
 from smx.training import Trainer, TrainResult, evaluate
+
+#: the plot process started by :func:`preload_plotting`, until a plot or a failure ends it
+_worker: subprocess.Popen | None = None
 
 
 def _status(enabled: bool) -> Status:
@@ -26,74 +28,56 @@ def _status(enabled: bool) -> Status:
     return lambda message: print(f"smx: {message}", file=sys.stderr, flush=True)
 
 
-def _import_plotting() -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-    from matplotlib.figure import Figure  # noqa: F401
-
-
 def preload_plotting() -> None:
-    """Import matplotlib (~0.4 s) on a helper thread while the data loads and the model
-    trains (NumPy and BLAS release the GIL): the loss plot at the end then finds it loaded.
-    A failed import is left for :func:`plot_losses` to report. Not a daemon: an early exit
-    waits for the import to finish instead of tearing it down midway."""
-    import threading
+    """Start the plot process (:mod:`smx.plotting`): it imports matplotlib on another core
+    while the data loads and the model trains. Without it (it could not start, or it
+    failed), :func:`plot_losses` draws in this process."""
+    global _worker
+    discard_plotting()
+    try:
+        _worker = subprocess.Popen([sys.executable, "-m", "smx.plotting"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE)
+    except OSError:
+        _worker = None
 
-    def quietly() -> None:
-        with contextlib.suppress(Exception):
-            _import_plotting()
 
-    threading.Thread(target=quietly, name="smx-preload-matplotlib").start()
+def discard_plotting() -> None:
+    """End a started plot process that will get no job (the run failed): end of input
+    tells it to exit."""
+    global _worker
+    worker, _worker = _worker, None
+    if worker is not None:
+        _finish(worker, b"")
 
 
-def loss_figure(history: list[dict[str, Any]], best_epoch: int | None = None,
-                best_label: str = "best epoch") -> Any:
-    """The loss curves (log scale), validation accuracy, and the best epoch marked.
-
-    A Figure on the Agg canvas, not pyplot (no GUI backend to look for, ~0.2 s less
-    import); the legend sits above the axes, so it never covers a curve; fixed margins
-    instead of ``tight_layout`` (~0.1 s).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    epochs = [r["epoch"] for r in history]
-    fig = Figure(figsize=(6.4, 4.4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    has_val = all(r["val_loss"] is not None for r in history)  # None: no validation split
-    ax.plot(epochs, [r["train_loss"] for r in history], label="train loss")
-    if has_val:
-        ax.plot(epochs, [r["val_loss"] for r in history], label="validation loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy")
-    ax.set_yscale("log")
-    ax2 = ax.twinx()
-    if has_val:
-        ax2.plot(epochs, [r["val_accuracy"] for r in history], "g:",
-                 label="validation accuracy")
-    ax2.set_ylabel("accuracy")
-    if best_epoch is not None and best_epoch in epochs:
-        ax.axvline(best_epoch, color="0.4", linestyle="--", linewidth=1,
-                   label=f"{best_label} ({best_epoch})")
-        record = history[epochs.index(best_epoch)]
-        key = "val_loss" if has_val else "train_loss"
-        if record[key] is not None and math.isfinite(record[key]) and record[key] > 0:
-            ax.plot([best_epoch], [record[key]], "o", color="0.2", markersize=5)
-    lines = [ln for ln in ax.get_lines() + ax2.get_lines()
-             if not ln.get_label().startswith("_")]
-    fig.legend(lines, [ln.get_label() for ln in lines], loc="upper center", ncol=2,
-               frameon=False, fontsize="small", bbox_to_anchor=(0.5, 1.0))
-    fig.subplots_adjust(left=0.13, right=0.87, bottom=0.12, top=0.82)
-    return fig
+def _finish(worker: subprocess.Popen, job: bytes, timeout: float = 120.0) -> bool:
+    """Send ``job`` (maybe none), wait for the process; True when it exited cleanly."""
+    try:
+        worker.communicate(job, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.communicate()
+        return False
+    except OSError:  # it died before reading its job (a broken pipe)
+        worker.kill()
+        worker.wait()
+        return False
+    return worker.returncode == 0
 
 
 def plot_losses(history: list[dict[str, Any]], path: Path, best_epoch: int | None = None,
                 best_label: str = "best epoch") -> None:
-    """Write :func:`loss_figure` atomically (a temporary file of a unique name)."""
-    fig = loss_figure(history, best_epoch, best_label)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
+    """Write the loss plot: through the plot process when one was started, else (or when
+    it failed: this process then reports the same failure itself) here."""
+    global _worker
+    worker, _worker = _worker, None
+    if worker is not None:
+        job = json.dumps({"history": history, "path": str(path), "best_epoch": best_epoch,
+                          "best_label": best_label}).encode()
+        if _finish(worker, job) and path.is_file():
+            return
+    write_loss_plot(history, path, best_epoch, best_label)
 
 
 def best_epoch(result: TrainResult, trainer: Trainer) -> tuple[int | None, str]:
@@ -120,7 +104,7 @@ class Progress:
 
     def __init__(self, total: int, enabled: bool, initial: int = 0, *, epochs: int = 0,
                  epoch: int = 0) -> None:
-        from tqdm.auto import tqdm
+        from tqdm.std import tqdm  # not tqdm.auto: a terminal bar, and asyncio not imported
 
         self.epochs, self.epoch = epochs, epoch
         self.bar = tqdm(total=total, initial=initial, unit="step", disable=not enabled,

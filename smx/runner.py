@@ -40,6 +40,7 @@ from smx.report import (
     _json_safe,
     _status,
     best_epoch,
+    discard_plotting,
     final_metrics,
     plot_losses,
     preload_plotting,
@@ -83,7 +84,11 @@ def run(
     splits = load_data(cfg, plugins, status, backend=placement.backend)
     preload_plotting()  # once the input is known good: a bad one exits at once
     # the Trainer writes no file: when it fails (device memory, a plugin), no folder is left
-    trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
+    try:
+        trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
+    except BaseException:
+        discard_plotting()
+        raise
     lock: RunLock | None = None
     made: list[Path] = []  # folders this run creates, innermost last
     try:
@@ -106,6 +111,7 @@ def run(
         for path in reversed(made):  # what this run made and could not fill (a full disk)
             _remove_if_empty(path)
         _close(trainer, placement)
+        discard_plotting()
         raise
     return _train_and_finish(cfg, folder, trainer, splits, placement, progress, t0, lock)
 
@@ -158,6 +164,7 @@ def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -
                                  where=str(folder / "config.yaml"))
         placement = hardware.select(cfg, plugins)
         splits = load_data(cfg, plugins, status, backend=placement.backend)
+        preload_plotting()
         trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
         check_state(state, trainer.state_dict(), epochs=cfg.epochs,
                     steps_per_epoch=trainer.steps_per_epoch, where=str(folder / CHECKPOINT))
@@ -180,6 +187,7 @@ def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -
     except BaseException:
         if trainer is not None and placement is not None:
             _close(trainer, placement)
+        discard_plotting()
         lock.release()
         raise
     return _train_and_finish(cfg, folder, trainer, splits, placement, progress, t0, lock)
@@ -205,6 +213,7 @@ def _train_and_finish(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Sp
     try:
         return _train_and_write(cfg, folder, trainer, splits, placement, progress, t0)
     finally:
+        discard_plotting()  # none left after the plot; one waiting when training failed
         lock.release()
 
 
@@ -216,7 +225,10 @@ def _train_and_write(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Spl
     saved = {"epoch": trainer.epoch if (folder / CHECKPOINT).exists() else -1}
 
     def checkpoint() -> None:
-        save_checkpoint(folder / CHECKPOINT, {**trainer.state_dict(), "config": fingerprint})
+        # between epochs, safe against the process being killed (what --resume is for);
+        # the last one also against a crash of the machine
+        save_checkpoint(folder / CHECKPOINT, {**trainer.state_dict(), "config": fingerprint},
+                        durable=trainer.finished)
         saved["epoch"] = trainer.epoch
 
     def on_epoch(record: dict[str, Any]) -> None:

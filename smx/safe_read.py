@@ -33,6 +33,9 @@ MAX_HEADER = 10_000
 MAX_DEFLATE_RATIO = 1100
 
 
+#: bytes per read of array data (see _read_npy)
+READ_CHUNK = 1 << 20
+
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -121,7 +124,9 @@ def _read_npy(fh: BinaryIO, available: int) -> np.ndarray:
     buf = bytearray(need)
     view, got = memoryview(buf), 0
     while got < need:
-        n = fh.readinto(view[got:])
+        # in pieces: a zip entry's readinto is read() + copy, a temporary as large as the
+        # request (a whole-array request doubled the peak memory of loading an .npz)
+        n = fh.readinto(view[got:got + READ_CHUNK])
         if not n:
             raise ValueError(f"truncated: {got:,} of {need:,} data bytes")
         got += n

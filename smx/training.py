@@ -159,6 +159,10 @@ class Trainer:
             _host(backend, splits.y_train), _host(backend, w_train))
         cw_host = class_weights(cfg.loss.class_weight, splits.classes, y_host, w_host,
                                 totals=totals)
+        if model.is_sparse(splits.X_train) and not backend.accepts_sparse:
+            raise DataError(f"backend {backend.name!r} does not take sparse X; sparse X trains "
+                            "on backend numpy or cupy (without densifying it), or pass "
+                            f"X.toarray() to train on {backend.name!r}", where="backend")
         try:
             self.train_data = backend.place(splits.X_train, splits.y_train, w_train, device,
                                             dtype)
@@ -244,9 +248,14 @@ class Trainer:
         and over arrays only, so an engine may compile it (``Backend.compile``)."""
         objective, transform, backend = self.objective, self.transform, self.backend
 
+        one_block = type(backend).partial is Backend.partial  # no shards: call it directly
+
         def step(params: Params, state: Any, X: Array, y: Array, w: Array | None, lr: Any
                  ) -> tuple[Params, Any, Array]:
-            part = backend.partial(lambda b: objective.partial(params, b), Block(X, y, w))
+            if one_block:
+                part = objective.partial(params, Block(X, y, w))
+            else:
+                part = backend.partial(lambda b: objective.partial(params, b), Block(X, y, w))
             loss, grads = objective.finish(part, params)
             updates, state = transform.update(grads, state, params, lr)
             return apply_updates(params, updates), state, loss

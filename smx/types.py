@@ -65,6 +65,9 @@ class Backend(ABC):
     deterministic: bool = True
     #: the engine's own options (config ``backend_options``), validated like plugin options
     options: type[PluginParams] = PluginParams
+    #: ``place`` keeps a sparse X (scipy.sparse; cupyx on CuPy) sparse, and its products run
+    #: the portable core on it; engines without it refuse sparse X in one line (the Trainer)
+    accepts_sparse: bool = False
 
     @abstractmethod
     def unavailable_reason(self) -> str | None:

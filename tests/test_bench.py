@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 
 import numpy as np
@@ -26,7 +27,7 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     md = (tmp_path / "out" / "RESULTS.md").read_text()
     data = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert {"meta", "sgd", "lbfgs", "memory", "gpu", "targets"} <= data.keys()
+    assert {"meta", "sgd", "lbfgs", "memory", "e2e", "gpu", "targets"} <= data.keys()
     assert {"date", "cpu", "blas", "versions", "machine"} <= data["meta"].keys()
     settings = data["meta"]["thread_settings"]
     assert settings[-1] == 1 and len(settings) == len(set(settings))
@@ -44,6 +45,7 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
         assert {"float32", "float64"} <= lb.keys() and "load" in lb["float32"]
     assert "skipped" in data["gpu"] or "epoch" in data["gpu"]
     assert data["memory"]["ratio"] > 0
+    assert list(data["e2e"]["by_threads"]) == [str(t) for t in settings]
     keys = [t["key"] for t in data["targets"]]
     assert list(dict.fromkeys(keys)) == [t.key for t in report.TARGETS]
     # --quick reports, never judges: no target met or missed, and the report says so
@@ -421,7 +423,8 @@ def test_memory_is_judged_without_load_but_only_on_enough_data():
 def test_dask_part_sizes():
     quick, default, full = BenchConfig.quick(), BenchConfig(), BenchConfig.full()
     assert full.dask_rows == 2_000_000 and default.dask_rows <= 200_000
-    assert "dask" in default.parts and "dask" in full.parts and "dask" not in quick.parts
+    # opt-in (--only dask) at the default and quick sizes, a part of --full
+    assert "dask" not in default.parts and "dask" not in quick.parts and "dask" in full.parts
     args = build_parser().parse_args(["bench", "--quick", "--only", "dask"])
     assert args.only == ["dask"]
 
@@ -479,3 +482,170 @@ def test_dask_part_times_smx_on_a_local_cluster_to_the_baselines_objectives():
     assert "2-worker LocalCluster: time to scikit-learn's final objective" in md
     assert "time per L-BFGS iteration" in md and "1 worker / 2 workers" in md
     assert "binary version" in md
+
+
+# --- sparse, text-like ------------------------------------------------------------------
+
+
+def test_text_like_data_has_the_shape_of_a_tfidf_corpus():
+    X, y = cases.make_text(3000, 2000, 20, 0.01, seed=0)
+    assert X.format == "csr" and X.dtype == np.float64 and X.shape == (3000, 2000)
+    assert 0.5 * 0.01 < X.nnz / (3000 * 2000) <= 0.01 * 1.2  # repeated words merge
+    assert (X.data > 0).all()
+    np.testing.assert_allclose(np.sqrt(X.multiply(X).sum(axis=1)).A1, 1.0, rtol=1e-12)
+    assert set(np.unique(y)) == set(range(20))
+    df = np.sort(np.bincount(X.indices, minlength=2000))[::-1]
+    assert df[0] > 10 * max(df[1000], 1)  # a Zipf vocabulary: a few words are everywhere
+    X2, y2 = cases.make_text(3000, 2000, 20, 0.01, seed=0)
+    assert (X2 != X).nnz == 0 and (y2 == y).all()
+    assert (cases.make_text(3000, 2000, 20, 0.01, seed=1)[0] != X).nnz > 0
+
+
+def test_sparse_part_times_smx_to_sklearns_objective_and_accuracy():
+    bc = BenchConfig(sparse_rows=600, sparse_features=300, sparse_classes=5,
+                     sparse_density=0.03, repeats=5)
+    out = cases.bench_sparse(bc, PLUGINS, log=lambda _: None)
+    assert (out["rows"], out["features"], out["classes"], out["threads"]) == (600, 300, 5, 1)
+    assert out["smx_updates"] >= 1 and "note" not in out, out
+    assert out["smx_objective"] <= out["sklearn_objective"] * (1 + 1e-9)
+    assert np.isclose(out["l2"], 1 / (bc.C * 600)) and out["alpha"] == out["l2"]
+    assert out["accuracy_target"] == out["sklearn_test_accuracy"] - bc.sparse_accuracy_slack
+    assert out["smx_test_accuracy"] >= out["accuracy_target"]
+    assert out["sgd_test_accuracy"] >= out["accuracy_target"]
+    assert out["cases"].keys() == {"sklearn_lbfgs", "smx_lbfgs", "smx_lbfgs_to_accuracy",
+                                   "sgdclassifier_to_accuracy"}
+    assert out["ratio"] > 0 and out["accuracy_ratio"] > 0 and out["load"]["rounds"] == 5
+    assert cases.bench_sparse(bc, NoLbfgs(), log=lambda _: None)["skipped"].startswith(
+        "lbfgs not installed")
+
+
+def sparse_entry(rows=50_000, features=20_000, ratio=0.8):
+    load = {"busy": False, "why": "quiet", "rounds": 5, "load_during": 0.5,
+            "others_runnable": 0.0}
+    return {"threads": 1, "rows": rows, "test_rows": rows // 4, "features": features,
+            "classes": 20, "density": 0.002, "nnz": 1000, "C": 1.0, "l2": 2e-5, "alpha": 2e-5,
+            "sklearn_objective": 1.5, "sklearn_n_iter": 30, "smx_updates": 20,
+            "smx_objective": 1.4, "sklearn_test_accuracy": 0.8, "accuracy_target": 0.795,
+            "accuracy_slack": 0.005, "smx_updates_to_accuracy": 9, "smx_test_accuracy": 0.8,
+            "sgd_epochs_to_accuracy": -1, "sgd_test_accuracy": 0.7, "ratio": ratio,
+            "min_ratio": ratio, "accuracy_ratio": None, "accuracy_min_ratio": None,
+            "note": "SGDClassifier did not reach the target accuracy in 10 epochs",
+            "cases": {}, "load": load}
+
+
+def test_sparse_target_is_judged_at_text_sizes_and_the_report_says_what_is_compared():
+    def row(entry):
+        results = {"meta": {"mode": "default"}, "sparse": entry}
+        (r,) = [t for t in report.targets(results) if t["key"] == "sparse_lbfgs/sklearn"]
+        return r
+
+    assert row(sparse_entry())["met"] is True
+    assert row(sparse_entry(ratio=1.2))["met"] is False
+    small = row(sparse_entry(rows=2_000))
+    assert small["met"] is None and "50,000 rows x 20,000 features" in small["not_judged"]
+    results = {"meta": report.meta(BenchConfig()), "sparse": sparse_entry()}
+    results["targets"] = report.targets(results)
+    md = report.render(results)
+    assert "one-vs-rest" in md and "same objective" in md.lower()
+    assert "SGDClassifier: not within its epoch limit" in md and "did not reach" in md
+
+
+def test_sparse_sizes_default_and_full():
+    default, full = BenchConfig(), BenchConfig.full()
+    assert (default.sparse_rows, default.sparse_features) == (50_000, 20_000)
+    assert (full.sparse_rows, full.sparse_features, full.sparse_classes) == (200_000, 50_000, 20)
+    assert default.sparse_density == full.sparse_density == 0.002
+    assert "sparse" in default.parts
+# --- end to end: whole processes -------------------------------------------------------
+
+
+def test_e2e_part_times_whole_processes_and_compares_objectives(tmp_path):
+    proc = run_smx("bench", "--quick", "--only", "e2e", "--threads", "1", "-o", "out",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    e2e = data["e2e"]
+    assert {"sklearn_1t", "smx_1t", "smx_digits", "smx_help"} == e2e["cases"].keys()
+    for c in e2e["cases"].values():
+        assert c["runs"] == 1 and c["max_rss_bytes"] > 0 and c["cpu_median_s"] > 0
+    e = e2e["by_threads"]["1"]
+    # both fits evaluated with the same float64 objective, and they agree at this tiny size
+    assert abs(e["objective_rel_diff"]) < 1e-4 and e["sklearn_n_iter"] >= 1
+    assert e["ratio"] > 0 and e["rss_ratio"] > 0 and e["load"]["threads"] == 1
+    assert e["data_bytes"] == e2e["data_bytes"] == 4_000 * 32 * 4 + 4_000 * 8
+    assert "threads=1" in e2e["commands"]["smx_1t"]
+    assert "optimizer.name=lbfgs" in e2e["commands"]["smx_1t"]
+    assert e2e["cli"]["digits_s"] > 0 and e2e["cli"]["help_s"] > 0
+    rows = {t["key"]: t for t in data["targets"] if t["key"].startswith("e2e")}
+    assert set(rows) == {"e2e_smx/sklearn", "e2e_rss", "e2e_digits", "e2e_help"}
+    assert all(r["value"] is not None and r["met"] is None for r in rows.values())
+    md = (tmp_path / "out" / "RESULTS.md").read_text()
+    assert "## End to end" in md and "relative difference" in md and "peak RSS" in md
+    assert "smx --help, wall seconds" in md and "smx run digits" in md
+    assert "<tmp>" in md and str(tmp_path) not in md.split("## End to end")[1]
+
+
+def test_a_process_peak_is_its_own_not_the_bench(tmp_path):
+    """A child started straight from the bench would report the bench's high-water RSS."""
+    big = np.ones(40 * 2**20 // 8 * 5)  # 200 MiB, touched: this process's peak
+    launcher = cases.Launcher(tmp_path)
+    try:
+        small = cases.ProcessCase("small", [sys.executable, "-I", "-S", "-c", "pass"],
+                                  tmp_path, launcher)
+        grows = cases.ProcessCase("grows", [sys.executable, "-I", "-S", "-c",
+                                            "b = b'x' * (96 << 20)"], tmp_path, launcher)
+        small(), grows()
+    finally:
+        launcher.close()
+    assert big.sum() > 0
+    assert small.max_rss[0] < 64 * 2**20 < 96 * 2**20 < grows.max_rss[0]
+    assert small.cpu[0] >= 0 and small.calls == 1
+
+
+def test_a_failing_process_is_reported_not_timed(tmp_path):
+    launcher = cases.Launcher(tmp_path)
+    try:
+        fails = cases.ProcessCase(
+            "fails", [sys.executable, "-c", "print('smx: error: no such file'); exit(3)"],
+            tmp_path, launcher)
+        with pytest.raises(cases.ProcessFailed, match="fails exited with 3: smx: error: no"):
+            fails()
+        missing = cases.ProcessCase("missing", [str(tmp_path / "nothing")], tmp_path, launcher)
+        with pytest.raises(cases.ProcessFailed, match="missing exited with -1"):
+            missing()
+    finally:
+        launcher.close()
+    assert fails.max_rss == []
+
+
+def e2e_results(rel=0.0, rows=200_000, rss=1.5, busy=False, mode="default"):
+    load = {"busy": busy, "why": "w", "rounds": 5, "load_during": 0.5, "others_runnable": 0.0}
+    entry = {"threads": 1, "rows": rows, "features": 256, "classes": 10,
+             "data_bytes": rows * (256 * 4 + 8), "ratio": 0.6, "min_ratio": 0.6,
+             "objective_rel_diff": rel, "rss_ratio": rss, "load": load}
+    cli = {"digits_s": 0.9, "digits_min_s": 0.8, "help_s": 0.2, "help_min_s": 0.1,
+           "load": load}
+    results = {"meta": {"mode": mode}, "e2e": {"by_threads": {"1": entry}, "cli": cli}}
+    return {t["key"]: (t["met"], t["not_judged"]) for t in report.targets(results)
+            if t["key"].startswith("e2e")}
+
+
+def test_e2e_targets_are_judged_only_on_the_same_objective_and_sizes():
+    assert e2e_results() == {"e2e_smx/sklearn": (True, None), "e2e_rss": (True, None),
+                             "e2e_digits": (True, None), "e2e_help": (False, None)}
+    met, why = e2e_results(rel=3e-5)["e2e_smx/sklearn"]
+    assert met is None and "3.0e-05 relative above" in why
+    assert e2e_results(rel=-1e-3)["e2e_smx/sklearn"] == (True, None)  # smx got further
+    small = e2e_results(rows=100_000)
+    assert small["e2e_smx/sklearn"] == (True, None) and small["e2e_rss"][0] is None
+    assert "MiB of data" in small["e2e_rss"][1]
+    assert e2e_results(rows=50_000)["e2e_smx/sklearn"][0] is None
+    busy = e2e_results(busy=True)
+    assert busy["e2e_digits"][0] is None and busy["e2e_rss"] == (True, None)
+    assert all(met is None for met, _ in e2e_results(mode="quick").values())
+
+
+def test_a_skipped_e2e_part_says_why_in_every_row():
+    results = {"meta": {"mode": "default"}, "e2e": {"skipped": "smx_1t exited with 2: bad"}}
+    rows = [t for t in report.targets(results) if t["key"].startswith("e2e")]
+    assert len(rows) == 4 and all("smx_1t exited with 2" in t["not_judged"] for t in rows)

@@ -154,3 +154,25 @@ def test_a_too_small_class_is_named_by_its_label(rng):
     with pytest.raises(DataError, match=r"'eel' \(1\); each needs at least 2 rows"):
         prepare(X, y, val_fraction=0.2, test_fraction=0.0, seed=0)
     assert len(prepare(X, y, val_fraction=0.0, test_fraction=0.0, seed=0).classes) == 3
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_loading_an_npz_makes_no_whole_array_temporary(tmp_path, compressed):
+    """The checked reader fills the array in 1 MiB pieces: a zip entry's readinto is
+    read() + copy, so one whole-array request doubled the peak memory of a load."""
+    import tracemalloc
+
+    from smx.errors import DataError
+    from smx.safe_read import read_npz
+
+    X = np.random.default_rng(0).normal(size=(20_000, 256)).astype(np.float32)  # 20 MiB
+    path = tmp_path / "d.npz"
+    (np.savez_compressed if compressed else np.savez)(path, X=X)
+    tracemalloc.start()
+    try:
+        got = read_npz(path, DataError, what="data")["X"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got, X)
+    assert peak < 1.25 * X.nbytes

@@ -104,7 +104,48 @@ def test_run_on_a_file_imports_neither_scikit_learn_nor_pyplot(tmp_path):
         "assert main(['run', '-q', 'data.name=file', 'data.path=d.npz', 'backend=numpy', "
         "'epochs=2', 'output=out']) == 0", tmp_path)
     assert (tmp_path / "out" / "loss.png").is_file()
-    assert not {"sklearn", "scipy", "matplotlib.pyplot"} & loaded
+    # the plot is drawn by its own process, which imported matplotlib while the run trained
+    assert not {"sklearn", "scipy", "matplotlib"} & loaded
+
+
+def test_loss_plot_is_drawn_here_when_its_process_fails(tmp_path, monkeypatch):
+    """The plot process is an optimisation only: killed, the run draws the plot itself."""
+    from smx import report, runner
+    from smx.config import load_config
+
+    started = []
+    real = report.preload_plotting
+
+    def preload_then_kill():
+        real()
+        started.append(report._worker)
+        report._worker.kill()
+
+    monkeypatch.setattr(runner, "preload_plotting", preload_then_kill)
+    cfg = load_config({"data": {"name": "iris"}, "backend": "numpy", "epochs": 2,
+                       "output": str(tmp_path / "run")})
+    runner.run(cfg, progress=False)
+    assert started and started[0].returncode is not None and report._worker is None
+    assert (tmp_path / "run" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_failed_run_leaves_no_plot_process(tmp_path, monkeypatch):
+    from smx import report, runner
+    from smx.config import load_config
+    from smx.errors import DivergenceError
+
+    started = []
+    real = report.preload_plotting
+    monkeypatch.setattr(runner, "preload_plotting",
+                        lambda: (real(), started.append(report._worker)))
+    cfg = load_config({"data": {"name": "iris"}, "backend": "numpy", "epochs": 3,
+                       "optimizer": {"name": "sgd", "lr": 1e30},
+                       "output": str(tmp_path / "run")})
+    with pytest.raises(DivergenceError):
+        runner.run(cfg, progress=False)
+    assert report._worker is None
+    assert started and started[0].returncode == 0  # told there is no job, it ended cleanly
+    assert not (tmp_path / "run" / "loss.png").exists()
 
 
 def test_bundled_dataset_without_scikit_learn(tmp_path):

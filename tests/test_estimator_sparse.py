@@ -64,5 +64,5 @@ def test_sparse_refuses_what_would_densify():
     X, y = text_like(n=60)
     with pytest.raises(ValueError, match="densify"):
         SoftmaxRegression(standardize=True).fit(X, y)
-    with pytest.raises(ValueError, match="backend='numpy' only"):
+    with pytest.raises(ValueError, match="backend 'numpy' or 'cupy'"):
         SoftmaxRegression(backend="array-api-strict").fit(X, y)

@@ -603,7 +603,7 @@ def test_the_plugins_table_fits_the_terminal(monkeypatch, capsys):
 def test_the_loss_plot_legend_covers_no_curve_and_the_best_epoch_is_marked():
     import matplotlib.pyplot as plt
 
-    from smx.report import loss_figure
+    from smx.plotting import loss_figure
 
     history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e + (e - 3) ** 2 / 50,
                 "val_accuracy": 0.5 + e / 20} for e in range(1, 9)]

@@ -127,6 +127,39 @@ def test_the_numpy_kernel_equals_the_portable_path_or_declines(eps, weighted, sa
                 np.testing.assert_allclose(a.grads[k], b.grads[k], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("sample", [False, True])
+@pytest.mark.parametrize(("eps", "weighted"), OPTIONS)
+def test_the_jax_kernel_equals_the_portable_path_or_declines(eps, weighted, sample):
+    pytest.importorskip("jax", reason="JAX is not installed (pip install 'smx[jax]')")
+    from smx.backends import jax_kernels
+
+    backend = PLUGINS.backend("jax")
+    X, y, params, cw, w = problem(seed=3, n=300)
+    loss = CrossEntropy(eps)
+    kernel = backend.kernel(loss)
+    if eps:
+        assert kernel is None
+        return
+    assert kernel is jax_kernels.cross_entropy_partial
+
+    def dev(a, dtype="float64"):
+        return None if a is None else backend.from_host(a, "cpu", dtype)
+
+    block = Block(dev(X), dev(y, "int64"), dev(w) if sample else None)
+    jparams = {k: dev(v) for k, v in params.items()}
+    jcw = dev(cw) if weighted else None
+    for grad in (True, False):
+        a = kernel(jparams, block, jcw, grad=grad)
+        b = portable_partial(loss, params, Block(X, y, w if sample else None),
+                             cw if weighted else None, grad=grad)
+        assert float(a.loss) == pytest.approx(float(b.loss), rel=1e-13)
+        assert float(a.weight) == pytest.approx(float(b.weight), rel=1e-14)
+        if grad:
+            for k in b.grads:
+                np.testing.assert_allclose(np.asarray(a.grads[k]), b.grads[k], rtol=1e-12,
+                                           atol=1e-14)
+
+
 def test_an_unknown_loss_option_names_its_key():
     with pytest.raises(ConfigError, match=r"loss.smoothing: unknown key; allowed: "
                                           r"class_weight, label_smoothing"):

@@ -6,7 +6,8 @@ from functools import cache
 from typing import Any
 
 import smx
-from smx.types import Array, Backend
+from smx.model import is_sparse
+from smx.types import Array, Backend, Block
 
 INSTALL_HINT = "pip install 'smx[cuda12]' (CUDA 12) or 'smx[cuda13]' (CUDA 13)"
 
@@ -50,6 +51,7 @@ class CupyBackend(Backend):
     description = "CuPy on NVIDIA GPUs (cuda:0..N)"
     is_gpu = True
     deterministic = False  # cuBLAS reductions may differ run to run
+    accepts_sparse = True  # cupyx.scipy.sparse CSR; scipy.sparse is moved to the GPU as one
 
     def unavailable_reason(self) -> str | None:
         return _probe()[1]
@@ -85,7 +87,28 @@ class CupyBackend(Backend):
         cupy = self._cupy()
         # make it the current device too: the run's kernels then launch where its data lives
         cupy.cuda.Device(self._index(device)).use()
+        if isinstance(array, cupy.ndarray):  # already CuPy's (the estimator's input)
+            return cupy.asarray(array, dtype=dtype)
         return cupy.asarray(np.asarray(array, dtype=dtype))
+
+    def place(self, X: Any, y: Any, w: Any | None, device: str, dtype: str) -> Block:
+        """Sparse X (cupyx.scipy.sparse, or scipy.sparse: copied to the device once) stays
+        sparse, as CSR in ``dtype`` (rows gather fast); cuSPARSE then runs ``X @ W`` and
+        ``Xᵀ G`` in the portable core, so text-sized data is never densified."""
+        if not is_sparse(X):
+            return super().place(X, y, w, device, dtype)
+        self._cupy().cuda.Device(self._index(device)).use()
+        from cupyx.scipy import sparse as csp
+
+        return Block(csp.csr_matrix(X, dtype=dtype), self.from_host(y, device, "int64"),
+                     None if w is None else self.from_host(w, device, dtype))
+
+    def batch(self, data: Block, idx: Array) -> Block:
+        if not is_sparse(data.X):
+            return super().batch(data, idx)
+        xp = self.namespace()
+        return Block(data.X[idx], xp.take(data.y, idx, axis=0),  # CSR rows: a gather kernel
+                     None if data.w is None else xp.take(data.w, idx, axis=0))
 
     def to_host(self, array: Array) -> Any:
         return self._cupy().asnumpy(array)

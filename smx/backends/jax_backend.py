@@ -162,6 +162,42 @@ class JaxBackend(Backend):
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return self._jax().jit(fn)
 
+    def kernel(self, loss: Any) -> Any:
+        from smx.backends import jax_kernels, numpy_kernels
+
+        if getattr(loss, "kernel_key", None) == numpy_kernels.KEY:
+            return jax_kernels.cross_entropy_partial
+        return None
+
+    def fused_step(self, objective: Any, transform: Any, data: Block) -> Any:
+        """The gather inside the compiled step: one dispatch per step instead of three
+        (each ~10-30 µs on the CPU). The rows past a short last batch are padding with
+        weight 0, as in :meth:`batch`; their count is a traced scalar, so no recompile."""
+        from smx.optimizers.transforms import apply_updates
+
+        xp = self.namespace()
+
+        def step(params: Any, state: Any, X: Array, y: Array, w: Array | None, idx: Array,
+                 rows: Any, lr: Any) -> tuple[Any, Any, Array]:
+            real = xp.astype(xp.arange(idx.shape[0]) < rows, X.dtype)
+            wb = real if w is None else xp.astype(xp.take(w, idx, axis=0), X.dtype) * real
+            block = Block(xp.take(X, idx, axis=0), xp.take(y, idx, axis=0), wb)
+            loss, grads = objective.finish(objective.partial(params, block), params)
+            updates, state = transform.update(grads, state, params, lr)
+            return apply_updates(params, updates), state, loss
+
+        compiled = self.compile(step)
+
+        def fused(params: Any, state: Any, data: Block, idx: Array, lr: Any
+                  ) -> tuple[Any, Any, Array]:
+            rows = int(idx.shape[0])
+            self._pad_to = max(self._pad_to, rows)
+            if rows < self._pad_to:  # once per epoch: the short last batch
+                idx = xp.concat([idx, xp.zeros(self._pad_to - rows, dtype=idx.dtype)])
+            return compiled(params, state, data.X, data.y, data.w, idx, rows, lr)
+
+        return fused
+
     def synchronize(self, device: str) -> None:
         jax = self._jax()
         jax.effects_barrier()

@@ -24,6 +24,7 @@ class NumpyBackend(Backend):
     description = "NumPy on the CPU (default)"
     options = NumpyOptions
     settings = NumpyOptions()  # until configure()
+    accepts_sparse = True  # scipy.sparse X, as CSR
 
     def configure(self, options: PluginParams) -> None:
         assert isinstance(options, NumpyOptions)
@@ -57,9 +58,13 @@ class NumpyBackend(Backend):
                      None if w is None else self.from_host(w, device, dtype))
 
     def batch(self, data: Block, idx: Array) -> Block:
-        if not _sparse(data.X):
-            return super().batch(data, idx)
-        return Block(data.X[idx], data.y[idx], None if data.w is None else data.w[idx])
+        import numpy as np
+
+        X, w = data.X, data.w
+        if type(X) is not np.ndarray and _sparse(X):
+            return Block(X[idx], data.y[idx], None if w is None else w[idx])
+        # the methods, not the namespace's functions: two wrapper calls less per step
+        return Block(X.take(idx, axis=0), data.y.take(idx), None if w is None else w.take(idx))
 
     def to_host(self, array: Array) -> Any:
         import numpy as np

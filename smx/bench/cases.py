@@ -9,12 +9,16 @@ core directly.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -150,6 +154,17 @@ def core_update(opt: Any, params: Any, state: Any, closure: Callable[[Any], Any]
 
 def core_to_device(backend: Any, host: np.ndarray, device: str, dtype: str) -> Any:
     return backend.from_host(host, device, dtype)
+
+
+def core_model(run_dir: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """W, b and the epochs run, from the run folder ``smx run`` wrote."""
+    from smx.modelfile import load_model
+
+    m = load_model(run_dir / "model.npz")
+    k = m.W.shape[1]
+    b = m.b if m.b is not None else np.zeros(k)
+    epochs = json.loads((run_dir / "summary.json").read_text()).get("epochs", -1)
+    return m.W, b, int(epochs)
 
 
 def core_sync(backend: Any, device: str) -> None:
@@ -608,3 +623,419 @@ def bench_gpu(bc: BenchConfig, plugins: Any, log: Log, *,
                                      deadline=budget.take(1.0) if budget else None)
     core_release(backend, "cuda:0")
     return out
+
+
+# ------------------------------------------- sparse, text-like: L-BFGS and SGDClassifier
+
+
+def core_place(backend: Any, X: Any, y: np.ndarray, dtype: str) -> Any:
+    """One split on ``backend`` as a Trainer places it (sparse X stays sparse)."""
+    return backend.place(X, y, None, "cpu", dtype)
+
+
+def make_text(n: int, d: int, k: int, density: float, seed: int) -> tuple[Any, np.ndarray]:
+    """A synthetic TF-IDF matrix of the shape of a text corpus, made here (no download).
+
+    Each row draws about ``density·d`` word occurrences from a Zipf-like vocabulary (word
+    rank r has weight (r + 10)^-1.1); 15 % of them come from its class's own ordering of
+    the vocabulary (its topic), the rest from the corpus-wide one. Repeated words count:
+    the values are sublinear tf (1 + log count) times scikit-learn's smooth idf, and each
+    row is L2-normalised, as ``TfidfVectorizer`` makes them. CSR, float64, non-negative.
+    """
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, size=n)
+    per_row = np.maximum(rng.binomial(d, density, size=n), 1)
+    rows = np.repeat(np.arange(n), per_row)
+    cdf = np.cumsum(1.0 / (np.arange(d) + 10.0) ** 1.1)
+    ranks = np.minimum(np.searchsorted(cdf / cdf[-1], rng.random(len(rows))), d - 1)
+    corpus = rng.permutation(d).astype(np.int32)
+    topic = np.stack([rng.permutation(d).astype(np.int32) for _ in range(k)])
+    on_topic = rng.random(len(rows)) < 0.15
+    cols = np.where(on_topic, topic[y[rows], ranks], corpus[ranks])
+    X = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, d))  # duplicates summed
+    X.sum_duplicates()
+    df = np.bincount(X.indices, minlength=d)
+    X.data = (1.0 + np.log(X.data)) * (np.log((1.0 + n) / (1.0 + df)) + 1.0)[X.indices]
+    norms = np.sqrt(np.add.reduceat(X.data ** 2, X.indptr[:-1])) if X.nnz else np.ones(n)
+    X.data /= np.repeat(norms, np.diff(X.indptr))
+    return X, y
+
+
+def sgd_classifier(X: Any, y: np.ndarray, alpha: float, epochs: int, seed: int
+                   ) -> Callable[[], Any]:
+    """scikit-learn's ``SGDClassifier(loss="log_loss")`` for exactly ``epochs`` epochs."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import SGDClassifier
+
+    def run() -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return SGDClassifier(loss="log_loss", alpha=alpha, max_iter=epochs, tol=None,
+                                 random_state=seed).fit(X, y)
+
+    return run
+
+
+def lbfgs_updates_to_accuracy(spec: Any, params0: dict[str, Any], closure: Any,
+                              accuracy: Callable[[dict[str, Any]], float], target: float,
+                              max_updates: int = 200) -> tuple[int, float]:
+    """Untimed: the first update count whose parameters reach ``target`` held-out accuracy
+    (-1 and the best accuracy seen when none does within ``max_updates``)."""
+    opt, lr = core_optimizer(spec)
+    params, state = dict(params0), core_init(opt, params0)
+    best = 0.0
+    for i in range(1, max_updates + 1):
+        params, state = core_update(opt, params, state, closure, lr)
+        acc = accuracy(params)
+        if acc >= target:
+            return i, acc
+        best = max(best, acc)
+    return -1, best
+
+
+#: SGDClassifier is given at most this many epochs to reach the target accuracy
+SGD_MAX_EPOCHS = 10
+
+
+def bench_sparse(bc: BenchConfig, plugins: Any, log: Log, *, threads: int = 1,
+                 budget: Budget | None = None) -> dict[str, Any]:
+    """Sparse text-like data (:func:`make_text`): smx's lbfgs on the NumPy engine against
+    ``LogisticRegression(lbfgs)`` to the same objective (the same C as the dense L-BFGS
+    part), and both smx and ``SGDClassifier(log_loss)`` timed to the same held-out accuracy.
+
+    SGDClassifier with log_loss fits one binary model per class (one-vs-rest) with its own
+    penalty, so it minimises another objective; only the held-out accuracy is common.
+    """
+    spec = core_lbfgs(plugins)
+    if spec is None:
+        return {"skipped": "lbfgs not installed (no optimizer 'lbfgs' is registered)"}
+    import sklearn
+
+    n, d, k = bc.sparse_rows, bc.sparse_features, bc.sparse_classes
+    n_test = max(n // 4, 1)
+    X_all, y_all = make_text(n + n_test, d, k, bc.sparse_density, bc.seed + 2)
+    X, y, X_test, y_test = X_all[:n], y_all[:n], X_all[n:], y_all[n:]
+    l2 = 1.0 / (bc.C * n)  # as the dense L-BFGS part: C·Σloss + ½‖W‖² == C·n·(mean + l2/2‖W‖²)
+    backend = plugins.backend("numpy")
+    kernel = core_kernel(backend)
+    block = core_place(backend, X, y, "float64")
+    params0 = {"W": np.zeros((d, k)), "b": np.zeros(k)}
+
+    def closure(p: dict[str, Any]) -> Any:
+        return kernel(p, block.X, block.y, l2)
+
+    def value(p: dict[str, Any]) -> float:
+        return objective(np.asarray(p["W"]), np.asarray(p["b"]), X, y, l2)
+
+    def accuracy(p: dict[str, Any]) -> float:
+        return float(np.mean(np.argmax(X_test @ p["W"] + p["b"], axis=1) == y_test))
+
+    def smx_fit(updates: int) -> Callable[[], Any]:
+        def run() -> None:
+            opt, lr = core_optimizer(spec)
+            params, state = params0, core_init(opt, params0)
+            for _ in range(updates):
+                params, state = core_update(opt, params, state, closure, lr)
+        return run
+
+    fit = sklearn_fit(X, y, bc.C)
+    est = fit()
+    target = objective(est.coef_.T, est.intercept_, X, y, l2)
+    updates, reached = lbfgs_steps_to(spec, params0, closure, target + 1e-9 * abs(target), value)
+    ref_acc = float(est.score(X_test, y_test))
+    acc_target = ref_acc - bc.sparse_accuracy_slack
+    acc_updates, smx_acc = lbfgs_updates_to_accuracy(spec, params0, closure, accuracy,
+                                                     acc_target)
+    alpha = l2  # SGDClassifier's alpha·½‖w‖² per mean loss, the same strength per class
+    epochs, sgd_acc = -1, 0.0
+    for e in range(1, SGD_MAX_EPOCHS + 1):  # untimed: the fewest epochs to the target
+        sgd_acc = float(sgd_classifier(X, y, alpha, e, bc.seed)().score(X_test, y_test))
+        if sgd_acc >= acc_target:
+            epochs = e
+            break
+    out: dict[str, Any] = {
+        "threads": threads, "rows": n, "test_rows": n_test, "features": d, "classes": k,
+        "density": bc.sparse_density, "nnz": int(X.nnz), "C": bc.C, "l2": l2, "alpha": alpha,
+        "sklearn": sklearn.__version__, "sklearn_objective": target,
+        "sklearn_n_iter": int(est.n_iter_[0]), "smx_updates": updates, "smx_objective": reached,
+        "sklearn_test_accuracy": ref_acc, "accuracy_target": acc_target,
+        "accuracy_slack": bc.sparse_accuracy_slack,
+        "smx_updates_to_accuracy": acc_updates, "smx_test_accuracy": smx_acc,
+        "sgd_epochs_to_accuracy": epochs, "sgd_test_accuracy": sgd_acc,
+    }
+    cases: dict[str, Callable[[], Any]] = {"sklearn_lbfgs": fit}
+    notes = []
+    if updates > 0:
+        cases["smx_lbfgs"] = smx_fit(updates)
+    else:
+        notes.append("smx lbfgs did not reach scikit-learn's objective")
+    if acc_updates > 0:
+        cases["smx_lbfgs_to_accuracy"] = smx_fit(acc_updates)
+    else:
+        notes.append("smx lbfgs did not reach the target accuracy")
+    if epochs > 0:
+        cases["sgdclassifier_to_accuracy"] = sgd_classifier(X, y, alpha, epochs, bc.seed)
+    else:
+        notes.append(f"SGDClassifier did not reach the target accuracy in {SGD_MAX_EPOCHS} "
+                     "epochs")
+    if notes:
+        out["note"] = "; ".join(notes)
+    log(f"sparse: {len(cases)} cases x up to {bc.repeats} rounds on {n:,} x {d:,} "
+        f"({X.nnz:,} non-zeros), {k} classes")
+    timings = interleaved(cases, bc.repeats, deadline=budget.take(WEIGHT_SPARSE) if budget
+                          else None)
+    out["ratio"], out["min_ratio"] = ratio_pair(timings, "smx_lbfgs", "sklearn_lbfgs")
+    out["accuracy_ratio"], out["accuracy_min_ratio"] = ratio_pair(
+        timings, "smx_lbfgs_to_accuracy", "sgdclassifier_to_accuracy")
+    out["cases"] = summaries(timings)
+    out["load"] = assess_load(timings, threads)
+    return out
+
+
+#: the sparse block's share of the time budget
+WEIGHT_SPARSE = 3.0
+
+
+# ------------------------------------------------------------ end to end: whole processes
+
+#: what a user types to train the L-BFGS comparison's file with smx (``threads=``, the path
+#: and the output folder are added per run)
+E2E_SMX_ARGS = ("run", "data.name=file", "data.val_fraction=0", "data.test_fraction=0",
+                "data.standardize=false", "model.C={C}", "optimizer.name=lbfgs",
+                "optimizer.tol=1e-4", "-q")
+
+#: the plain scikit-learn script smx is compared with: load the file, fit, save the model
+SKLEARN_SCRIPT = """\
+import sys
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+data = np.load(sys.argv[1])
+est = LogisticRegression(C=float(sys.argv[3])).fit(data["X"], data["y"])
+np.savez(sys.argv[2], coef=est.coef_, intercept=est.intercept_, n_iter=est.n_iter_)
+"""
+
+#: BLAS / OpenMP thread variables set to the thread count for both processes
+THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+#: smx's objective must be within this (relative, or below scikit-learn's) for the time ratio
+#: to be judged: otherwise the two processes did not solve the same problem as far
+E2E_OBJECTIVE_RTOL = 1e-6
+
+
+class ProcessFailed(RuntimeError):
+    """A timed process exited with an error: the part reports it instead of a time."""
+
+
+#: the launcher (a bare interpreter: ``-I -S``, builtins only) that starts each timed process
+#: and reports its ``os.wait4`` figures, one JSON line per request on stdin
+LAUNCHER = """\
+import json, os, sys
+for line in sys.stdin:
+    job = json.loads(line)
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_OPEN, 1, job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                0o644),
+               (os.POSIX_SPAWN_DUP2, 1, 2)]
+    try:
+        pid = os.posix_spawn(job["argv"][0], job["argv"], job["env"], file_actions=actions)
+        _, status, ru = os.wait4(pid, 0)
+        out = {"code": os.waitstatus_to_exitcode(status), "maxrss_kb": ru.ru_maxrss,  # macOS: B
+               "cpu_s": ru.ru_utime + ru.ru_stime}
+    except OSError as exc:
+        out = {"code": -1, "error": str(exc)}
+    print(json.dumps(out), flush=True)
+"""
+
+
+class Launcher:
+    """Starts the timed processes from a small process of its own and reads their figures.
+
+    ``os.wait4`` gives a child's own peak RSS and CPU time (with those of the children it
+    waited for: smx's plot process), where ``RUSAGE_CHILDREN`` deltas would mix every child
+    the bench ever had. But a process started from the bench itself begins with the bench's
+    high-water RSS (the kernel carries the parent's over the fork and exec), so the bench's
+    own hundreds of MiB would show as each child's peak; started from this launcher, a
+    child inherits only the launcher's few MiB. The launcher is started once per part, so
+    a run costs a pipe round trip on top of the process itself.
+    """
+
+    def __init__(self, cwd: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", LAUNCHER], cwd=cwd,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def run(self, argv: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"argv": argv, "env": env, "log": str(log)}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise ProcessFailed(f"the process launcher exited ({self.proc.wait()})")
+        return dict(json.loads(line))
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+@dataclass
+class ProcessCase:
+    """A whole process as a timed case: one run per call (through the :class:`Launcher`),
+    its exit status checked. ``{run}`` in an argument becomes the call's number (a fresh
+    run folder each time)."""
+
+    name: str
+    argv: list[str]
+    cwd: Path
+    launcher: Launcher
+    env: dict[str, str] | None = None
+    max_rss: list[int] = field(default_factory=list)  # bytes, per call
+    cpu: list[float] = field(default_factory=list)  # user + system seconds, per call
+    calls: int = 0
+
+    def args(self, run: int | None = None) -> list[str]:
+        run = self.calls - 1 if run is None else run
+        return [a.replace("{run}", str(run)) for a in self.argv]
+
+    def __call__(self) -> None:
+        argv = self.args(self.calls)
+        self.calls += 1
+        log = self.cwd / f"{self.name}.log"
+        r = self.launcher.run(argv, dict(os.environ) if self.env is None else self.env, log)
+        if r["code"] != 0:
+            lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+            why = r.get("error") or (lines[-1:] or ["no output"])[0][:200]
+            raise ProcessFailed(f"{self.name} exited with {r['code']}: {why}")
+        self.max_rss.append(r["maxrss_kb"] * (1 if sys.platform == "darwin" else 1024))
+        self.cpu.append(r["cpu_s"])
+
+    def summary(self) -> dict[str, Any]:
+        return {"max_rss_bytes": max(self.max_rss, default=None),
+                "cpu_median_s": float(np.median(self.cpu)) if self.cpu else None}
+
+
+def smx_command() -> list[str]:
+    """``smx`` as this interpreter runs it (works from a source checkout too)."""
+    return [sys.executable, "-m", "smx"]
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    return {**os.environ, **dict.fromkeys(THREAD_ENV, str(threads))}
+
+
+def e2e_cases(bc: BenchConfig, tmp: Path, data: Path, settings: list[int],
+              with_sklearn: bool, launcher: Launcher) -> dict[str, ProcessCase]:
+    """Per thread setting the scikit-learn script and ``smx run``, then digits and --help."""
+    script = tmp / "sklearn_fit.py"
+    script.write_text(SKLEARN_SCRIPT)
+    smx = smx_command()
+    run_args = [a.replace("{C}", f"{bc.C:g}") for a in E2E_SMX_ARGS]
+    out: dict[str, ProcessCase] = {}
+    for t in settings:
+        if with_sklearn:
+            out[f"sklearn_{t}t"] = ProcessCase(
+                f"sklearn_{t}t", [sys.executable, str(script), str(data),
+                                  str(tmp / f"sklearn-{t}t.npz"), f"{bc.C:g}"], tmp, launcher,
+                thread_env(t))
+        out[f"smx_{t}t"] = ProcessCase(
+            f"smx_{t}t", [*smx, *run_args, f"data.path={data}", f"threads={t}",
+                          f"output={tmp / f'smx-{t}t-{{run}}'}"], tmp, launcher, thread_env(t))
+    out["smx_digits"] = ProcessCase("smx_digits", [*smx, "run", "digits", "-q",
+                                                   f"output={tmp / 'digits-{run}'}"], tmp,
+                                    launcher)
+    out["smx_help"] = ProcessCase("smx_help", [*smx, "--help"], tmp, launcher)
+    return out
+
+
+def e2e_threads_entry(bc: BenchConfig, t: int, procs: dict[str, ProcessCase],
+                      timings: dict[str, Timing], tmp: Path, X64: np.ndarray, y: np.ndarray,
+                      data_bytes: int) -> dict[str, Any]:
+    """One thread setting: the objectives both reached, the time ratio and peak memory."""
+    n = X64.shape[0]
+    l2 = 1.0 / (bc.C * n)
+    smx_case, sk_case = procs[f"smx_{t}t"], procs.get(f"sklearn_{t}t")
+    folder = next(a for a in smx_case.args() if a.startswith("output="))  # its last run's
+    W, b, epochs = core_model(Path(folder.removeprefix("output=")))
+    rss = smx_case.summary()["max_rss_bytes"]
+    entry: dict[str, Any] = {
+        "threads": t, "rows": n, "features": X64.shape[1], "classes": bc.classes,
+        "data_bytes": data_bytes, "smx_objective": objective(W, b, X64, y, l2),
+        "smx_epochs": epochs, "smx_peak_rss_bytes": rss, "rss_ratio": rss / data_bytes,
+    }
+    if sk_case is None:
+        entry["note"] = "scikit-learn is not installed (pip install scikit-learn)"
+    else:
+        fit = np.load(tmp / f"sklearn-{t}t.npz")
+        target = objective(fit["coef"].T, fit["intercept"], X64, y, l2)
+        sk_rss = sk_case.summary()["max_rss_bytes"]
+        entry.update(sklearn_objective=target, sklearn_n_iter=int(np.max(fit["n_iter"])),
+                     objective_rel_diff=(entry["smx_objective"] - target) / abs(target),
+                     sklearn_peak_rss_bytes=sk_rss, sklearn_rss_ratio=sk_rss / data_bytes)
+        entry["ratio"], entry["min_ratio"] = ratio_pair(timings, f"smx_{t}t", f"sklearn_{t}t")
+    entry["load"] = assess_load({k: timings[k] for k in (f"smx_{t}t", f"sklearn_{t}t")
+                                 if k in timings}, t)
+    return entry
+
+
+def bench_e2e(bc: BenchConfig, log: Log, *, settings: list[int],
+              budget: Budget | None = None) -> dict[str, Any]:
+    """``smx run`` as a user runs it, against a plain scikit-learn script, as whole processes.
+
+    Per round, interleaved: at each BLAS thread setting the scikit-learn script (``np.load``
+    + ``LogisticRegression(C).fit``) and ``smx run`` with L-BFGS on the same ``.npz``, then
+    ``smx run digits`` and ``smx --help``. Wall time is the process's, start to exit; the
+    peak RSS and CPU time come from ``os.wait4``. Both fits' objectives are evaluated in
+    float64 afterwards, so the time ratio is judged only where smx got as far.
+    """
+    if not (hasattr(os, "posix_spawn") and hasattr(os, "wait4")):
+        return {"skipped": "needs os.posix_spawn and os.wait4 (Linux, macOS)"}
+    n = bc.e2e_rows or bc.rows
+    repeats = bc.e2e_repeats or bc.repeats
+    with_sklearn = importlib.util.find_spec("sklearn") is not None
+    with tempfile.TemporaryDirectory(prefix="smx-bench-e2e-") as name:
+        tmp = Path(name)
+        X, y = make_data(n, bc.features, bc.classes, bc.seed + 2)
+        data = tmp / "data.npz"
+        np.savez(data, X=X, y=y)
+        data_bytes = X.nbytes + y.nbytes
+        del X
+        launcher = Launcher(tmp)
+        procs = e2e_cases(bc, tmp, data, settings, with_sklearn, launcher)
+        log(f"e2e: {len(procs)} processes x up to {repeats} rounds ({n:,} x {bc.features} "
+            f".npz, {data_bytes / 2**20:,.0f} MiB)")
+        deadline = budget.take(E2E_WEIGHT) if budget else None
+        try:
+            timings = interleaved(dict(procs), repeats, deadline=deadline)
+        except ProcessFailed as exc:
+            return {"skipped": str(exc)}
+        finally:
+            launcher.close()
+        with np.load(data) as f:
+            X64 = f["X"].astype(np.float64)
+        out: dict[str, Any] = {
+            "rows": n, "features": bc.features, "classes": bc.classes, "C": bc.C,
+            "l2": 1.0 / (bc.C * n), "data_bytes": data_bytes,
+            "commands": {k: " ".join(p.args(0)).replace(str(tmp), "<tmp>")
+                         for k, p in procs.items()},
+            "cases": {k: {**t.summary(), **procs[k].summary()} for k, t in timings.items()},
+            "skipped_cases": {} if with_sklearn else
+            {"sklearn": "scikit-learn is not installed (pip install scikit-learn)"},
+            "by_threads": {str(t): e2e_threads_entry(bc, t, procs, timings, tmp, X64, y,
+                                                     data_bytes) for t in settings},
+        }
+    cli = {k: timings[f"smx_{k}"].summary() for k in ("digits", "help")}
+    out["cli"] = {"digits_s": cli["digits"]["median_s"], "digits_min_s": cli["digits"]["min_s"],
+                  "help_s": cli["help"]["median_s"], "help_min_s": cli["help"]["min_s"],
+                  "load": assess_load({k: timings[k] for k in ("smx_digits", "smx_help")},
+                                      E2E_CLI_THREADS)}
+    return out
+
+
+#: the budget weight of the end-to-end block (its processes cost about eight SGD blocks)
+E2E_WEIGHT = 8.0
+#: busy threads of ``smx run digits``: training, and the plot process drawing beside it
+E2E_CLI_THREADS = 2

@@ -28,7 +28,14 @@ MIN_SGD_ROWS = 100_000
 MIN_LBFGS_ROWS = 50_000
 #: below this, smx's fixed per-batch buffers weigh on the memory ratio
 MIN_MEMORY_BYTES = 64 * 2**20
+#: below this, fixed costs (interpreter, imports) weigh more on the end-to-end time ratio
+MIN_E2E_ROWS = 100_000
+#: the data size the end-to-end memory goal is set for (200,000 x 256 float32): below it the
+#: interpreter's and libraries' own ~100 MiB weigh more on peak RSS / data
+MIN_E2E_DATA_BYTES = 190 * 2**20
 MIN_GPU_ROWS, MIN_GPU_FEATURES = 60_000, 784
+#: the sparse target is set for text-sized data: at least this many rows and features, 20 classes
+MIN_SPARSE_ROWS, MIN_SPARSE_FEATURES, SPARSE_CLASSES = 50_000, 20_000, 20
 #: X this large streams long enough for its time to be the card's bandwidth, not launches
 MIN_GPU_BANDWIDTH_BYTES = 2**30
 
@@ -55,6 +62,43 @@ def _memory_sizes(e: dict[str, Any]) -> str | None:
     return f"set for at least {MIN_MEMORY_BYTES // 2**20} MiB of data"
 
 
+def _sparse_sizes(e: dict[str, Any]) -> str | None:
+    if e["rows"] >= MIN_SPARSE_ROWS and e["features"] >= MIN_SPARSE_FEATURES \
+            and e["classes"] == SPARSE_CLASSES:
+        return None
+    return (f"set for at least {MIN_SPARSE_ROWS:,} rows x {MIN_SPARSE_FEATURES:,} features, "
+            f"{SPARSE_CLASSES} classes")
+
+
+def _e2e_sizes(e: dict[str, Any]) -> str | None:
+    if (e["features"], e["classes"]) == (REF_FEATURES, REF_CLASSES) \
+            and e["rows"] >= MIN_E2E_ROWS:
+        return None
+    return (f"set for {REF_FEATURES} features, {REF_CLASSES} classes and at least "
+            f"{MIN_E2E_ROWS:,} rows")
+
+
+def _e2e_memory_sizes(e: dict[str, Any]) -> str | None:
+    if e["data_bytes"] >= MIN_E2E_DATA_BYTES:
+        return None
+    return f"set for at least {MIN_E2E_DATA_BYTES // 2**20} MiB of data (--full)"
+
+
+def _same_objective(e: dict[str, Any]) -> str | None:
+    """The time ratio means something only when smx got (at least) as far as scikit-learn."""
+    from smx.bench.cases import E2E_OBJECTIVE_RTOL
+
+    rel = e.get("objective_rel_diff")
+    if rel is None or rel <= E2E_OBJECTIVE_RTOL:
+        return None
+    return (f"smx stopped at an objective {rel:.1e} relative above scikit-learn's (judged "
+            f"within {E2E_OBJECTIVE_RTOL:g})")
+
+
+def _any_size(e: dict[str, Any]) -> str | None:
+    return None
+
+
 def _gpu_epoch_sizes(e: dict[str, Any]) -> str | None:
     if e["rows"] >= MIN_GPU_ROWS and e["features"] >= MIN_GPU_FEATURES:
         return None
@@ -73,13 +117,14 @@ class Target(NamedTuple):
     key: str
     text: str
     limit: float
-    part: str  # "sgd", "lbfgs" (per thread setting), "memory", "gpu"
+    part: str  # "sgd", "lbfgs", "e2e" (per thread setting), "memory", "gpu", "e2e/cli"
     value: tuple[str, ...]  # keys, within the part's entry, to the paired-median value
     best: tuple[str, ...] | None  # keys to the best-case (min/min) value
     load: tuple[str, ...] | None  # keys to the timed block's load (None: not a timing)
     sizes: Callable[[dict[str, Any]], str | None]  # why these sizes are not judged, or None
     sizes_at: tuple[str, ...] = ()  # keys to the entry the sizes are read from
     at_least: bool = False  # met when value ≥ limit, not ≤
+    check: Callable[[dict[str, Any]], str | None] | None = None  # another reason not to judge
 
 
 def _sgd(key: str, text: str, limit: float) -> Target:
@@ -101,6 +146,18 @@ TARGETS = [
     _sgd("smx_torch/torch_cpu", "smx PyTorch engine epoch / PyTorch autograd + optim.SGD", 0.9),
     _lbfgs("float32", 0.7),
     _lbfgs("float64", 1.0),
+    Target("sparse_lbfgs/sklearn", "smx lbfgs / scikit-learn time to the same objective, "
+           "sparse text-like float64", 1.0, "sparse", ("ratio",), ("min_ratio",), ("load",),
+           _sparse_sizes),
+    Target("e2e_smx/sklearn", "smx run lbfgs / scikit-learn script, wall time of whole "
+           "processes to the same objective", 0.7, "e2e", ("ratio",), ("min_ratio",), ("load",),
+           _e2e_sizes, check=_same_objective),
+    Target("e2e_rss", "smx run lbfgs peak RSS / data", 2.0, "e2e", ("rss_ratio",), None, None,
+           _e2e_memory_sizes),
+    Target("e2e_digits", "smx run digits, wall seconds", 1.0, "e2e/cli", ("digits_s",),
+           ("digits_min_s",), ("load",), _any_size),
+    Target("e2e_help", "smx --help, wall seconds", 0.15, "e2e/cli", ("help_s",),
+           ("help_min_s",), ("load",), _any_size),
     Target("memory", "peak memory / (training data + its device copy unless shared)", 1.3,
            "memory", ("ratio",), None, None, _memory_sizes),
     Target("gpu_cupy/torch_cuda", "CuPy epoch / PyTorch CUDA epoch", 1.0, "gpu",
@@ -117,6 +174,18 @@ def dig(tree: Any, path: tuple[str, ...] | None) -> Any:
     if path is None:
         return None
     for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def _part(results: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """``results["e2e"]["cli"]`` for ``"e2e/cli"``; a skipped part stands for all within it."""
+    tree: Any = results
+    for key in path.split("/"):
+        if isinstance(tree, dict) and "skipped" in tree:
+            return tree
         if not isinstance(tree, dict) or key not in tree:
             return None
         tree = tree[key]
@@ -148,6 +217,8 @@ def judge(t: Target, entry: dict[str, Any] | None, mode: str) -> tuple[bool | No
         return None, "--quick (toy sizes)"
     if reason := t.sizes(dig(entry, t.sizes_at) if t.sizes_at else entry):
         return None, reason
+    if t.check is not None and (reason := t.check(entry)):
+        return None, reason
     load = dig(entry, t.load)
     if load is not None:
         if load["busy"]:
@@ -165,7 +236,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     mode = results.get("meta", {}).get("mode", "default")
     rows = []
     for t in TARGETS:
-        for threads, entry in _entries(results.get(t.part)):
+        for threads, entry in _entries(_part(results, t.part)):
             met, why = judge(t, entry, mode)
             load = dig(entry, t.load) if entry else None
             rows.append({"key": t.key, "target": t.text, "threads": threads, "limit": t.limit,
@@ -313,6 +384,82 @@ def _dask_lines(dk: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _sparse_lines(e: dict[str, Any]) -> list[str]:
+    sgd = (f"{e['sgd_epochs_to_accuracy']} epoch(s)" if e["sgd_epochs_to_accuracy"] > 0
+           else "not within its epoch limit")
+    ratio = "–" if e.get("accuracy_ratio") is None else f"{e['accuracy_ratio']:.3f}"
+    return [
+        f"{e['rows']:,} training rows (+ {e['test_rows']:,} held out) x {e['features']:,} "
+        f"features, {e['nnz']:,} non-zeros ({e['density']:.2%}), {e['classes']} classes: "
+        "synthetic TF-IDF (Zipf vocabulary, class topics, sublinear tf x smooth idf, rows "
+        "L2-normalised), made by the bench, CSR float64, 1 BLAS thread (SciPy's sparse "
+        "products use one core).", "",
+        f"- Same objective: C={e['C']} (l2 = 1/(C·n) = {e['l2']:.3g}), as in the dense L-BFGS "
+        f"part. scikit-learn's objective {e['sklearn_objective']:.8g} after "
+        f"{e['sklearn_n_iter']} iterations; smx lbfgs reached {e['smx_objective']:.8g} in "
+        f"{e['smx_updates']} updates (to 1e-9 relative, evaluated in float64); ratio "
+        f"{_num(e.get('ratio'))} (the judged target).",
+        f"- Same held-out accuracy: SGDClassifier(loss='log_loss') is one-vs-rest (one "
+        f"binary logistic model per class, alpha = {e['alpha']:.3g}, the same l2 strength per "
+        "class): another objective, so it is compared by the time to reach scikit-learn "
+        f"LogisticRegression's held-out accuracy ({e['sklearn_test_accuracy']:.4f}) minus "
+        f"{e['accuracy_slack']:.3f}, i.e. {e['accuracy_target']:.4f}. smx lbfgs: "
+        f"{e['smx_updates_to_accuracy']} updates ({e['smx_test_accuracy']:.4f}); "
+        f"SGDClassifier: {sgd} ({e['sgd_test_accuracy']:.4f}); smx / SGDClassifier time "
+        f"{ratio} (a figure, not a target). Both are timed as fresh fits of exactly that "
+        "many updates or epochs.",
+        *([f"- {e['note']}"] if "note" in e else []), *_load_line(e.get("load")), "",
+        *_case_table(e["cases"])]
+
+
+def _mib(b: float | None) -> str:
+    return "–" if b is None else f"{b / 2**20:,.0f}"
+
+
+def _e2e_lines(e2e: dict[str, Any]) -> list[str]:
+    lines = [f"{e2e['rows']:,} x {e2e['features']} float32, {e2e['classes']} classes in an "
+             f"`.npz` ({e2e['data_bytes'] / 2**20:,.1f} MiB of arrays), C={e2e['C']} (l2 = "
+             f"1/(C·n) = {e2e['l2']:.3g}). Each round runs every process below in turn, start "
+             "to exit; peak RSS and CPU (user + system) are the process's own, from "
+             "`os.wait4` (smx's includes its plot process, as the largest of the two). BLAS "
+             "and OpenMP threads are set through the environment for both fits, and with "
+             "`threads=` for smx. Commands (`<tmp>`: the bench's temporary folder, `0`: the "
+             "run's number):", ""]
+    lines += [f"- {k}: `{c}`" for k, c in e2e["commands"].items()]
+    lines += [f"- skipped {k}: {v}" for k, v in e2e.get("skipped_cases", {}).items()]
+    lines += ["", "| process | median s | min s | max s | CPU s (median) | peak RSS MiB | runs | "
+              "load avg before / max during |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, c in e2e["cases"].items():
+        lines.append(f"| {name} | {c['median_s']:.3f} | {c['min_s']:.3f} | {c['max_s']:.3f} | "
+                     f"{_num(c.get('cpu_median_s'), '.2f')} | {_mib(c.get('max_rss_bytes'))} | "
+                     f"{c['runs']} | {_num(c.get('load_before'), '.2f')} / "
+                     f"{_num(c.get('load_during'), '.2f')} |")
+    for threads, e in e2e["by_threads"].items():
+        lines += ["", f"### {threads} BLAS thread{'s' * (int(threads) > 1)}", ""]
+        if "sklearn_objective" in e:
+            lines.append(f"- objective (float64): scikit-learn {e['sklearn_objective']:.9g} after "
+                         f"{e['sklearn_n_iter']} iterations, smx {e['smx_objective']:.9g} after "
+                         f"{e['smx_epochs']} epochs: relative difference "
+                         f"{e['objective_rel_diff']:+.2e} (smx - scikit-learn)")
+            lines.append(f"- wall smx / scikit-learn: {e['ratio']:.3f} (median of per-round "
+                         f"ratios), {e['min_ratio']:.3f} (min / min)")
+            lines.append(f"- peak RSS / data: smx {e['rss_ratio']:.2f} "
+                         f"({_mib(e['smx_peak_rss_bytes'])} MiB), scikit-learn "
+                         f"{e['sklearn_rss_ratio']:.2f} ({_mib(e['sklearn_peak_rss_bytes'])} MiB)")
+        else:
+            lines += [f"- smx objective (float64) {e['smx_objective']:.9g} after "
+                      f"{e['smx_epochs']} epochs; peak RSS / data {e['rss_ratio']:.2f}",
+                      *([f"- {e['note']}"] if "note" in e else [])]
+        lines += _load_line(e.get("load"))
+    cli = e2e["cli"]
+    lines += ["", "### `smx run digits` and `smx --help`", "",
+              f"- `smx run digits` (the shipped config, its run folder in `<tmp>`): "
+              f"{cli['digits_s']:.3f} s median, {cli['digits_min_s']:.3f} s best; "
+              f"`smx --help`: {cli['help_s']:.3f} s median, {cli['help_min_s']:.3f} s best",
+              *_load_line(cli.get("load"))]
+    return lines
+
+
 def _verdict(t: dict[str, Any]) -> str:
     if t["met"] is None:
         return f"not judged: {t['not_judged']}"
@@ -381,6 +528,14 @@ def render(results: dict[str, Any]) -> str:
                 lines += ["", f"### {threads} BLAS threads", "", f"Skipped: {e['skipped']}."]
             else:
                 lines += _lbfgs_lines(e)
+    sp = results.get("sparse")
+    if _section(lines, "## Sparse text-like data: L-BFGS vs LogisticRegression(lbfgs) and "
+                "SGDClassifier(log_loss)", sp):
+        lines += _sparse_lines(sp)
+    e2e = results.get("e2e")
+    if _section(lines, "## End to end: `smx run` against a plain scikit-learn script (whole "
+                "processes)", e2e):
+        lines += _e2e_lines(e2e)
     mem = results.get("memory")
     if _section(lines, "## Peak memory (one epoch, NumPy, fresh process)", mem):
         shared = mem["device_copy_shares_host"]

@@ -37,7 +37,7 @@ def zeros_like(params: Params) -> Params:
 
 
 def apply_updates(params: Params, updates: Params) -> Params:
-    return tree_map(lambda p, u: p + u, params, updates)
+    return {k: p + updates[k] for k, p in params.items()}
 
 
 def decay_mask(params: Params) -> dict[str, bool]:
@@ -51,17 +51,31 @@ def chain(*links: Transform) -> Transform:
     def init(params: Params) -> tuple[Any, ...]:
         return tuple(link.init(params) for link in links)
 
+    # identity links (decay 0, momentum 0) keep their place in the state tuple, so its
+    # layout does not depend on the hyperparameters, but cost no call per step
+    active = [(i, link.update) for i, link in enumerate(links) if link.update is not _pass]
+
     def update(grads: Params, state: tuple[Any, ...], params: Params, lr: Any
                ) -> tuple[Params, tuple[Any, ...]]:
-        new_state = []
-        for link, s in zip(links, state, strict=True):
-            grads, s = link.update(grads, s, params, lr)
-            new_state.append(s)
+        if len(state) != len(links):
+            raise ValueError(f"a chain of {len(links)} links got a state of {len(state)}")
+        new_state = list(state)
+        for i, link_update in active:
+            grads, new_state[i] = link_update(grads, state[i], params, lr)
         return grads, tuple(new_state)
 
     specs = [link.spec for link in links]
     spec = None if any(s is None for s in specs) else tuple(x for s in specs for x in s)
     return Transform(init, update, spec)
+
+
+def _pass(grads: Params, state: Any, params: Params, lr: Any) -> tuple[Params, Any]:
+    """The update of an identity link (:func:`chain` skips it)."""
+    return grads, state
+
+
+def _identity(spec: tuple[Any, ...]) -> Transform:
+    return Transform(lambda params: (), _pass, (spec,))
 
 
 def _stateless(fn: Callable[[Params, Params, Any], Params], spec: tuple[Any, ...] | None = None
@@ -100,21 +114,22 @@ def add_decayed_weights(weight_decay: float,
     """``g + weight_decay·p`` on the masked leaves (coupled decay before a scaling link,
     decoupled AdamW-style decay after one)."""
 
+    spec = ("add_decayed_weights", weight_decay) if mask is decay_mask else None
+    if not weight_decay:
+        return Transform(lambda params: (), _pass, None if spec is None else (spec,))
+
     def decay(grads: Params, params: Params, lr: Any) -> Params:
-        if not weight_decay:
-            return grads
         m = mask(params)
         return {k: g + weight_decay * params[k] if m[k] else g for k, g in grads.items()}
 
-    return _stateless(decay, ("add_decayed_weights", weight_decay)
-                      if mask is decay_mask else None)
+    return _stateless(decay, spec)
 
 
 def trace(momentum: float, nesterov: bool = False) -> Transform:
     """PyTorch's momentum buffer ``b ← μ·b + g`` (the first step starts from b = 0, which
     gives PyTorch's b₁ = g); the update is ``b``, or ``g + μ·b`` with Nesterov."""
     if not momentum:
-        return _stateless(lambda g, p, lr: g, ("trace", 0.0, False))
+        return _identity(("trace", 0.0, False))
 
     def update(grads: Params, state: dict[str, Any], params: Params, lr: Any
                ) -> tuple[Params, dict[str, Any]]:
@@ -198,4 +213,7 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10,
 
 def scale_by_lr() -> Transform:
     """``−lr · g``: the last link of a descent method, with the step's scheduled ``lr``."""
-    return _stateless(lambda g, p, lr: tree_map(lambda x: -lr * x, g), ("scale_by_lr",))
+    def scale(grads: Params, params: Params, lr: Any) -> Params:
+        return {k: -lr * g for k, g in grads.items()}
+
+    return _stateless(scale, ("scale_by_lr",))
