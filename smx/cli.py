@@ -425,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--quick", action="store_true",
                       help="toy sizes, seconds: figures only, no target judged")
     size.add_argument("--full", action="store_true",
-                      help="the recorded sizes (200,000 rows, 7 rounds) and no time budget")
+                      help="the recorded sizes (200,000 rows, 7 rounds; Dask: 2,000,000 rows) "
+                      "and no time budget")
     for name, what in (("rows", "training rows"), ("features", "features"),
                        ("classes", "classes"), ("batch", "SGD batch size"),
                        ("repeats", "timed rounds after the warm-up (at least 5 to judge)")):
@@ -435,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, metavar="SECONDS",
                    help="time for the timed parts; past it blocks stop after 3 rounds and "
                    "later ones are skipped (default: 170; 0 or --full: no limit)")
-    p.add_argument("--only", nargs="+", choices=["sgd", "lbfgs", "memory", "e2e", "gpu", "sparse"],
+    p.add_argument("--only", nargs="+",
+                   choices=["sgd", "lbfgs", "memory", "e2e", "gpu", "sparse", "dask"],
                    help="run only these parts")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_bench)

@@ -63,18 +63,21 @@ def effective_l2(cfg: RunConfig, weight_sum: float) -> float:
     return 1.0 / (cfg.model.C * weight_sum) if cfg.model.C is not None else cfg.model.l2
 
 
-def class_weights(spec: Any, classes: np.ndarray, y_train: np.ndarray,
-                  w_train: np.ndarray | None = None) -> np.ndarray | None:
+def class_weights(spec: Any, classes: np.ndarray, y_train: np.ndarray | None,
+                  w_train: np.ndarray | None = None, *, totals: np.ndarray | None = None
+                  ) -> np.ndarray | None:
     """The config's ``loss.class_weight`` as one weight per class index (host, float64).
 
     ``balanced`` is scikit-learn's ``n / (K · count_k)`` (with sample weights, their
     sums replace the counts, as in scikit-learn); a mapping names user labels, and a
-    class it does not name weighs 1."""
+    class it does not name weighs 1. ``totals`` (each class's training weight, from a
+    partitioned source's reductions) stand in for ``y_train`` and ``w_train``."""
     if spec is None:
         return None
     k = len(classes)
     if spec == "balanced":
-        counts = np.bincount(y_train, weights=w_train, minlength=k).astype(np.float64)
+        counts = (np.asarray(totals, np.float64) if totals is not None else
+                  np.bincount(y_train, weights=w_train, minlength=k).astype(np.float64))
         return counts.sum() / (k * np.where(counts > 0, counts, 1.0))
     known = {_label_key(c): i for i, c in enumerate(classes.tolist())}
     out = np.ones(k)
@@ -152,9 +155,13 @@ class Trainer:
         host_init = initial if initial is not None else init_params(splits.n_features, k, cfg)
         w_train, w_val = getattr(splits, "w_train", None), getattr(splits, "w_val", None)
         # labels and weights on the host for the class weights and the total weight: small
-        # (n numbers) next to X, which may already live on the backend's device
-        y_host, w_host = _host(backend, splits.y_train), _host(backend, w_train)
-        cw_host = class_weights(cfg.loss.class_weight, splits.classes, y_host, w_host)
+        # (n numbers) next to X, which may already live on the backend's device; a
+        # partitioned source's reductions give each class's total instead (no labels read)
+        totals = getattr(splits.y_train, "class_totals", None)
+        y_host, w_host = (None, None) if totals is not None else (
+            _host(backend, splits.y_train), _host(backend, w_train))
+        cw_host = class_weights(cfg.loss.class_weight, splits.classes, y_host, w_host,
+                                totals=totals)
         if model.is_sparse(splits.X_train) and not backend.accepts_sparse:
             raise DataError(f"backend {backend.name!r} does not take sparse X; sparse X trains "
                             "on backend numpy or cupy (without densifying it), or pass "
@@ -176,7 +183,10 @@ class Trainer:
             self.loss = plugins.get("loss", cfg.loss.name).factory(**cfg.loss.params())
         n = self.train_data.n
         weight_sum = float(n if w_host is None else np.sum(w_host))
-        if cw_host is not None:
+        if totals is not None:
+            t = np.asarray(totals, np.float64)
+            weight_sum = float(t.sum() if cw_host is None else cw_host @ t)
+        elif cw_host is not None:
             r = cw_host[y_host]
             weight_sum = float(np.sum(r if w_host is None else r * w_host))
         self.l2 = effective_l2(cfg, weight_sum)

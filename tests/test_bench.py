@@ -417,6 +417,73 @@ def test_memory_is_judged_without_load_but_only_on_enough_data():
     assert row["met"] is None and "MiB of data" in row["not_judged"]
 
 
+# --- the Dask part: L-BFGS on rows read from .npy by a LocalCluster's workers ------------
+
+
+def test_dask_part_sizes():
+    quick, default, full = BenchConfig.quick(), BenchConfig(), BenchConfig.full()
+    assert full.dask_rows == 2_000_000 and default.dask_rows <= 200_000
+    # opt-in (--only dask) at the default and quick sizes, a part of --full
+    assert "dask" not in default.parts and "dask" not in quick.parts and "dask" in full.parts
+    args = build_parser().parse_args(["bench", "--quick", "--only", "dask"])
+    assert args.only == ["dask"]
+
+
+def test_a_two_class_softmax_is_the_logistic_model_with_half_the_penalty():
+    """The binary comparison's yardstick: dask-ml's (w, c) as W = [-w/2, w/2] gives the
+    mean log-loss + l2/4‖w‖² in smx's objective."""
+    from smx.bench import dask_cases
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 4)).astype(np.float32), rng.integers(0, 2, size=50)
+    w, c, l2 = rng.normal(size=4), 0.3, 0.01
+    W, b = dask_cases.binary_from_logistic(w, c)
+    z = X.astype(np.float64) @ w + c
+    logloss = np.mean(np.logaddexp(0, z) - y * z)
+    assert dask_cases.yardstick(W, b, X, y, l2) == pytest.approx(
+        logloss + l2 / 4 * w @ w, rel=1e-12)
+    assert dask_cases.yardstick(W, b, X, y, l2) == pytest.approx(
+        cases.objective(W, b, X, y, l2), rel=1e-12)
+
+
+def test_dask_ml_that_does_not_import_is_one_line(monkeypatch):
+    from smx.bench import dask_cases
+
+    monkeypatch.setitem(__import__("sys").modules, "dask_ml", None)
+    out = dask_cases._versus_dask_ml(BenchConfig.quick(), None, None, {}, None, None, 1,
+                                     log=lambda _: None)
+    assert out.keys() == {"skipped"} and "dask-ml does not import" in out["skipped"]
+    assert "\n" not in out["skipped"]
+
+
+def test_dask_part_times_smx_on_a_local_cluster_to_the_baselines_objectives():
+    """Tiny: 2 LocalClusters (2 workers, then 1) read the .npy files; smx reaches
+    scikit-learn's objective (and dask-ml's on the binary labels, where dask-ml imports)."""
+    pytest.importorskip("distributed", reason="Dask is not installed (pip install 'smx[dask]')")
+    from smx.bench import dask_cases
+
+    bc = BenchConfig(mode="quick", dask_rows=600, features=5, classes=3)
+    out = dask_cases.bench_dask(bc, PLUGINS, log=lambda _: None)
+    m = out["multinomial"]
+    assert m["smx_updates"] >= 1 and "note" not in m, m
+    assert m["smx_objective"] <= m["sklearn_objective"] * (1 + 1e-6)
+    assert m["cases"].keys() == {"sklearn", "smx_dask"} and m["ratio"] > 0
+    assert m["load"]["threads"] == 2 and out["chunk_rows"] == -(-600 // dask_cases.CHUNKS)
+    p = out["per_iteration"]
+    assert p["iterations"] >= 1 and p["1"] > 0 and p["2"] > 0 and p["ratio_1_to_2"] > 0
+    b = out["binary"]
+    if "skipped" in b:  # dask-ml is optional (not in smx's extras)
+        assert "dask-ml" in b["skipped"] and "\n" not in b["skipped"]
+    else:
+        assert b["smx_updates"] >= 1 and b["ratio"] > 0, b
+        assert b["smx_objective"] <= b["dask_ml_objective"] * (1 + 1e-6)
+    results = {"dask": out}
+    md = report.render({"meta": report.meta(bc), **results, "targets": report.targets(results)})
+    assert "2-worker LocalCluster: time to scikit-learn's final objective" in md
+    assert "time per L-BFGS iteration" in md and "1 worker / 2 workers" in md
+    assert "binary version" in md
+
+
 # --- sparse, text-like ------------------------------------------------------------------
 
 

@@ -9,8 +9,14 @@ task count per evaluation depends only on the number of chunks, never on the epo
 and no future outlives its evaluation, so neither the graph nor the client grows.
 
 ``cluster: local`` starts a multi-process :class:`distributed.LocalCluster` for the run
-and stops it in :meth:`DaskBackend.release`; ``cluster: tcp://HOST:PORT`` connects to a
-running scheduler, which smx neither starts nor stops (its workers need smx installed).
+and stops it in :meth:`DaskBackend.release`; ``cluster: local-cuda`` starts dask-cuda's
+``LocalCUDACluster`` instead (one worker per GPU); ``cluster: tcp://HOST:PORT`` connects
+to a running scheduler, which smx neither starts nor stops (its workers need smx installed).
+
+Chunks are NumPy arrays, or CuPy arrays on each worker's GPU (``chunks: cupy``, the
+default with ``local-cuda``): each chunk is moved to its worker's GPU where it is read,
+and the parameters and optimizer state then live on the client's first GPU (CuPy), so
+every partial runs on a GPU and comes back as CuPy.
 
 Data from a partitioned source (:mod:`smx.datasets.sources`) is read on the workers,
 never through the client: each chunk is a task that reads its rows from the source, so
@@ -23,37 +29,52 @@ that holds it (:meth:`DaskBackend.batch_order`, :meth:`DaskBackend.fused_step`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 import smx
+from smx.backends.numpy_backend import NumpyBackend
 from smx.objective import Partial
 from smx.types import Array, Backend, Block, PluginParams
 
 INSTALL_HINT = "pip install 'smx[dask]'"
 #: partials summed per task in the reduction tree (small arrays: one level for most runs)
 FAN_IN = 8
+#: seconds between looks, while smx waits on a result, at whether the workers can run it
+WATCH_S = 5.0
 
 
 class DaskOptions(PluginParams):
     """``backend_options`` of ``backend: dask``."""
 
-    cluster: str = Field("local", description="local (smx starts a LocalCluster) or the "
-                         "address of a running scheduler, e.g. tcp://10.0.0.5:8786")
+    cluster: str = Field("local", description="local (smx starts a LocalCluster), "
+                         "local-cuda (smx starts dask-cuda's LocalCUDACluster: one worker per "
+                         "GPU) or the address of a running scheduler, e.g. tcp://10.0.0.5:8786")
     workers: int = Field(2, ge=1, description="worker processes of a local cluster")
     threads_per_worker: int = Field(1, ge=1, description="threads per local worker")
     memory_limit: str | int = Field("auto", description="per local worker: bytes, '2GiB', "
                                     "or auto (the machine's memory shared among workers)")
     chunk_rows: int = Field(100_000, ge=1, description="rows per chunk")
     timeout: float = Field(30.0, gt=0, description="seconds to wait for the scheduler")
+    chunks: Literal["auto", "numpy", "cupy"] = Field(
+        "auto", description="the chunks' arrays on the workers: numpy, cupy (on each worker's "
+        "GPU; the parameters on the client's first GPU) or auto (cupy with local-cuda)")
+    gpus: str | None = Field(None, description="local-cuda: the GPUs to use, as "
+                             "CUDA_VISIBLE_DEVICES (e.g. 0,1); default: all, one worker each")
 
     @field_validator("cluster")
     @classmethod
     def _address(cls, value: str) -> str:
-        if value != "local" and "://" not in value:
-            raise ValueError("expected 'local' or a scheduler address such as tcp://HOST:8786")
+        if value not in ("local", "local-cuda") and "://" not in value:
+            raise ValueError("expected 'local', 'local-cuda' or a scheduler address such as "
+                             "tcp://HOST:8786")
         return value
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the chunks (and so the parameters) are CuPy arrays."""
+        return self.chunks == "cupy" or (self.chunks == "auto" and self.cluster == "local-cuda")
 
 
 def _missing() -> str | None:
@@ -71,24 +92,39 @@ def _chunk_partial(X: Any, y: Any, w: Any, *, fn: Callable[[Block], Any]) -> Any
     return fn(Block(X, y, w))
 
 
-def _read_rows(path: str, bounds: tuple[int, int], *, dtype: str) -> Any:
+def _to_gpu(a: Any, gpu: bool = True) -> Any:
+    """``a`` on this worker's GPU (CuPy) when ``gpu``; as it is otherwise."""
+    if not gpu or a is None:
+        return a
+    import cupy
+
+    return cupy.asarray(a)
+
+
+def _read_rows(path: str, bounds: tuple[int, int], *, dtype: str, gpu: bool = False) -> Any:
     """Rows ``[start, stop)`` of a ``.npy`` file, read on the worker through a memory map."""
-    import numpy as np
+    from smx.datasets.sources import read_npy_rows
 
-    start, stop = bounds
-    return np.array(np.load(path, mmap_mode="r")[start:stop], dtype=dtype, order="C")
-
-
-def _read_part(part: Any, i: int, dtype: str) -> Any:
-    """Chunk ``i`` of a source's part (:class:`~smx.datasets.sources.PartRows` or
-    ``PartLabels``), read on the worker."""
-    return part.read_chunk(i, dtype)
+    return _to_gpu(read_npy_rows(path, *bounds, dtype), gpu)
 
 
-def _stream_partial(i: int, *, rows: Any, labels: Any, dtype: str, fn: Callable[[Block], Any]
-                    ) -> Any:
+def _read_part(part: Any, i: int, dtype: str, gpu: bool = False) -> Any:
+    """Chunk ``i`` of a source's part (:class:`~smx.datasets.sources.PartRows`,
+    ``PartLabels`` or ``PartWeights``), read on the worker (and moved to its GPU)."""
+    return _to_gpu(part.read_chunk(i, dtype), gpu)
+
+
+def _read_block(i: int, rows: Any, labels: Any, weights: Any, dtype: str, gpu: bool = False
+                ) -> Block:
+    """Chunk ``i`` of a streamed part (rows, labels, weights when any), read from its source."""
+    return Block(_to_gpu(rows.read_chunk(i, dtype), gpu), _to_gpu(labels.read_chunk(i), gpu),
+                 None if weights is None else _to_gpu(weights.read_chunk(i, dtype), gpu))
+
+
+def _stream_partial(i: int, *, rows: Any, labels: Any, weights: Any = None, dtype: str,
+                    fn: Callable[[Block], Any], gpu: bool = False) -> Any:
     """Read chunk ``i`` from its source and return its partial: nothing stays behind."""
-    return fn(Block(rows.read_chunk(i, dtype), labels.read_chunk(i), None))
+    return fn(_read_block(i, rows, labels, weights, dtype, gpu))
 
 
 def _chunk_step(X: Any, y: Any, w: Any, idx: Any, params: Any, state: Any, lr: float, *,
@@ -98,9 +134,10 @@ def _chunk_step(X: Any, y: Any, w: Any, idx: Any, params: Any, state: Any, lr: f
 
 
 def _stream_step(i: int, idx: Any, params: Any, state: Any, lr: float, *, rows: Any,
-                 labels: Any, dtype: str, step: Callable[..., Any]) -> Any:
-    X, y = rows.read_chunk(i, dtype), labels.read_chunk(i)
-    return step(params, state, Block(X[idx], y[idx], None), lr)
+                 labels: Any, weights: Any = None, dtype: str, step: Callable[..., Any],
+                 gpu: bool = False) -> Any:
+    X, y, w = _read_block(i, rows, labels, weights, dtype, gpu)
+    return step(params, state, Block(X[idx], y[idx], None if w is None else w[idx]), lr)
 
 
 def _peak_rss() -> int:
@@ -118,6 +155,32 @@ def _peak_rss() -> int:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _concatenate(futures: list[Any], sizes: list[int], tail: tuple[int, ...], dtype: Any
+                 ) -> Any:
+    """One dask array over chunks that are futures (or delayed reads) of known shapes."""
+    import dask.array as da
+
+    return da.concatenate([da.from_delayed(f, shape=(s, *tail), dtype=dtype)
+                           for f, s in zip(futures, sizes, strict=True)], axis=0)
+
+
+def _paused(workers: dict[str, Any], seconds: float) -> Exception:
+    """The one-line error for a cluster whose every worker is paused (out of memory)."""
+    import dask
+
+    from smx.errors import BackendUnavailable
+
+    limits = sorted({int(w.get("memory_limit") or 0) for w in workers.values()})
+    shown = ", ".join(f"{v / 2**20:,.0f} MiB" for v in limits if v) or "none"
+    pause = dask.config.get("distributed.worker.memory.pause", 0.8)
+    share = f"{pause:.0%} " if isinstance(pause, float) else ""
+    return BackendUnavailable(
+        f"every Dask worker ({len(workers)}) has been paused for {seconds:.0f} s: its memory "
+        f"is over the pause threshold ({share}of its memory_limit: {shown}), so no "
+        "task runs; raise backend_options.memory_limit (a hand-started worker: dask worker "
+        "--memory-limit)", where="backend_options.memory_limit")
 
 
 def _add(*parts: Any) -> Any:
@@ -139,35 +202,38 @@ class DaskBackend(Backend):
         self.cluster: Any = None  # set only when smx started it
         # placed arrays (by dask name) -> their chunks' futures (X, y, w)
         self._chunks: dict[str, tuple[list[Any], list[Any], list[Any] | None]] = {}
-        # streamed parts of a source (by dask name) -> (rows, labels, dtype)
-        self._streams: dict[str, tuple[Any, Any, str]] = {}
+        # streamed parts of a source (by dask name) -> (rows, labels, weights, dtype)
+        self._streams: dict[str, tuple[Any, Any, Any, str]] = {}
         self._persisted: dict[str, bool] = {}
 
     # --- the plain backend interface --------------------------------------------------
+    # parameters and optimizer state stay on the client: NumPy arrays, or CuPy arrays on
+    # the client's first GPU when the chunks are CuPy (the engine that holds them answers)
+    devices = NumpyBackend.devices
+
+    def _client_engine(self) -> Backend:
+        if self.settings.on_gpu:
+            from smx.backends.cupy_backend import CupyBackend
+
+            return CupyBackend()
+        return NumpyBackend()
 
     def unavailable_reason(self) -> str | None:
         return _missing()
 
     def namespace(self) -> Any:
-        import array_api_compat.numpy as xp
-
-        return xp
-
-    def devices(self) -> list[str]:
-        return ["cpu"]
+        return self._client_engine().namespace()
 
     def from_host(self, array: Any, device: str, dtype: str | None = None) -> Array:
-        import numpy as np
-
-        # parameters and optimizer state stay on the client, as NumPy
-        return np.asarray(array, dtype=dtype, order="C")
+        return self._client_engine().from_host(
+            array, "cuda:0" if self.settings.on_gpu else device, dtype)
 
     def to_host(self, array: Array) -> Any:
         import numpy as np
 
         if hasattr(array, "__dask_graph__"):
-            return np.asarray(self._connected().compute(array).result())
-        return np.asarray(array)
+            array = self._result(self._connected().compute(array))
+        return np.asarray(self._client_engine().to_host(array))
 
     def versions(self) -> dict[str, str]:
         if _missing():
@@ -198,10 +264,25 @@ class DaskBackend(Backend):
         from distributed import Client, LocalCluster
 
         opts = self.settings
+        if opts.on_gpu and (why := self._client_engine().unavailable_reason()) is not None:
+            raise BackendUnavailable(f"chunks on GPUs need CuPy: {why}",
+                                     where="backend_options.chunks")
         if opts.cluster == "local":
             self.cluster = LocalCluster(
                 n_workers=opts.workers, threads_per_worker=opts.threads_per_worker,
                 memory_limit=opts.memory_limit, processes=True, dashboard_address=None,
+                silence_logs=logging.ERROR)
+            self.client = Client(self.cluster, set_as_default=False)
+        elif opts.cluster == "local-cuda":
+            try:
+                from dask_cuda import LocalCUDACluster
+            except ImportError as exc:
+                raise BackendUnavailable(
+                    f"cluster: local-cuda needs dask-cuda ({exc.name or exc} is not "
+                    "installed); pip install dask-cuda", where="backend_options.cluster") from None
+            self.cluster = LocalCUDACluster(
+                CUDA_VISIBLE_DEVICES=opts.gpus, threads_per_worker=opts.threads_per_worker,
+                memory_limit=opts.memory_limit, dashboard_address=None,
                 silence_logs=logging.ERROR)
             self.client = Client(self.cluster, set_as_default=False)
         else:
@@ -232,7 +313,30 @@ class DaskBackend(Backend):
         only the total comes back (the data preparation's one pass over a source)."""
         client = self._connected()
         parts = client.map(fn, *items, pure=False)
-        return self._tree_sum(parts).result()
+        return self._result(self._tree_sum(parts))
+
+    def _result(self, future: Any) -> Any:
+        """``future.result()``, unless every worker stays paused for ``timeout`` seconds:
+        a worker whose memory is over Dask's pause threshold (80% of its memory_limit) runs
+        no task, and one that holds only imported libraries never resumes, so smx would
+        wait forever; it says so in one line instead."""
+        import time
+
+        paused_since: float | None = None
+        while True:
+            try:
+                return future.result(timeout=min(WATCH_S, self.settings.timeout))
+            except TimeoutError:
+                if future.done():  # the task itself raised TimeoutError
+                    return future.result()
+            workers = self.client.scheduler_info(n_workers=-1)["workers"]
+            if not workers or any(w.get("status") != "paused" for w in workers.values()):
+                paused_since = None
+                continue
+            now = time.monotonic()
+            paused_since = now if paused_since is None else paused_since
+            if now - paused_since >= self.settings.timeout:
+                raise _paused(workers, now - paused_since)
 
     def _tree_sum(self, parts: list[Any]) -> Any:
         client = self._connected()
@@ -259,10 +363,10 @@ class DaskBackend(Backend):
         return {"dask": {**memory, "peak_rss_max": max(memory["peak_rss"].values(), default=0),
                          "persisted": dict(self._persisted)}}
 
-    def _place_part(self, X: Any, y: Any, dtype: str) -> Block:
-        """A part of a partitioned source: each chunk read by a task on a worker."""
+    def _place_part(self, X: Any, y: Any, w: Any, dtype: str) -> Block:
+        """A part of a partitioned source: each chunk read by a task on a worker (its rows,
+        labels and, when the source has them, weights)."""
         import dask
-        import dask.array as da
         import numpy as np
 
         client = self._connected()
@@ -271,51 +375,51 @@ class DaskBackend(Backend):
         if X.persist == "auto":
             info = client.scheduler_info(n_workers=-1)["workers"].values()
             budget = sum(w["memory_limit"] or 0 for w in info) / 2
-            persist = budget == 0 or len(X) * (d * itemsize + 8) <= budget
+            row_bytes = d * itemsize + 8 + (0 if w is None else itemsize)
+            persist = budget == 0 or len(X) * row_bytes <= budget
         else:
             persist = X.persist == "true"
-        chunks = range(n_chunks)
+        chunks, sizes, gpu = range(n_chunks), list(X.sizes), self.settings.on_gpu
+
+        def read(part: Any, kind: str) -> list[Any]:
+            if persist:
+                return client.map(_read_part, [part] * n_chunks, chunks, dtype=kind, gpu=gpu,
+                                  pure=False)
+            return [dask.delayed(_read_part, pure=True)(part, i, kind, gpu) for i in chunks]
+
+        xs, ys = read(X, dtype), read(y, "int64")
+        ws = None if w is None else read(w, dtype)
+        dX = _concatenate(xs, sizes, (d,), dtype)
+        dy = _concatenate(ys, sizes, (), "int64")
+        dw = None if ws is None else _concatenate(ws, sizes, (), dtype)
         if persist:
-            xs = client.map(_read_part, [X] * n_chunks, chunks, dtype=dtype, pure=False)
-            ys = client.map(_read_part, [y] * n_chunks, chunks, dtype="int64", pure=False)
+            self._chunks[dX.name] = (xs, ys, ws)
         else:
-            xs = [dask.delayed(_read_part, pure=True)(X, i, dtype) for i in chunks]
-            ys = [dask.delayed(_read_part, pure=True)(y, i, "int64") for i in chunks]
-        dX = da.concatenate([da.from_delayed(f, shape=(s, d), dtype=dtype)
-                             for f, s in zip(xs, X.sizes, strict=True)], axis=0)
-        dy = da.concatenate([da.from_delayed(f, shape=(s,), dtype="int64")
-                             for f, s in zip(ys, X.sizes, strict=True)], axis=0)
-        if persist:
-            self._chunks[dX.name] = (xs, ys, None)
-        else:
-            self._streams[dX.name] = (X, y, dtype)
+            self._streams[dX.name] = (X, y, w, dtype)  # read (to the GPU) in each task
         self._persisted[("train", "val", "test")[X.part]] = persist
-        return Block(dX, dy, None)
+        return Block(dX, dy, dw)
 
     def place(self, X: Any, y: Any, w: Any | None, device: str, dtype: str) -> Block:
         """Rows in chunks of ``chunk_rows``, scattered to the workers (held there until
         release); the Block holds dask arrays over those chunks. A part of a partitioned
         source is read on the workers instead (never through the client)."""
-        import dask.array as da
         import numpy as np
 
         from smx.datasets.sources import PartRows
 
         if isinstance(X, PartRows):
-            if w is not None:
-                raise NotImplementedError("sample weights from a partitioned source")
-            return self._place_part(X, y, dtype)
+            return self._place_part(X, y, w, dtype)
         client = self._connected()
         n = int(X.shape[0])
-        step = self.settings.chunk_rows
-        bounds = [(a, min(a + step, n)) for a in range(0, n, step)] or [(0, 0)]
+        bounds = self._bounds(n)
 
         def scatter(a: Any, kind: str | None) -> tuple[list[Any], Any]:
             host = np.asarray(a, dtype=kind, order="C")
             futures = client.scatter([host[s:e] for s, e in bounds], hash=False)
-            parts = [da.from_delayed(f, shape=(e - s, *host.shape[1:]), dtype=host.dtype)
-                     for f, (s, e) in zip(futures, bounds, strict=True)]
-            return futures, da.concatenate(parts, axis=0)
+            if self.settings.on_gpu:  # each chunk to the GPU of the worker it went to
+                futures = client.map(_to_gpu, futures, pure=False)
+            return futures, _concatenate(futures, [e - s for s, e in bounds], host.shape[1:],
+                                         host.dtype)
 
         xs, dX = scatter(X, dtype)
         ys, dy = scatter(y, "int64")
@@ -328,7 +432,6 @@ class DaskBackend(Backend):
         """Like :meth:`place`, but each worker reads its chunks' rows itself from ``.npy``
         files (memory-mapped; the paths must be visible to the workers): only the files'
         headers are read on the client. Labels must already be class indices."""
-        import dask.array as da
         import numpy as np
 
         client = self._connected()
@@ -338,22 +441,24 @@ class DaskBackend(Backend):
             from smx.errors import DataError
 
             raise DataError(f"the files' row counts differ: {shapes}", where="data")
-        step = self.settings.chunk_rows
-        bounds = [(a, min(a + step, n)) for a in range(0, n, step)] or [(0, 0)]
+        bounds = self._bounds(n)
 
         def read(path: str, kind: str) -> tuple[list[Any], Any]:
-            shape = shapes[path]
             futures = client.map(_read_rows, [path] * len(bounds), bounds, dtype=kind,
-                                 pure=False)
-            parts = [da.from_delayed(f, shape=(e - s, *shape[1:]), dtype=kind)
-                     for f, (s, e) in zip(futures, bounds, strict=True)]
-            return futures, da.concatenate(parts, axis=0)
+                                 gpu=self.settings.on_gpu, pure=False)
+            return futures, _concatenate(futures, [e - s for s, e in bounds],
+                                         shapes[path][1:], kind)
 
         xs, dX = read(X_path, dtype)
         ys, dy = read(y_path, "int64")
         ws, dw = (None, None) if w_path is None else read(w_path, dtype)
         self._chunks[dX.name] = (xs, ys, ws)
         return Block(dX, dy, dw)
+
+    def _bounds(self, n: int) -> list[tuple[int, int]]:
+        """Row ranges of ``chunk_rows`` rows (one empty range for no rows)."""
+        step = self.settings.chunk_rows
+        return [(a, min(a + step, n)) for a in range(0, n, step)] or [(0, 0)]
 
     def _chunk_futures(self, data: Block) -> tuple[list[Any], list[Any], list[Any] | None]:
         """The futures of ``data``'s chunks: the placed ones, or (for another dask array,
@@ -376,18 +481,20 @@ class DaskBackend(Backend):
         client = self._connected()
         stream = self._streams.get(data.X.name)
         if stream is not None:  # read each chunk from the source inside its partial's task
-            rows, labels, dtype = stream
+            rows, labels, weights, dtype = stream
             keep = [i for i, s in enumerate(rows.sizes) if s > 0]
-            parts = client.map(_stream_partial, keep, rows=rows, labels=labels, dtype=dtype,
-                               fn=fn, pure=False)
+            parts = client.map(_stream_partial, keep, rows=rows, labels=labels,
+                               weights=weights, dtype=dtype, fn=fn, gpu=self.settings.on_gpu,
+                               pure=False)
         else:
             xs, ys, ws = self._chunk_futures(data)
             parts = client.map(_chunk_partial, xs, ys, ws or [None] * len(xs), fn=fn,
                                pure=False)
-        total = self._tree_sum(parts).result()
-        if isinstance(total, Partial):  # NumPy's 0-d + 0-d is a scalar: a 0-d array again
-            import numpy as np
+        total = self._result(self._tree_sum(parts))
+        import numpy as np
 
+        if isinstance(total, Partial) and isinstance(total.loss, np.generic):
+            # NumPy's 0-d + 0-d is a scalar: a 0-d array again (CuPy's stays an array)
             total = Partial(np.asarray(total.loss), total.weight, total.grads)
         return total
 
@@ -438,14 +545,15 @@ class DaskBackend(Backend):
             c = int(np.searchsorted(offsets, idx[0], side="right")) - 1
             local = idx - offsets[c]
             if chunks is None:
-                rows, labels, dtype = stream
+                rows, labels, weights, dtype = stream
                 future = client.submit(_stream_step, c, local, params, state, lr, rows=rows,
-                                       labels=labels, dtype=dtype, step=step, pure=False)
+                                       labels=labels, weights=weights, dtype=dtype, step=step,
+                                       gpu=self.settings.on_gpu, pure=False)
             else:
                 xs, ys, ws = chunks
                 future = client.submit(_chunk_step, xs[c], ys[c], None if ws is None else ws[c],
                                        local, params, state, lr, step=step, pure=False)
-            return future.result()
+            return self._result(future)
 
         return fused
 
@@ -467,10 +575,8 @@ class DaskBackend(Backend):
         return Block(got[0], got[1], got[2] if data.w is not None else None)
 
     def kernel(self, loss: Any) -> Any:
-        """NumPy's fused cross-entropy: the chunks are NumPy arrays on the workers."""
-        from smx.backends.numpy_backend import NumpyBackend
-
-        return NumpyBackend().kernel(loss)
+        """NumPy's fused cross-entropy for NumPy chunks; the portable partial for CuPy's."""
+        return None if self.settings.on_gpu else NumpyBackend().kernel(loss)
 
 
 @smx.hookimpl

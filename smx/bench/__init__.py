@@ -6,11 +6,15 @@
   L-BFGS against scikit-learn, sparse text-like data against LogisticRegression and
   SGDClassifier, memory, GPU, and ``smx run`` / ``smx --help`` end to end as whole
   processes), with every call into smx's core in one place;
+- :mod:`smx.bench.dask_cases` — L-BFGS on rows read from ``.npy`` by a LocalCluster's
+  workers, against scikit-learn in memory and dask-ml (a fixed amount of work, outside the
+  time budget: in ``--full`` runs, or asked for with ``--only dask``);
 - :mod:`smx.bench.report` — the targets, when they are judged, RESULTS.md and results.json.
 
 Three sizes: ``BenchConfig.quick()`` (seconds; figures only, nothing judged), the default
 (out-of-cache sizes within a time budget: minutes even on a busy two-core machine) and
-``BenchConfig.full()`` (the sizes of the recorded results, no time limit).
+``BenchConfig.full()`` (the sizes of the recorded results, no time limit; the Dask part
+at 2,000,000 rows).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from smx import sysinfo
-from smx.bench import cases, harness, report
+from smx.bench import cases, dask_cases, harness, report
 from smx.io import atomic_write_json, atomic_write_text
 
 __all__ = ["BenchConfig", "run_bench"]
@@ -59,7 +63,11 @@ class BenchConfig:
     e2e_repeats: int | None = None  # its rounds (each runs every process); default: repeats
     seed: int = 0
     threads: tuple[int, ...] | None = None  # BLAS thread settings; None: the default and 1
+    dask_rows: int = 200_000  # the Dask part's rows (float32, read from .npy by the workers)
+    dask_rounds: int = 1  # fits of each kind in the Dask part (one is minutes at full size)
     budget_s: float | None = 170.0  # seconds for the timed parts; None: no limit
+    # the default leaves out the Dask part (its clusters and fits take a minute more than
+    # the budget allows): --only dask at 200,000 rows, --full at 2,000,000
     parts: tuple[str, ...] = ("sgd", "lbfgs", "memory", "e2e", "gpu", "sparse")
 
     @classmethod
@@ -68,14 +76,15 @@ class BenchConfig:
         return cls(mode="quick", rows=4_000, features=32, batch=256, repeats=5,
                    strict_rows=2_000, lbfgs_rows=2_000, gpu_rows=4_000, gpu_features=64,
                    gpu_bandwidth_rows=20_000, sparse_rows=2_000, sparse_features=1_000,
-                   sparse_density=0.02, e2e_repeats=1, budget_s=None)
+                   sparse_density=0.02, e2e_repeats=1, dask_rows=2_000, budget_s=None)
 
     @classmethod
     def full(cls) -> BenchConfig:
         """The sizes of the recorded results (200,000 rows, 7 rounds; sparse: 200,000 x
-        50,000), however long it takes."""
+        50,000; the Dask part on 2,000,000 rows, 2 rounds), however long it takes."""
         return cls(mode="full", rows=200_000, repeats=7, sparse_rows=200_000,
-                   sparse_features=50_000, budget_s=None)
+                   sparse_features=50_000, dask_rows=2_000_000, dask_rounds=2, budget_s=None,
+                   parts=("sgd", "lbfgs", "memory", "e2e", "gpu", "sparse", "dask"))
 
 
 def run_bench(bc: BenchConfig, out_dir: Path, log: Callable[[str], None] = print,
@@ -85,7 +94,8 @@ def run_bench(bc: BenchConfig, out_dir: Path, log: Callable[[str], None] = print
     The CPU parts run once per BLAS thread setting (the default and 1, where they differ),
     since which one is faster depends on how busy the machine is; the end-to-end part runs
     its processes at both settings within each round. Memory runs first (not a timing, and
-    cheap), then the end-to-end, GPU, SGD, L-BFGS and sparse blocks within the time budget.
+    cheap), then the end-to-end, GPU, SGD, L-BFGS and sparse blocks within the time budget,
+    then the Dask part when asked for (a fixed amount of work, outside the budget).
     """
     from smx.plugins import get_plugins
 
@@ -130,6 +140,8 @@ def run_bench(bc: BenchConfig, out_dir: Path, log: Callable[[str], None] = print
             with harness.thread_limit(1):
                 results["sparse"] = cases.bench_sparse(bc, plugins, log, threads=1,
                                                        budget=budget)
+    if "dask" in bc.parts:  # a fixed amount of work, after the budgeted parts
+        results["dask"] = dask_cases.bench_dask(bc, plugins, log)
     results["meta"]["load_average_end"] = sysinfo.load_average()
     results["meta"]["wall_s"] = time.monotonic() - t0
     results["targets"] = report.targets(results)

@@ -344,6 +344,46 @@ def _lbfgs_lines(lb: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _dask_lines(dk: dict[str, Any]) -> list[str]:
+    """The Dask part's three figures, in the words of what they compare."""
+    lines = [f"{dk['rows']:,} x {dk['features']} float32, {dk['classes']} classes, written to "
+             f".npy and read by the workers in chunks of {dk['chunk_rows']:,} rows "
+             f"({dk['read_s']:.1f} s to read and persist them on {dk['workers']} workers, not "
+             f"in the fit times); each worker one thread, scikit-learn "
+             f"{dk.get('sklearn_blas_threads', '?')} BLAS thread(s); C={dk['C']}; "
+             f"{dk['rounds']} round(s); "
+             + ", ".join(f"{k} {dk[k]}" for k in ("dask", "distributed", "dask-ml") if k in dk)
+             + ".", ""]
+    m = dk["multinomial"]
+    lines.append(f"- L-BFGS on {dk['rows']:,} x {dk['features']} float32, {dk['classes']} "
+                 f"classes, read from .npy on a {dk['workers']}-worker LocalCluster: time to "
+                 f"scikit-learn's final objective ({m['sklearn_objective']:.8g}, "
+                 f"{m['sklearn_n_iter']} iterations) vs scikit-learn fitting the same rows in "
+                 "memory: " + (f"**{m['ratio']:.3f}** (smx {m['smx_updates']} updates)"
+                               if "ratio" in m else m.get("note", "not measured")))
+    p = dk.get("per_iteration", {})
+    if "ratio_1_to_2" in p:
+        lines.append(f"- time per L-BFGS iteration (the first {p['iterations']}): 1 worker "
+                     f"{p['1'] * 1e3:,.1f} ms, 2 workers {p['2'] * 1e3:,.1f} ms; 1 worker / "
+                     f"2 workers = **{p['ratio_1_to_2']:.2f}**")
+    b = dk["binary"]
+    if "skipped" in b:
+        lines.append(f"- binary version (labels mod 2) vs dask-ml's LogisticRegression: "
+                     f"{b['skipped']}")
+    else:
+        lines.append(f"- binary version (labels mod 2), time to the same objective (dask-ml's "
+                     f"final one, {b['dask_ml_objective']:.8g}) vs dask-ml {b['dask_ml']}'s "
+                     f"LogisticRegression(solver='lbfgs', C={b['dask_ml_C']:g}) on the same "
+                     "cluster and chunks: "
+                     + (f"**{b['ratio']:.3f}** (smx {b['smx_updates']} updates)"
+                        if "ratio" in b else b.get("note", "not measured")))
+    for name, e in (("multinomial", m), ("binary", b)):
+        if "cases" in e:
+            lines += ["", f"{name}:", "", *_load_line(e.get("load")), "",
+                      *_case_table(e["cases"])]
+    return lines
+
+
 def _sparse_lines(e: dict[str, Any]) -> list[str]:
     sgd = (f"{e['sgd_epochs_to_accuracy']} epoch(s)" if e["sgd_epochs_to_accuracy"] > 0
            else "not within its epoch limit")
@@ -517,6 +557,9 @@ def render(results: dict[str, Any]) -> str:
                   f"{_ms(bw['seconds']['median_s'])} ms, {bw['x_bytes_per_s'] / 1e9:.0f} GB/s"
                   f" of X = {bw['fraction']:.2f} of the {bw['fraction_of']} ({bw['note']})",
                   *_load_line(bw.get("load"))]
+    dk = results.get("dask")
+    if _section(lines, "## Dask: L-BFGS on rows read from .npy on a LocalCluster", dk):
+        lines += _dask_lines(dk)
     if notes := results.get("notes"):
         lines += ["", "## Notes", "", notes.strip()]
     return "\n".join(lines) + "\n"

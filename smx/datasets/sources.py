@@ -46,6 +46,10 @@ class SourceParams(PluginParams):
     features: str = Field("X", description=".zarr: the features array's name")
     label_column: str | None = Field(None, description=".parquet: the labels column (every "
                                      "other column is a feature)")
+    sample_weight: str | None = Field(
+        None, description="per-row weights, read on the workers like X: .npy: a weights .npy "
+        "file (n numbers); .parquet: the weights column (not a feature); .zarr: the weights "
+        "array's name")
     chunk_rows: int = Field(100_000, ge=1, description="rows per chunk (one task each)")
     persist: bool | str = Field(
         "auto", description="hold the chunks in the workers' memory (true), read them from the "
@@ -73,20 +77,27 @@ class NpySource:
     n_rows: int
     n_features: int
     itemsize: int
+    weights: str | None = None  # a weights .npy (one number per row)
 
     @classmethod
-    def open(cls, path: str, labels: str) -> NpySource:
+    def open(cls, path: str, labels: str, weights: str | None = None) -> NpySource:
         X, y = (_mmap(p) for p in (path, labels))
         if X.ndim != 2 or y.ndim != 1 or len(y) != len(X):
             raise DataError(f"features {X.shape} and labels {y.shape} do not fit: need n x d "
                             "and n", where=path)
-        return cls(path, labels, int(X.shape[0]), int(X.shape[1]), X.dtype.itemsize)
+        if weights is not None:
+            _check_weights_shape(_mmap(weights), len(X), weights)
+        return cls(path, labels, int(X.shape[0]), int(X.shape[1]), X.dtype.itemsize, weights)
 
     def read_X(self, start: int, stop: int) -> np.ndarray:
-        return np.asarray(np.load(self.path, mmap_mode="r")[start:stop], dtype=np.float64)
+        return read_npy_rows(self.path, start, stop, np.float64)
 
     def read_y(self, start: int, stop: int) -> np.ndarray:
-        return np.asarray(np.load(self.labels, mmap_mode="r")[start:stop])
+        return read_npy_rows(self.labels, start, stop)
+
+    def read_w(self, start: int, stop: int) -> np.ndarray | None:
+        return None if self.weights is None else read_npy_rows(self.weights, start, stop,
+                                                               np.float64)
 
 
 @dataclass(frozen=True)
@@ -100,24 +111,28 @@ class ParquetSource:
     offsets: tuple[int, ...]
     n_rows: int
     itemsize: int = 8
+    weight_column: str | None = None
 
     @property
     def n_features(self) -> int:
         return len(self.columns)
 
     @classmethod
-    def open(cls, path: str, label_column: str) -> ParquetSource:
+    def open(cls, path: str, label_column: str, weight_column: str | None = None
+             ) -> ParquetSource:
         import pyarrow.parquet as pq
 
         meta = pq.ParquetFile(path).metadata
         names = list(meta.schema.to_arrow_schema().names)
-        if label_column not in names:
-            raise DataError(f"no column {label_column!r} (columns: {', '.join(names)})",
-                            where=path)
+        for column, what in ((label_column, "labels"), (weight_column, "sample_weight")):
+            if column is not None and column not in names:
+                raise DataError(f"no column {column!r} for the {what} (columns: "
+                                f"{', '.join(names)})", where=path)
         sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         offsets = tuple(int(v) for v in np.concatenate([[0], np.cumsum(sizes)]))
-        return cls(path, label_column, tuple(c for c in names if c != label_column), offsets,
-                   int(meta.num_rows))
+        features = tuple(c for c in names if c not in (label_column, weight_column))
+        return cls(path, label_column, features, offsets, int(meta.num_rows),
+                   weight_column=weight_column)
 
     def _read(self, start: int, stop: int, columns: list[str]) -> Any:
         import pyarrow.parquet as pq
@@ -137,6 +152,12 @@ class ParquetSource:
         y = self._read(start, stop, [self.label_column]).column(0).to_numpy()
         return y.astype(str) if y.dtype.kind == "O" else y
 
+    def read_w(self, start: int, stop: int) -> np.ndarray | None:
+        if self.weight_column is None:
+            return None
+        w = self._read(start, stop, [self.weight_column]).column(0).to_numpy()
+        return _as_weights(w, self.path)
+
 
 @dataclass(frozen=True)
 class ZarrSource:
@@ -148,21 +169,26 @@ class ZarrSource:
     n_rows: int
     n_features: int
     itemsize: int
+    weights: str | None = None  # the weights array's name
 
     @classmethod
-    def open(cls, path: str, features: str, labels: str) -> ZarrSource:
+    def open(cls, path: str, features: str, labels: str, weights: str | None = None
+             ) -> ZarrSource:
         import zarr
 
+        names = (features, labels) + ((weights,) if weights else ())
         try:
             group = zarr.open_group(path, mode="r")
-            X, y = group[features], group[labels]
+            X, y, *w = (group[name] for name in names)
         except Exception as exc:  # zarr's own errors differ between versions
-            raise DataError(f"cannot open arrays {features!r} and {labels!r} of the Zarr group "
-                            f"({type(exc).__name__}: {exc})", where=path) from None
+            raise DataError(f"cannot open arrays {', '.join(map(repr, names))} of the Zarr "
+                            f"group ({type(exc).__name__}: {exc})", where=path) from None
         if len(X.shape) != 2 or y.shape != (X.shape[0],):
             raise DataError(f"features {X.shape} and labels {y.shape} do not fit", where=path)
+        if w:
+            _check_weights_shape(w[0], X.shape[0], f"{path} ({weights})")
         return cls(path, features, labels, int(X.shape[0]), int(X.shape[1]),
-                   np.dtype(X.dtype).itemsize)
+                   np.dtype(X.dtype).itemsize, weights)
 
     def _array(self, name: str) -> Any:
         import zarr
@@ -175,8 +201,31 @@ class ZarrSource:
     def read_y(self, start: int, stop: int) -> np.ndarray:
         return np.asarray(self._array(self.labels)[start:stop])
 
+    def read_w(self, start: int, stop: int) -> np.ndarray | None:
+        if self.weights is None:
+            return None
+        return _as_weights(np.asarray(self._array(self.weights)[start:stop]), self.path)
+
 
 Source = NpySource | ParquetSource | ZarrSource
+
+
+def read_npy_rows(path: str, start: int, stop: int, dtype: Any = None) -> np.ndarray:
+    """Rows ``[start, stop)`` of an ``.npy`` file through a memory map (only they are read),
+    as a fresh C-ordered array (of ``dtype``; None: the file's)."""
+    return np.array(np.load(path, mmap_mode="r")[start:stop], dtype=dtype, order="C")
+
+
+def _check_weights_shape(w: Any, n: int, where: str) -> None:
+    if tuple(w.shape) != (n,) or np.dtype(w.dtype).kind not in "iuf":
+        raise DataError(f"sample weights must be {n} real numbers (one per row), got shape "
+                        f"{tuple(w.shape)} of {w.dtype}", where=where)
+
+
+def _as_weights(w: np.ndarray, where: str) -> np.ndarray:
+    if w.dtype.kind not in "iuf":
+        raise DataError(f"sample weights must be real numbers, got {w.dtype}", where=where)
+    return w.astype(np.float64)
 
 
 def _mmap(path: str) -> np.ndarray:
@@ -200,22 +249,23 @@ class Partitioned:
 
 def open_source(path: str, labels: str | None = None, features: str = "X",
                 label_column: str | None = None, chunk_rows: int = 100_000,
-                persist: str | bool = "auto") -> Partitioned:
+                persist: str | bool = "auto", sample_weight: str | None = None
+                ) -> Partitioned:
     """The ``partitioned`` dataset: the format from the path's suffix."""
     suffix = Path(path.rstrip("/")).suffix.lower()
     if suffix == ".npy":
         if labels is None:
             raise DataError("an .npy source needs data.labels naming the labels .npy",
                             where="data")
-        source: Source = NpySource.open(path, labels)
+        source: Source = NpySource.open(path, labels, sample_weight)
     elif suffix in (".parquet", ".pq"):
         if label_column is None:
             raise DataError("a Parquet source needs data.label_column", where="data")
         if not Path(path).is_file():
             raise DataError("file not found", where=path)
-        source = ParquetSource.open(path, label_column)
+        source = ParquetSource.open(path, label_column, sample_weight)
     elif suffix == ".zarr":
-        source = ZarrSource.open(path, features, labels or "y")
+        source = ZarrSource.open(path, features, labels or "y", sample_weight)
     else:
         raise DataError(f"unsupported source {suffix or '(none)'!r}; use .npy, .parquet or "
                         ".zarr", where=path)
@@ -246,19 +296,25 @@ class ChunkStats:
 
     counts: dict[int, tuple[int, int, int]]  # chunk index -> rows in train, val, test
     train: Moments | None  # of the training rows' features (float64)
-    labels: dict[Any, list[int]] = field(default_factory=dict)  # label -> [all, train] rows
+    #: label -> [rows, training rows, the training rows' total weight (their count when
+    #: unweighted)]: the class list, and the class totals that class weights need
+    labels: dict[Any, list[float]] = field(default_factory=dict)
     bad: tuple[int, int] | None = None  # (first row, column) of a NaN/inf
+    bad_weight: int | None = None  # first row whose weight is negative, NaN or inf
+    weight_total: float = 0.0  # of every row
 
     def __add__(self, other: ChunkStats) -> ChunkStats:
-        labels = dict(self.labels)
-        for label, (a, t) in other.labels.items():
-            old = labels.get(label, [0, 0])
-            labels[label] = [old[0] + a, old[1] + t]
+        labels = {label: list(v) for label, v in self.labels.items()}
+        for label, values in other.labels.items():
+            old = labels.setdefault(label, [0] * len(values))
+            labels[label] = [a + b for a, b in zip(old, values, strict=True)]
         train = other.train if self.train is None else (
             self.train if other.train is None else self.train + other.train)
         bads = [b for b in (self.bad, other.bad) if b is not None]
+        bad_w = [b for b in (self.bad_weight, other.bad_weight) if b is not None]
         return ChunkStats({**self.counts, **other.counts}, train, labels,
-                          min(bads) if bads else None)
+                          min(bads) if bads else None, min(bad_w) if bad_w else None,
+                          self.weight_total + other.weight_total)
 
 
 def chunk_stats(i: int, bounds: Bounds, *, source: Source, rule: SplitRule) -> ChunkStats:
@@ -272,13 +328,23 @@ def chunk_stats(i: int, bounds: Bounds, *, source: Source, rule: SplitRule) -> C
         r = int(np.flatnonzero(~finite.all(axis=1))[0])
         bad = (start + r, int(np.flatnonzero(~finite[r])[0]))
     train = part == 0
-    labels: dict[Any, list[int]] = {}
+    w = source.read_w(start, stop)
+    bad_weight = None
+    if w is not None and not (ok := np.isfinite(w) & (w >= 0)).all():
+        bad_weight = start + int(np.flatnonzero(~ok)[0])
+    labels: dict[Any, list[float]] = {}
     for which, rows in ((0, y), (1, y[train])):
-        values, counts = np.unique(rows, return_counts=True)
+        values, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
         for v, c in zip(values.tolist(), counts.tolist(), strict=True):
-            labels.setdefault(v, [0, 0])[which] += c
+            labels.setdefault(v, [0, 0, 0])[which] += c
+        if which == 1:  # the training rows' weight per class (their count when unweighted)
+            sums = counts if w is None else np.bincount(inverse, weights=w[train],
+                                                        minlength=len(values))
+            for v, t in zip(values.tolist(), sums.tolist(), strict=True):
+                labels[v][2] += t
     counts = tuple(int(np.count_nonzero(part == p)) for p in range(3))
-    return ChunkStats({i: counts}, Moments.of(X[train]) if train.any() else None, labels, bad)
+    return ChunkStats({i: counts}, Moments.of(X[train]) if train.any() else None, labels, bad,
+                      bad_weight, float(len(y) if w is None else w.sum()))
 
 
 def chunk_bounds(n: int, chunk_rows: int) -> list[Bounds]:
@@ -336,9 +402,14 @@ class PartRows:
 
 @dataclass(frozen=True)
 class PartLabels:
-    """The class indices of a :class:`PartRows`' rows (read from the labels alone)."""
+    """The class indices of a :class:`PartRows`' rows (read from the labels alone).
+
+    ``class_totals`` (the training part's): each class's total sample weight (its row count
+    when unweighted), from the preparing pass of reductions, so that class weights and the
+    total weight need no pass over the labels through the client."""
 
     rows: PartRows
+    class_totals: tuple[float, ...] | None = None
 
     @property
     def shape(self) -> tuple[int]:
@@ -356,6 +427,32 @@ class PartLabels:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         chunks = [self.read_chunk(i) for i in range(len(self.rows.bounds))]
         out = np.concatenate(chunks) if chunks else np.empty(0, np.int64)
+        return out if dtype is None else out.astype(dtype)
+
+
+@dataclass(frozen=True)
+class PartWeights:
+    """The sample weights of a :class:`PartRows`' rows, read chunk by chunk like them."""
+
+    rows: PartRows
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self.rows),)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read_chunk(self, i: int, dtype: str = "float64") -> np.ndarray:
+        r = self.rows
+        start, stop = r.bounds[i]
+        w = r.source.read_w(start, stop)
+        assert w is not None, "a source without weights"
+        return np.asarray(w[r.rule.parts(start, stop) == r.part], dtype=dtype)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        chunks = [self.read_chunk(i) for i in range(len(self.rows.bounds))]
+        out = np.concatenate(chunks) if chunks else np.empty(0)
         return out if dtype is None else out.astype(dtype)
 
 
@@ -381,6 +478,12 @@ def prepare_source(data: Partitioned, *, val_fraction: float, test_fraction: flo
     if stats.bad is not None:
         raise DataError(f"X has NaN/inf values; first at row {stats.bad[0]}, column "
                         f"{stats.bad[1]}", where=where)
+    weighted = getattr(source, "weights", None) or getattr(source, "weight_column", None)
+    if stats.bad_weight is not None:
+        raise DataError(f"sample_weight must be finite and >= 0; row {stats.bad_weight} is "
+                        "not", where=where)
+    if weighted and stats.weight_total <= 0:
+        raise DataError("sample_weight is zero for every row", where=where)
     labels = sorted(stats.labels)
     if any(isinstance(v, float) and v != round(v) for v in labels):
         raise DataError("labels look continuous; classes must be integers or strings",
@@ -396,14 +499,18 @@ def prepare_source(data: Partitioned, *, val_fraction: float, test_fraction: flo
            else Standardizer.identity(source.n_features))
     sizes = [stats.counts[i] for i in range(len(bounds))]
 
-    def part(p: int) -> tuple[PartRows, PartLabels]:
+    totals = tuple(float(stats.labels[v][2]) for v in labels)
+
+    def part(p: int) -> tuple[PartRows, PartLabels, PartWeights | None]:
         rows = PartRows(source, rule, p, tuple(bounds), tuple(s[p] for s in sizes), std,
                         classes, data.persist)
-        return rows, PartLabels(rows)
+        return (rows, PartLabels(rows, totals if p == 0 else None),
+                PartWeights(rows) if weighted else None)
 
-    (Xtr, ytr), (Xva, yva), (Xte, yte) = part(0), part(1), part(2)
+    (Xtr, ytr, wtr), (Xva, yva, wva), (Xte, yte, wte) = part(0), part(1), part(2)
     return Splits(classes=classes, X_train=Xtr, y_train=ytr, X_val=Xva, y_val=yva,  # type: ignore[arg-type]
-                  X_test=Xte, y_test=yte, standardizer=std)
+                  X_test=Xte, y_test=yte, standardizer=std, w_train=wtr, w_val=wva,  # type: ignore[arg-type]
+                  w_test=wte)
 
 
 def prepare_partitioned(data: Partitioned, cfg: Any, plugins: Any, backend: Any = None
