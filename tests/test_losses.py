@@ -154,7 +154,7 @@ def test_the_numpy_kernel_takes_a_large_block_in_pieces(weighted, monkeypatch):
 def test_pieces_stay_within_the_small_gemm_size_and_the_cache():
     rows = numpy_kernels.piece_rows
     assert rows(np.zeros((1, 256), np.float32), 10) == 390  # 390·256·10 ≤ 1e6
-    assert rows(np.zeros((1, 2), np.float64), 2) == (4 << 20) // 16  # the cache bounds it
+    assert rows(np.zeros((1, 2), np.float64), 1) == (4 << 20) // 16  # the cache bounds it
     assert rows(np.zeros((1, 50_000), np.float32), 20) == 64  # never fewer rows than this
 
 
