@@ -649,3 +649,22 @@ def test_a_skipped_e2e_part_says_why_in_every_row():
     results = {"meta": {"mode": "default"}, "e2e": {"skipped": "smx_1t exited with 2: bad"}}
     rows = [t for t in report.targets(results) if t["key"].startswith("e2e")]
     assert len(rows) == 4 and all("smx_1t exited with 2" in t["not_judged"] for t in rows)
+
+
+def test_the_load_probe_counts_the_benchs_helper_processes_as_its_own():
+    """A helper process (the launcher of timed processes) busy at the instant of a reading
+    is the bench's own demand, not other work."""
+    import subprocess
+    from pathlib import Path
+
+    from smx.bench import harness
+
+    if not Path("/proc/loadavg").exists():
+        pytest.skip("reads /proc (Linux)")
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert harness._own_runnable((spin.pid,)) >= harness._own_runnable() + 1
+    finally:
+        spin.kill()
+        spin.wait()

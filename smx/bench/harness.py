@@ -38,21 +38,23 @@ class LoadSample:
     others_runnable: int | None
 
 
-def _own_runnable() -> int:
+def _own_runnable(helpers: tuple[int, ...] = ()) -> int:
     n = 0
-    for stat in Path("/proc/self/task").glob("*/stat"):
-        with contextlib.suppress(OSError, IndexError):
-            if stat.read_text().rsplit(")", 1)[1].split()[0] == "R":
-                n += 1
+    for proc in ("self", *map(str, helpers)):
+        for stat in Path(f"/proc/{proc}/task").glob("*/stat"):
+            with contextlib.suppress(OSError, IndexError):
+                if stat.read_text().rsplit(")", 1)[1].split()[0] == "R":
+                    n += 1
     return n
 
 
-def sample_load() -> LoadSample:
+def sample_load(helpers: tuple[int, ...] = ()) -> LoadSample:
     """One reading of the machine's load.
 
     The load average includes this process, whose own threads would count against it;
     ``others_runnable`` (Linux: runnable threads from ``/proc/loadavg`` minus this process's
-    runnable threads) is the demand from everyone else at this instant. Sampled between
+    runnable threads, and those of the bench's ``helpers`` processes, such as the launcher
+    of timed processes) is the demand from everyone else at this instant. Sampled between
     timed runs, which start at times unrelated to other work, its mean estimates the
     other processes' load during the block.
     """
@@ -60,7 +62,7 @@ def sample_load() -> LoadSample:
     others = None
     with contextlib.suppress(OSError, ValueError, IndexError):
         running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
-        others = max(0, running - _own_runnable())
+        others = max(0, running - _own_runnable(helpers))
     return LoadSample(None if load is None else load[0], others)
 
 
