@@ -12,6 +12,7 @@ after every timed run and a block of cases says whether it ran on a quiet machin
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import sys
 import time
@@ -38,13 +39,26 @@ class LoadSample:
     others_runnable: int | None
 
 
-def _own_runnable(helpers: tuple[int, ...] = ()) -> int:
+#: ``PF_KTHREAD`` in a task's flags (/proc/PID/stat field 9): a kernel thread
+_KERNEL_THREAD = 0x00200000
+
+
+def others_runnable(helpers: tuple[int, ...] = ()) -> int | None:
+    """Runnable threads of user processes other than this one and its ``helpers`` (None:
+    no /proc). Kernel threads are left out: right after a timed process exits, the
+    kernel's own clean-up of its memory (RCU reclaim workers) shows as runnable."""
+    root = Path("/proc")
+    if not (root / "self" / "task").is_dir():
+        return None
+    mine = {os.getpid(), *helpers}
     n = 0
-    for proc in ("self", *map(str, helpers)):
-        for stat in Path(f"/proc/{proc}/task").glob("*/stat"):
-            with contextlib.suppress(OSError, IndexError):
-                if stat.read_text().rsplit(")", 1)[1].split()[0] == "R":
-                    n += 1
+    for stat in root.glob("[0-9]*/task/*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.parts[2]) in mine:
+                continue
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] == "R" and not int(fields[6]) & _KERNEL_THREAD:
+                n += 1
     return n
 
 
@@ -52,18 +66,14 @@ def sample_load(helpers: tuple[int, ...] = ()) -> LoadSample:
     """One reading of the machine's load.
 
     The load average includes this process, whose own threads would count against it;
-    ``others_runnable`` (Linux: runnable threads from ``/proc/loadavg`` minus this process's
-    runnable threads, and those of the bench's ``helpers`` processes, such as the launcher
-    of timed processes) is the demand from everyone else at this instant. Sampled between
-    timed runs, which start at times unrelated to other work, its mean estimates the
-    other processes' load during the block.
+    ``others_runnable`` (Linux: runnable threads of other user processes, the bench's
+    ``helpers`` processes such as the launcher of timed processes not counted) is the
+    demand from everyone else at this instant. Sampled between timed runs, which start at
+    times unrelated to other work, its mean estimates the other processes' load during
+    the block.
     """
     load = sysinfo.load_average()
-    others = None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
-        others = max(0, running - _own_runnable(helpers))
-    return LoadSample(None if load is None else load[0], others)
+    return LoadSample(None if load is None else load[0], others_runnable(helpers))
 
 
 @dataclass
