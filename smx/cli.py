@@ -98,6 +98,16 @@ def _not_found_hint(arg: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from smx import plotting
+
+    plotting.start()  # matplotlib imports on another core while this run starts up
+    try:
+        return _run(args)
+    finally:
+        plotting.discard()  # none left after the plot; stopped when the run failed
+
+
+def _run(args: argparse.Namespace) -> int:
     from smx.config import load_config
     from smx.runner import resume, run
 

@@ -1,12 +1,11 @@
 """The loss plot, drawn in its own process while the run trains.
 
-matplotlib takes 0.3-0.5 s to import, about a third of a small run's wall time.
-:func:`smx.report.preload_plotting` starts ``python -m smx.plotting`` as soon as
-the input is known good: it imports matplotlib on another core while the data
-loads and the model trains, then waits for the history on its stdin, writes the
-PNG atomically and exits (at end of input without a job, it exits quietly: the
-run failed or was interrupted). Kept free of the rest of smx, so the child
-imports only this module and :mod:`smx.io`.
+matplotlib takes 0.3-0.5 s to import, about half of a small run's wall time.
+:func:`start` runs ``python -m smx.plotting`` as ``smx run`` begins: it imports
+matplotlib on another core while the run imports, loads its data and trains, then
+waits for the history on its stdin, writes the PNG atomically and exits (at end of
+input without a job, it exits quietly). A run that fails stops it (:func:`discard`).
+Kept free of the rest of smx, so the child imports only this module and :mod:`smx.io`.
 """
 
 from __future__ import annotations
@@ -15,9 +14,67 @@ import io
 import json
 import math
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+#: the plot process :func:`start` began, until :func:`write` or :func:`discard` ends it
+_worker: subprocess.Popen | None = None
+
+
+def start() -> None:
+    """Start the plot process, unless one is already waiting for its job. ``smx run`` calls
+    this first thing, so matplotlib's import overlaps the run's own imports and loading;
+    without a process (it could not start, or it failed), :func:`write` draws here."""
+    global _worker
+    if _worker is not None and _worker.poll() is None:
+        return
+    try:
+        _worker = subprocess.Popen([sys.executable, "-m", "smx.plotting"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE)
+    except OSError:
+        _worker = None
+
+
+def discard() -> None:
+    """End a plot process that will get no job (the run failed): it has written nothing,
+    so it is stopped at once rather than left to finish importing matplotlib."""
+    global _worker
+    worker, _worker = _worker, None
+    if worker is not None:
+        worker.kill()
+        worker.communicate()
+
+
+def write(history: list[dict[str, Any]], path: Path, best_epoch: int | None = None,
+          best_label: str = "best epoch") -> None:
+    """Write the loss plot: through the plot process when one was started, else (or when
+    it failed: this process then reports the same failure itself) here."""
+    global _worker
+    worker, _worker = _worker, None
+    if worker is not None:
+        job = json.dumps({"history": history, "path": str(path), "best_epoch": best_epoch,
+                          "best_label": best_label}).encode()
+        if _finish(worker, job) and path.is_file():
+            return
+    write_loss_plot(history, path, best_epoch, best_label)
+
+
+def _finish(worker: subprocess.Popen, job: bytes, timeout: float = 120.0) -> bool:
+    """Send ``job``, wait for the process; True when it exited cleanly."""
+    try:
+        worker.communicate(job, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.communicate()
+        return False
+    except OSError:  # it died before reading its job (a broken pipe)
+        worker.kill()
+        worker.wait()
+        return False
+    return worker.returncode == 0
 
 
 def import_plotting() -> None:

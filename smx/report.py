@@ -6,19 +6,14 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from smx import model
+from smx import model, plotting
 from smx.datasets.load import Status, _quiet
 from smx.datasets.split import Splits
-from smx.plotting import write_loss_plot
 from smx.training import Trainer, TrainResult, evaluate
-
-#: the plot process started by :func:`preload_plotting`, until a plot or a failure ends it
-_worker: subprocess.Popen | None = None
 
 
 def _status(enabled: bool) -> Status:
@@ -30,55 +25,17 @@ def _status(enabled: bool) -> Status:
 
 
 def preload_plotting() -> None:
-    """Start the plot process (:mod:`smx.plotting`): it imports matplotlib on another core
-    while the data loads and the model trains. Without it (it could not start, or it
-    failed), :func:`plot_losses` draws in this process."""
-    global _worker
-    discard_plotting()
-    try:
-        _worker = subprocess.Popen([sys.executable, "-m", "smx.plotting"],
-                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE)
-    except OSError:
-        _worker = None
+    """Start the plot process (:func:`smx.plotting.start`) unless one is waiting."""
+    plotting.start()
 
 
 def discard_plotting() -> None:
-    """End a started plot process that will get no job (the run failed): end of input
-    tells it to exit."""
-    global _worker
-    worker, _worker = _worker, None
-    if worker is not None:
-        _finish(worker, b"")
-
-
-def _finish(worker: subprocess.Popen, job: bytes, timeout: float = 120.0) -> bool:
-    """Send ``job`` (maybe none), wait for the process; True when it exited cleanly."""
-    try:
-        worker.communicate(job, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.communicate()
-        return False
-    except OSError:  # it died before reading its job (a broken pipe)
-        worker.kill()
-        worker.wait()
-        return False
-    return worker.returncode == 0
+    plotting.discard()
 
 
 def plot_losses(history: list[dict[str, Any]], path: Path, best_epoch: int | None = None,
                 best_label: str = "best epoch") -> None:
-    """Write the loss plot: through the plot process when one was started, else (or when
-    it failed: this process then reports the same failure itself) here."""
-    global _worker
-    worker, _worker = _worker, None
-    if worker is not None:
-        job = json.dumps({"history": history, "path": str(path), "best_epoch": best_epoch,
-                          "best_label": best_label}).encode()
-        if _finish(worker, job) and path.is_file():
-            return
-    write_loss_plot(history, path, best_epoch, best_label)
+    plotting.write(history, path, best_epoch, best_label)
 
 
 def best_epoch(result: TrainResult, trainer: Trainer) -> tuple[int | None, str]:

@@ -80,11 +80,11 @@ def run(
     t0 = time.perf_counter()
     status = _status(progress)
     plugins = plugins or get_plugins()
-    placement = hardware.select(cfg, plugins)
-    splits = load_data(cfg, plugins, status, backend=placement.backend)
-    preload_plotting()  # once the input is known good: a bad one exits at once
+    preload_plotting()  # the config is good (`smx run` started it earlier still)
     # the Trainer writes no file: when it fails (device memory, a plugin), no folder is left
     try:
+        placement = hardware.select(cfg, plugins)
+        splits = load_data(cfg, plugins, status, backend=placement.backend)
         trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
     except BaseException:
         discard_plotting()

@@ -110,7 +110,7 @@ def test_run_on_a_file_imports_neither_scikit_learn_nor_pyplot(tmp_path):
 
 def test_loss_plot_is_drawn_here_when_its_process_fails(tmp_path, monkeypatch):
     """The plot process is an optimisation only: killed, the run draws the plot itself."""
-    from smx import report, runner
+    from smx import plotting, report, runner
     from smx.config import load_config
 
     started = []
@@ -118,34 +118,51 @@ def test_loss_plot_is_drawn_here_when_its_process_fails(tmp_path, monkeypatch):
 
     def preload_then_kill():
         real()
-        started.append(report._worker)
-        report._worker.kill()
+        started.append(plotting._worker)
+        plotting._worker.kill()
 
     monkeypatch.setattr(runner, "preload_plotting", preload_then_kill)
     cfg = load_config({"data": {"name": "iris"}, "backend": "numpy", "epochs": 2,
                        "output": str(tmp_path / "run")})
     runner.run(cfg, progress=False)
-    assert started and started[0].returncode is not None and report._worker is None
+    assert started and started[0].returncode is not None and plotting._worker is None
     assert (tmp_path / "run" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_failed_run_leaves_no_plot_process(tmp_path, monkeypatch):
-    from smx import report, runner
+@pytest.mark.parametrize("how", ["diverges", "bad data"])
+def test_a_failed_run_leaves_no_plot_process(tmp_path, monkeypatch, how):
+    from smx import plotting, report, runner
     from smx.config import load_config
-    from smx.errors import DivergenceError
+    from smx.errors import DataError, DivergenceError
 
     started = []
     real = report.preload_plotting
     monkeypatch.setattr(runner, "preload_plotting",
-                        lambda: (real(), started.append(report._worker)))
-    cfg = load_config({"data": {"name": "iris"}, "backend": "numpy", "epochs": 3,
+                        lambda: (real(), started.append(plotting._worker)))
+    data = {"name": "iris"}
+    if how == "bad data":
+        (tmp_path / "d.csv").write_text("a,b,label\n1,2,x\n")
+        data = {"name": "file", "path": str(tmp_path / "d.csv")}
+    cfg = load_config({"data": data, "backend": "numpy", "epochs": 3,
                        "optimizer": {"name": "sgd", "lr": 1e30},
                        "output": str(tmp_path / "run")})
-    with pytest.raises(DivergenceError):
+    with pytest.raises(DivergenceError if how == "diverges" else DataError):
         runner.run(cfg, progress=False)
-    assert report._worker is None
-    assert started and started[0].returncode == 0  # told there is no job, it ended cleanly
+    assert plotting._worker is None
+    assert started and started[0].returncode is not None  # stopped, not left to finish
     assert not (tmp_path / "run" / "loss.png").exists()
+
+
+def test_smx_run_starts_the_plot_process_before_anything_else(monkeypatch):
+    """The CLI starts it first (its import then overlaps the run's); a config error stops
+    it at once."""
+    from smx import cli, plotting
+
+    seen = []
+    monkeypatch.setattr(plotting, "start", lambda: seen.append("start"))
+    monkeypatch.setattr(plotting, "discard", lambda: seen.append("discard"))
+    assert cli.main(["run", "no-such-config.yaml"]) == 2
+    assert seen == ["start", "discard"]
 
 
 def test_bundled_dataset_without_scikit_learn(tmp_path):
