@@ -160,6 +160,40 @@ def test_pieces_stay_within_the_small_gemm_size_and_the_cache():
 
 @pytest.mark.parametrize("sample", [False, True])
 @pytest.mark.parametrize(("eps", "weighted"), OPTIONS)
+def test_the_torch_kernel_equals_the_portable_path_or_declines(eps, weighted, sample):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (smx[torch])")
+    from smx.backends import torch_kernels
+
+    backend = PLUGINS.backend("torch")
+    X, y, params, cw, w = problem(seed=3, n=300)
+    loss = CrossEntropy(eps)
+    kernel = backend.kernel(loss)
+    if eps:
+        assert kernel is None
+        return
+    assert kernel is torch_kernels.cross_entropy_partial
+
+    def dev(a, dtype="float64"):
+        return None if a is None else backend.from_host(a, "cpu", dtype)
+
+    block = Block(dev(X), dev(y, "int64"), dev(w) if sample else None)
+    tparams = {k: dev(v) for k, v in params.items()}
+    tcw = dev(cw) if weighted else None
+    for grad in (True, False):
+        with torch.no_grad():
+            a = kernel(tparams, block, tcw, grad=grad)
+        b = portable_partial(loss, params, Block(X, y, w if sample else None),
+                             cw if weighted else None, grad=grad)
+        assert float(a.loss) == pytest.approx(float(b.loss), rel=1e-13)
+        assert float(a.weight) == pytest.approx(float(b.weight), rel=1e-14)
+        if grad:
+            for k in b.grads:
+                np.testing.assert_allclose(a.grads[k].numpy(), b.grads[k], rtol=1e-12,
+                                           atol=1e-14)
+
+
+@pytest.mark.parametrize("sample", [False, True])
+@pytest.mark.parametrize(("eps", "weighted"), OPTIONS)
 def test_the_jax_kernel_equals_the_portable_path_or_declines(eps, weighted, sample):
     pytest.importorskip("jax", reason="JAX is not installed (pip install 'smx[jax]')")
     from smx.backends import jax_kernels

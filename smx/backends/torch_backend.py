@@ -137,6 +137,13 @@ class TorchBackend(Backend):
             return np.asarray(array)
         return array.detach().cpu().numpy()
 
+    def kernel(self, loss: Any) -> Any:
+        from smx.backends import numpy_kernels, torch_kernels
+
+        if getattr(loss, "kernel_key", None) == numpy_kernels.KEY:
+            return torch_kernels.cross_entropy_partial
+        return None
+
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         torch = self._torch()
         inner = torch.compile(fn) if self._options.compile else fn
