@@ -420,7 +420,30 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
     """Read (or take) a config, apply overrides, validate. ``notes`` collects what the
     user should hear about (see :func:`apply_overrides`)."""
     data = source if isinstance(source, dict) else read_yaml(source)
-    return validate(apply_overrides(data, overrides or [], notes), plugins)
+    cfg = validate(apply_overrides(data, overrides or [], notes), plugins)
+    if notes is not None:
+        _note_solver_schedule(cfg, overrides or [], plugins, notes)
+    return cfg
+
+
+def _note_solver_schedule(cfg: RunConfig, overrides: list[str], plugins: Any,
+                          notes: list[str]) -> None:
+    """``optimizer.name=lbfgs`` on a config written for SGD keeps its schedule, which then
+    scales each L-BFGS iteration's first step (cosine: towards 0): say so."""
+    keys = [item.partition("=")[0].strip() for item in overrides]
+    if "optimizer.name" not in keys or any(k.startswith("schedule") for k in keys) \
+            or cfg.schedule.name == "constant":
+        return
+    from smx.types import SolverSpec
+
+    if plugins is None:
+        from smx.plugins import get_plugins
+
+        plugins = get_plugins()
+    if isinstance(plugins.get("optimizer", cfg.optimizer.name), SolverSpec):
+        notes.append(f"schedule {cfg.schedule.name!r} (from the config) scales each "
+                     f"{cfg.optimizer.name} iteration's first step; schedule.name=constant "
+                     "for the solver's own steps")
 
 
 def to_yaml(cfg: RunConfig) -> str:

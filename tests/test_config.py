@@ -105,3 +105,18 @@ def test_switching_a_plugin_by_override_starts_its_section_afresh():
     assert apply_overrides(base, ["optimizer.name=sgd"])["optimizer"] == base["optimizer"]
     cfg = load_config(base, ["optimizer.name=lbfgs"])
     assert cfg.optimizer.name == "lbfgs" and cfg.optimizer.params()["history"] == 10
+
+
+def test_switching_to_a_solver_notes_the_configs_schedule():
+    from smx.config import load_config
+
+    notes: list[str] = []
+    load_config({"optimizer": {"name": "sgd"}, "schedule": {"name": "cosine"}},
+                ["optimizer.name=lbfgs"], notes=notes)
+    assert any("schedule 'cosine'" in n and "schedule.name=constant" in n for n in notes)
+    for overrides in (["optimizer.name=lbfgs", "schedule.name=constant"],
+                      ["optimizer.name=adam"]):
+        notes = []
+        load_config({"optimizer": {"name": "sgd"}, "schedule": {"name": "cosine"}}, overrides,
+                    notes=notes)
+        assert not any("schedule" in n for n in notes)
