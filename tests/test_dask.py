@@ -31,7 +31,7 @@ def scheduler():
     worker over 80% of its limit pauses, and one paused by imported code never resumes
     (300 MiB did that once pyarrow and zarr were in: the old ZARR_HANG)."""
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  memory_limit="1GiB", dashboard_address=None) as cluster:
+                                  memory_limit="1GiB", dashboard_address=":0") as cluster:
         yield cluster
 
 
@@ -154,11 +154,21 @@ def test_an_existing_scheduler_is_neither_started_nor_stopped(scheduler):
         assert len(client.scheduler_info()["workers"]) == 2
 
 
-def test_cluster_local_is_started_for_the_run_and_stopped_after():
+def test_cluster_local_is_started_for_the_run_and_stopped_after(recwarn):
+    import socket
+
     cfg = config("dask", epochs=2, backend_options={
         "cluster": "local", "workers": 2, "memory_limit": "300MiB", "chunk_rows": 100})
     backend = DaskBackend()
-    trainer = Trainer(cfg, load_data(cfg, PLUGINS), backend, "cpu", PLUGINS)
+    with socket.socket() as taken:  # another cluster's dashboard on the default port
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            taken.bind(("", 8787))
+            taken.listen()
+        except OSError:
+            pass  # taken already: the same situation
+        trainer = Trainer(cfg, load_data(cfg, PLUGINS), backend, "cpu", PLUGINS)
+    assert not [w for w in recwarn if "already in use" in str(w.message)]
     cluster = backend.cluster
     assert len(cluster.scheduler_info["workers"]) == 2
     result = trainer.fit()
@@ -176,7 +186,7 @@ def test_workers_paused_for_memory_are_one_line_not_a_hang():
 
     with dask.config.set({"distributed.worker.memory.pause": 0.01}), distributed.LocalCluster(
             n_workers=1, threads_per_worker=1, processes=True, memory_limit="1GiB",
-            dashboard_address=None) as cluster:
+            dashboard_address=":0") as cluster:
         client = distributed.Client(cluster, set_as_default=False)
         client.wait_for_workers(1, timeout=30)
         cfg = config("dask", cluster, backend_options={

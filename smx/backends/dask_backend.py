@@ -270,8 +270,10 @@ class DaskBackend(Backend):
         if opts.cluster == "local":
             self.cluster = LocalCluster(
                 n_workers=opts.workers, threads_per_worker=opts.threads_per_worker,
-                memory_limit=opts.memory_limit, processes=True, dashboard_address=None,
-                silence_logs=logging.ERROR)
+                memory_limit=opts.memory_limit, processes=True,
+                # a free port: None does not turn the dashboard off (dask/distributed#8136), and
+                # a second run beside another cluster would warn that 8787 is taken
+                dashboard_address=":0", silence_logs=logging.ERROR)
             self.client = Client(self.cluster, set_as_default=False)
         elif opts.cluster == "local-cuda":
             try:
@@ -282,7 +284,7 @@ class DaskBackend(Backend):
                     "installed); pip install dask-cuda", where="backend_options.cluster") from None
             self.cluster = LocalCUDACluster(
                 CUDA_VISIBLE_DEVICES=opts.gpus, threads_per_worker=opts.threads_per_worker,
-                memory_limit=opts.memory_limit, dashboard_address=None,
+                memory_limit=opts.memory_limit, dashboard_address=":0",
                 silence_logs=logging.ERROR)
             self.client = Client(self.cluster, set_as_default=False)
         else:
