@@ -205,7 +205,9 @@ class Transform(NamedTuple):
 
 class Solver(Protocol):
     """A full-batch method with its own line search (L-BFGS): handed a value-and-gradient
-    function of the parameters, it takes one iteration per call."""
+    function of the parameters, it takes one iteration per call. ``step`` returns the
+    objective (penalty included) at the parameters it returns: the Trainer's ``train_loss``
+    is that less the penalty, with no second pass over the data."""
 
     def init(self, params: Params) -> Any: ...
 
