@@ -163,9 +163,10 @@ class JaxBackend(Backend):
         return self._jax().jit(fn)
 
     def kernel(self, loss: Any) -> Any:
-        from smx.backends import jax_kernels, numpy_kernels
+        from smx.backends import jax_kernels
+        from smx.losses import CROSS_ENTROPY_KEY
 
-        if getattr(loss, "kernel_key", None) == numpy_kernels.KEY:
+        if getattr(loss, "kernel_key", None) == CROSS_ENTROPY_KEY:
             return jax_kernels.cross_entropy_partial
         return None
 

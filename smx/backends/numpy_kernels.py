@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from smx.losses import CROSS_ENTROPY_KEY
 from smx.objective import Partial
 from smx.types import Block, Params
 
@@ -34,7 +35,7 @@ MIN_PIECE_ROWS = 64
 #: rows 26.7 ms, of 512 rows 42.7 ms (float64: 42.0 vs 75.2; benchmarks/NOTES.md)
 SMALL_GEMM = 1_000_000
 #: the loss this kernel computes (``Loss.kernel_key``)
-KEY = ("cross_entropy", 0.0)
+KEY = CROSS_ENTROPY_KEY
 
 
 def piece_rows(X: np.ndarray, k: int) -> int:

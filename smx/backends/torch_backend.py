@@ -138,9 +138,10 @@ class TorchBackend(Backend):
         return array.detach().cpu().numpy()
 
     def kernel(self, loss: Any) -> Any:
-        from smx.backends import numpy_kernels, torch_kernels
+        from smx.backends import torch_kernels
+        from smx.losses import CROSS_ENTROPY_KEY
 
-        if getattr(loss, "kernel_key", None) == numpy_kernels.KEY:
+        if getattr(loss, "kernel_key", None) == CROSS_ENTROPY_KEY:
             return torch_kernels.cross_entropy_partial
         return None
 

@@ -261,24 +261,35 @@ def _versus_sklearn(bc: BenchConfig, spec: Any, closure: Callable[[Any], Any],
     est = fit()
     _record(timings["sklearn"], time.perf_counter() - t0)
     target = yardstick(est.coef_.T, est.intercept_, X, y, l2)
-    slack = 1e-6 * abs(target)  # float32 arithmetic, the float64 yardstick (as lbfgs part)
     log("dask: smx lbfgs on the cluster to scikit-learn's objective")
+    entry: dict[str, Any] = {"sklearn_objective": target, "sklearn_n_iter": int(est.n_iter_[0])}
+    return _race(bc, spec, zeros, closure, target, lambda p: yardstick(p["W"], p["b"], X, y, l2),
+                 timings, "sklearn", fit, entry, keep_update_s=True)
+
+
+def _race(bc: BenchConfig, spec: Any, zeros: dict[str, Any], closure: Callable[[Any], Any],
+          target: float, value: Callable[[Any], float], timings: dict[str, Timing], rival: str,
+          refit: Callable[[], Any], entry: dict[str, Any], *, keep_update_s: bool = False
+          ) -> dict[str, Any]:
+    """smx's L-BFGS on the cluster to ``rival``'s objective (once, counting the updates),
+    then the remaining rounds of both interleaved: ``rival`` refitted, smx timed over that
+    many updates. The slack is float32 arithmetic against the float64 yardstick."""
     timings["smx_dask"].before = sample_load()
-    updates, reached, seconds = _fit_to(spec, zeros, closure, target + slack,
-                                        lambda p: yardstick(p["W"], p["b"], X, y, l2))
-    entry: dict[str, Any] = {"sklearn_objective": target, "sklearn_n_iter": int(est.n_iter_[0]),
-                             "smx_updates": updates, "smx_objective": reached,
-                             "smx_update_s": seconds}
+    updates, reached, seconds = _fit_to(spec, zeros, closure, target + 1e-6 * abs(target),
+                                        value)
+    entry.update(smx_updates=updates, smx_objective=reached)
+    if keep_update_s:
+        entry["smx_update_s"] = seconds
     if updates < 0:
-        entry["note"] = "smx lbfgs did not reach scikit-learn's objective"
-    else:
-        _record(timings["smx_dask"], sum(seconds))
-        for _ in range(bc.dask_rounds - 1):
-            t0 = time.perf_counter()
-            fit()
-            _record(timings["sklearn"], time.perf_counter() - t0)
-            _record(timings["smx_dask"], _timed_updates(spec, zeros, closure, updates))
-        entry["ratio"] = _median_ratio(timings, "smx_dask", "sklearn")
+        entry["note"] = f"smx lbfgs did not reach {rival.replace('_', '-')}'s objective"
+        return _finish(entry, timings)
+    _record(timings["smx_dask"], sum(seconds))
+    for _ in range(bc.dask_rounds - 1):
+        t0 = time.perf_counter()
+        refit()
+        _record(timings[rival], time.perf_counter() - t0)
+        _record(timings["smx_dask"], _timed_updates(spec, zeros, closure, updates))
+    entry["ratio"] = _median_ratio(timings, "smx_dask", rival)
     return _finish(entry, timings)
 
 
@@ -318,25 +329,12 @@ def _versus_dask_ml(bc: BenchConfig, spec: Any, backend: Any, paths: dict[str, s
                            f"{str(exc).splitlines()[0] if str(exc) else ''})"}
     W, b = binary_from_logistic(np.asarray(fitted.coef_), float(np.ravel(fitted.intercept_)[0]))
     target = yardstick(W, b, X, yb, l2)
-    slack = 1e-6 * abs(target)
     log("dask: smx lbfgs on the binary labels to dask-ml's objective")
-    timings["smx_dask"].before = sample_load()
-    updates, reached, seconds = _fit_to(spec, zeros, closure, target + slack,
-                                        lambda p: yardstick(p["W"], p["b"], X, yb, l2))
     entry: dict[str, Any] = {"dask_ml": dask_ml.__version__, "dask_ml_C": 2.0 * bc.C,
-                             "dask_ml_objective": target, "smx_updates": updates,
-                             "smx_objective": reached}
-    if updates < 0:
-        entry["note"] = "smx lbfgs did not reach dask-ml's objective"
-    else:
-        _record(timings["smx_dask"], sum(seconds))
-        for _ in range(bc.dask_rounds - 1):
-            t0 = time.perf_counter()
-            dask_ml_fit()
-            _record(timings["dask_ml"], time.perf_counter() - t0)
-            _record(timings["smx_dask"], _timed_updates(spec, zeros, closure, updates))
-        entry["ratio"] = _median_ratio(timings, "smx_dask", "dask_ml")
-    return _finish(entry, timings)
+                             "dask_ml_objective": target}
+    return _race(bc, spec, zeros, closure, target,
+                 lambda p: yardstick(p["W"], p["b"], X, yb, l2), timings, "dask_ml",
+                 dask_ml_fit, entry)
 
 
 def _median_ratio(timings: dict[str, Timing], a: str, b: str) -> float:

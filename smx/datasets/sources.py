@@ -400,41 +400,13 @@ class PartRows:
         return len(self) * self.source.n_features * 8
 
 
-@dataclass(frozen=True)
-class PartLabels:
-    """The class indices of a :class:`PartRows`' rows (read from the labels alone).
 
-    ``class_totals`` (the training part's): each class's total sample weight (its row count
-    when unweighted), from the preparing pass of reductions, so that class weights and the
-    total weight need no pass over the labels through the client."""
+class _PartColumn:
+    """A per-row column of a :class:`PartRows`' rows, read chunk by chunk like them
+    (``read_chunk``); as a whole (``np.asarray``) only where the client needs it."""
 
     rows: PartRows
-    class_totals: tuple[float, ...] | None = None
-
-    @property
-    def shape(self) -> tuple[int]:
-        return (len(self.rows),)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def read_chunk(self, i: int, dtype: str = "int64") -> np.ndarray:
-        r = self.rows
-        start, stop = r.bounds[i]
-        y = r.source.read_y(start, stop)[r.rule.parts(start, stop) == r.part]
-        return encode_labels(y, r.classes)
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        chunks = [self.read_chunk(i) for i in range(len(self.rows.bounds))]
-        out = np.concatenate(chunks) if chunks else np.empty(0, np.int64)
-        return out if dtype is None else out.astype(dtype)
-
-
-@dataclass(frozen=True)
-class PartWeights:
-    """The sample weights of a :class:`PartRows`' rows, read chunk by chunk like them."""
-
-    rows: PartRows
+    empty_dtype: Any = np.float64
 
     @property
     def shape(self) -> tuple[int]:
@@ -444,16 +416,45 @@ class PartWeights:
         return len(self.rows)
 
     def read_chunk(self, i: int, dtype: str = "float64") -> np.ndarray:
+        raise NotImplementedError
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        chunks = [self.read_chunk(i) for i in range(len(self.rows.bounds))]
+        out = np.concatenate(chunks) if chunks else np.empty(0, self.empty_dtype)
+        return out if dtype is None else out.astype(dtype)
+
+
+@dataclass(frozen=True)
+class PartLabels(_PartColumn):
+    """The class indices of a :class:`PartRows`' rows (read from the labels alone).
+
+    ``class_totals`` (the training part's): each class's total sample weight (its row count
+    when unweighted), from the preparing pass of reductions, so that class weights and the
+    total weight need no pass over the labels through the client."""
+
+    rows: PartRows
+    class_totals: tuple[float, ...] | None = None
+    empty_dtype = np.int64
+
+    def read_chunk(self, i: int, dtype: str = "int64") -> np.ndarray:
+        r = self.rows
+        start, stop = r.bounds[i]
+        y = r.source.read_y(start, stop)[r.rule.parts(start, stop) == r.part]
+        return encode_labels(y, r.classes)
+
+
+@dataclass(frozen=True)
+class PartWeights(_PartColumn):
+    """The sample weights of a :class:`PartRows`' rows."""
+
+    rows: PartRows
+
+    def read_chunk(self, i: int, dtype: str = "float64") -> np.ndarray:
         r = self.rows
         start, stop = r.bounds[i]
         w = r.source.read_w(start, stop)
         assert w is not None, "a source without weights"
         return np.asarray(w[r.rule.parts(start, stop) == r.part], dtype=dtype)
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        chunks = [self.read_chunk(i) for i in range(len(self.rows.bounds))]
-        out = np.concatenate(chunks) if chunks else np.empty(0)
-        return out if dtype is None else out.astype(dtype)
 
 
 def encode_labels(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
