@@ -26,6 +26,7 @@ from smx.types import Array, LossSpec, PluginParams
 #: the ``kernel_key`` of unsmoothed cross-entropy, the loss every built-in fused kernel computes
 CROSS_ENTROPY_KEY = ("cross_entropy", 0.0)
 
+
 class Loss(Protocol):
     """What a loss plugin's factory returns."""
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
-from smx import model, plotting
+from smx import model
 from smx.datasets.load import Status, _quiet
 from smx.datasets.split import Splits
 from smx.training import Trainer, TrainResult, evaluate
@@ -22,20 +21,6 @@ def _status(enabled: bool) -> Status:
     if not enabled:
         return _quiet
     return lambda message: print(f"smx: {message}", file=sys.stderr, flush=True)
-
-
-def preload_plotting() -> None:
-    """Start the plot process (:func:`smx.plotting.start`) unless one is waiting."""
-    plotting.start()
-
-
-def discard_plotting() -> None:
-    plotting.discard()
-
-
-def plot_losses(history: list[dict[str, Any]], path: Path, best_epoch: int | None = None,
-                best_label: str = "best epoch") -> None:
-    plotting.write(history, path, best_epoch, best_label)
 
 
 def best_epoch(result: TrainResult, trainer: Trainer) -> tuple[int | None, str]:

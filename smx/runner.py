@@ -34,16 +34,16 @@ from smx.errors import (
 )
 from smx.io import atomic_write_json, atomic_write_text
 from smx.modelfile import FittedModel
+from smx.plotting import discard as discard_plotting
+from smx.plotting import start as preload_plotting
+from smx.plotting import write as plot_losses
 from smx.report import (
     Progress,
     _json_line,
     _json_safe,
     _status,
     best_epoch,
-    discard_plotting,
     final_metrics,
-    plot_losses,
-    preload_plotting,
 )
 from smx.resume_check import check_state
 from smx.run_folder import (

@@ -110,11 +110,11 @@ def test_run_on_a_file_imports_neither_scikit_learn_nor_pyplot(tmp_path):
 
 def test_loss_plot_is_drawn_here_when_its_process_fails(tmp_path, monkeypatch):
     """The plot process is an optimisation only: killed, the run draws the plot itself."""
-    from smx import plotting, report, runner
+    from smx import plotting, runner
     from smx.config import load_config
 
     started = []
-    real = report.preload_plotting
+    real = plotting.start
 
     def preload_then_kill():
         real()
@@ -131,12 +131,12 @@ def test_loss_plot_is_drawn_here_when_its_process_fails(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("how", ["diverges", "bad data"])
 def test_a_failed_run_leaves_no_plot_process(tmp_path, monkeypatch, how):
-    from smx import plotting, report, runner
+    from smx import plotting, runner
     from smx.config import load_config
     from smx.errors import DataError, DivergenceError
 
     started = []
-    real = report.preload_plotting
+    real = plotting.start
     monkeypatch.setattr(runner, "preload_plotting",
                         lambda: (real(), started.append(plotting._worker)))
     data = {"name": "iris"}

@@ -365,7 +365,7 @@ def test_locks_in_one_process_exclude_each_other_and_are_released(tmp_path):
 def test_the_plot_is_written_through_a_temporary_file_of_its_own(resumable, tmp_path):
     """smx 0.1 wrote loss.png through the fixed name .loss.png.tmp.png, on which two runs
     collided; whatever sits at that name now is left alone."""
-    from smx.report import plot_losses
+    from smx.plotting import write as plot_losses
 
     (tmp_path / ".loss.png.tmp.png").mkdir()  # writing through the fixed name fails here
     history = load_checkpoint(resumable / "checkpoint.npz")["history"]
