@@ -223,12 +223,15 @@ class Trainer:
             perm = backend.from_host(self.rng.permutation(n), device, "int64")
             self.train_data = backend.batch(self.train_data, perm)
         self.xp = backend.namespace()
-        self.fused_step = None
+        self.fused_step = self.fused_epoch = None
         if self.transform is not None:
             self.train_step = backend.compile(self.make_step())
             if not self.full_batch:
-                self.fused_step = backend.fused_step(self.objective, self.transform,
-                                                     self.train_data)
+                self.fused_epoch = backend.fused_epoch(self.objective, self.transform,
+                                                       self.train_data)
+                if self.fused_epoch is None:
+                    self.fused_step = backend.fused_step(self.objective, self.transform,
+                                                         self.train_data)
         else:  # the solver's host loop calls a compiled full-batch value-and-gradient
             self.full_value_and_grad = backend.compile(
                 lambda params, X, y, w: self.value_and_grad(params, Block(X, y, w)))
@@ -281,7 +284,7 @@ class Trainer:
         the best epoch's parameters), so the backend's ``release`` can free their memory.
         The trainer cannot train after this; its host-side history stays."""
         self.train_data = self.val_data = None  # type: ignore[assignment]
-        self.fused_step = None
+        self.fused_step = self.fused_epoch = None
         self.params = {}
         self.opt_state = None
         if self.early_stopping is not None:
@@ -310,6 +313,16 @@ class Trainer:
             step += 1
             if step % cfg.log_every == 0:
                 self._logged(step, loss, params, on_log)
+        elif self.fused_epoch is not None:  # the engine runs the epoch's steps in one call
+            host_order, bounds = self.batch_order(n)
+            lrs = [self.lr(step + i) for i in range(len(bounds))]
+            params, state, running, trace = self.fused_epoch(params, state, data, host_order,
+                                                             bounds, lrs)
+            logged = [i for i in range(len(bounds))
+                      if (step + i + 1) % cfg.log_every == 0]
+            if logged:
+                self._logged_trace(step, logged, trace, list(params), on_log)
+            step += len(bounds)
         else:
             running = None  # device scalar: Σ batch loss · batch rows / batch_size
             bs, fused = self.batch_size, self.fused_step
@@ -378,6 +391,22 @@ class Trainer:
         if on_log:
             on_log(step, value)
 
+    def _logged_trace(self, first: int, logged: list[int], trace: Array, names: list[str],
+                      on_log: LogCallback | None) -> None:
+        """``_logged`` for the steps ``logged`` of an epoch an engine ran in one call, from
+        its trace (one host read: each step's loss and parameter sums)."""
+        rows = np.asarray(self.backend.to_host(trace), dtype=np.float64)
+        for i in logged:
+            loss, sums = float(rows[i, 0]), rows[i, 1:]
+            if not (math.isfinite(loss) and np.isfinite(sums).all()):
+                self.step = first + i + 1
+                bad = [k for k, v in zip(names, sums, strict=True) if not math.isfinite(v)]
+                self._divergence("the loss is NaN/inf" if not math.isfinite(loss) else
+                                 f"the parameters ({', '.join(bad)}) contain NaN/inf")
+            self.last_finite = loss
+            if on_log:
+                on_log(first + i + 1, loss)
+
     def _diverged(self, loss: Array, params: Params) -> None:
         """Raise DivergenceError; a second host read (only here) says whether loss or params."""
         what = "the loss is NaN/inf"
@@ -385,6 +414,9 @@ class Trainer:
             bad = [k for k, p in params.items()
                    if not math.isfinite(float(self.backend.to_host(self.xp.sum(p))))]
             what = f"the parameters ({', '.join(bad)}) contain NaN/inf"
+        self._divergence(what)
+
+    def _divergence(self, what: str) -> None:
         last = f"{self.last_finite:.6g}" if math.isfinite(self.last_finite) else "none yet"
         raise DivergenceError(
             f"training diverged at step {self.step}: {what} (last finite loss: "

@@ -163,6 +163,23 @@ class Backend(ABC):
         """
         return None
 
+    def fused_epoch(self, objective: Any, transform: Transform, data: Block
+                    ) -> Callable[..., tuple[Params, Any, Array, Array]] | None:
+        """A whole minibatch epoch in one call, or None (the default: a step per call).
+
+        For engines that compile loops (JAX's ``lax.scan``): one dispatch per epoch instead
+        of one per step. The call is ``(params, state, data, order, bounds, lrs) ->
+        (params, state, running, trace)`` with ``order`` the epoch's host row order,
+        ``bounds`` each step's ``(start, stop)`` in it and ``lrs`` each step's rate;
+        ``running`` is ``Σ loss · rows / batch_size`` over the steps (a device scalar) and
+        ``trace`` a device ``(steps, 1 + len(params))`` array of each step's batch loss and
+        the sum of each parameter after it, in ``params``' order: what the Trainer reads,
+        only when a logged step falls in the epoch, to log and to check for divergence.
+        The steps are the portable step's to rounding; takes precedence over
+        :meth:`fused_step`.
+        """
+        return None
+
 
 @dataclass
 class Block:

@@ -7,6 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from smx.backends.jax_backend import JaxBackend
 from smx.checkpoint import load_checkpoint, save_checkpoint
 from smx.config import load_config
 from smx.datasets.load import load_data
@@ -15,6 +16,7 @@ from smx.plugins import Plugins
 from smx.training import Trainer
 
 PLUGINS = Plugins(entry_points=False)
+JAX_REASON = JaxBackend().unavailable_reason()
 
 
 def test_tree_round_trip_is_exact(tmp_path):
@@ -179,12 +181,20 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("log_every", [1, 4])
-def test_nan_parameters_stop_within_one_log_interval(log_every):
+@pytest.mark.parametrize("engine", [
+    "numpy",
+    pytest.param("jax", marks=pytest.mark.skipif(
+        JAX_REASON is not None, reason=f"jax engine unusable: {JAX_REASON}")),
+])
+def test_nan_parameters_stop_within_one_log_interval(log_every, engine):
     """A NaN lr leaves the loss of that step finite but the parameters NaN: caught by the
-    parameter check at the next log point, naming the step and the last finite loss."""
+    parameter check at the next log point, naming the step and the last finite loss
+    (JAX: from the trace of an epoch run in one call)."""
     cfg = load_config({"data": {"name": "iris"}, "epochs": 5, "batch_size": 16,
                        "log_every": log_every}, plugins=PLUGINS)
-    trainer = Trainer(cfg, load_data(cfg, PLUGINS), PLUGINS.backend("numpy"), "cpu", PLUGINS)
+    backend = PLUGINS.backend("numpy") if engine == "numpy" else JaxBackend()
+    trainer = Trainer(cfg, load_data(cfg, PLUGINS), backend, "cpu", PLUGINS)
+    assert (trainer.fused_epoch is not None) == (engine == "jax")
     bad_from = 10
     trainer.schedule = lambda t: float("nan") if t >= bad_from else 1.0
     with pytest.raises(DivergenceError) as info:

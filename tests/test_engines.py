@@ -14,11 +14,8 @@ from smx.backends.jax_backend import JaxBackend
 from smx.backends.torch_backend import TorchBackend
 from smx.config import load_config
 from smx.datasets.load import load_data
-from smx.losses import CrossEntropy
-from smx.objective import Objective
 from smx.plugins import Plugins
 from smx.training import Trainer, train
-from smx.types import Block
 from tests.conftest import ROOT, counting, run_smx
 
 PLUGINS = Plugins(entry_points=False)
@@ -110,8 +107,8 @@ def test_no_host_reads_beyond_log_every(engine, optimizer):
 
 @pytest.mark.skipif(JAX_REASON is not None, reason=f"jax engine unusable: {JAX_REASON}")
 def test_jax_step_is_traced_once_and_reused():
-    """A trace runs the step's Python body; after the first epoch (full batches and the
-    padded last one) nothing is traced again."""
+    """A trace runs the epoch's Python body; after the first epoch (full batches and the
+    padded last one) nothing is traced again: step counts and rates are scanned over."""
     traces = []
 
     class Counting(JaxBackend):
@@ -127,32 +124,10 @@ def test_jax_step_is_traced_once_and_reused():
     assert trainer.train_data.n % 32 != 0  # there is a short last batch
     trainer.end_epoch(trainer.run_epoch(), 0.0)
     after_first = len(traces)
-    assert after_first <= 2  # full batches; the padded last batch (weights given)
+    assert after_first == 1  # the epoch's scan: full batches and the padded one alike
     for _ in range(3):
         trainer.end_epoch(trainer.run_epoch(), 0.0)
     assert len(traces) == after_first
-
-
-@pytest.mark.skipif(JAX_REASON is not None, reason=f"jax engine unusable: {JAX_REASON}")
-@pytest.mark.parametrize("weighted", [False, True])
-def test_jax_padded_batch_counts_only_real_rows(weighted):
-    rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(10, 4)), rng.integers(0, 3, 10)
-    w = rng.uniform(0.5, 2.0, 10) if weighted else None
-    params = {"W": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}
-    backend = JaxBackend()
-    data = backend.place(X, y, w, "cpu", "float64")
-    full = backend.batch(data, backend.from_host(np.arange(8), "cpu", "int64"))
-    short = backend.batch(data, backend.from_host(np.arange(8, 10), "cpu", "int64"))
-    assert full.n == short.n == 8
-    objective = Objective(CrossEntropy(label_smoothing=0.1), l2=0.01)
-    got_loss, got = objective.value_and_grad(
-        {k: backend.from_host(v, "cpu", "float64") for k, v in params.items()}, short)
-    ref_loss, ref = objective.value_and_grad(
-        params, Block(X[8:], y[8:], None if w is None else w[8:]))
-    np.testing.assert_allclose(float(got_loss), float(ref_loss), rtol=1e-13)
-    for k in ref:
-        np.testing.assert_allclose(backend.to_host(got[k]), ref[k], rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.skipif(TORCH_REASON is not None, reason=f"torch engine unusable: {TORCH_REASON}")
@@ -219,3 +194,51 @@ def test_digits_reaches_numpys_accuracy_on_torch_and_jax():
     assert accuracy["numpy"] > 0.9
     assert accuracy["torch"] == pytest.approx(accuracy["numpy"], abs=1e-6)  # same rows right
     assert accuracy["jax"] == pytest.approx(accuracy["numpy"], abs=1e-6)  # same rows right
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_logged_losses_match_numpy(engine):
+    """The log points (every ``log_every`` steps, across epoch ends) and their values are
+    NumPy's; JAX reads them from its epoch's trace after the one call."""
+    cfg = config(dtype="float64", epochs=3, log_every=3, optimizer={"name": "sgd", "momentum": 0.9})
+    logs = {}
+    for name, backend in (("ours", engine()), ("ref", PLUGINS.backend("numpy"))):
+        seen = logs[name] = []
+        trainer = Trainer(cfg, load_data(cfg, PLUGINS), backend, "cpu", PLUGINS)
+        trainer.fit(on_log=lambda step, value, seen=seen: seen.append((step, value)))
+    assert [s for s, _ in logs["ours"]] == [s for s, _ in logs["ref"]]
+    assert len(logs["ref"]) == 3 * -(-120 // 32) // 3
+    np.testing.assert_allclose([v for _, v in logs["ours"]], [v for _, v in logs["ref"]],
+                               rtol=1e-10)
+
+
+@pytest.mark.skipif(JAX_REASON is not None, reason=f"jax engine unusable: {JAX_REASON}")
+@pytest.mark.parametrize("shuffle", ["rows", "batches"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_jax_runs_an_epoch_in_one_call(shuffle, weighted, tmp_path):
+    """One engine call per epoch; its padded short batch (wherever the shuffle puts it)
+    counts only its real rows, with or without sample weights: NumPy's run to 1e-10."""
+    calls = []
+
+    class Counting(JaxBackend):
+        def fused_epoch(self, objective, transform, data):
+            fn = super().fused_epoch(objective, transform, data)
+
+            def counted(*args):
+                calls.append(len(args[4]))  # the epoch's steps
+                return fn(*args)
+            return counted
+
+    data = {"name": "iris"}
+    if weighted:
+        rng = np.random.default_rng(0)
+        np.savez(tmp_path / "w.npz", X=rng.normal(size=(150, 4)), y=np.arange(150) % 3,
+                 w=rng.uniform(0.1, 3.0, 150))
+        data = {"name": "file", "path": str(tmp_path / "w.npz"), "sample_weight": "w"}
+    cfg = config(data=data, epochs=3, dtype="float64", shuffle=shuffle,
+                 optimizer={"name": "adam"})
+    ours = fit(cfg, Counting())
+    ref = fit(cfg, PLUGINS.backend("numpy"))
+    assert calls == [4, 4, 4]  # 120 training rows in batches of 32
+    for k in ref.params:
+        np.testing.assert_allclose(ours.params[k], ref.params[k], rtol=0, atol=1e-10)

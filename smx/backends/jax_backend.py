@@ -1,25 +1,29 @@
-"""JAX as an engine: the whole training step compiled once with ``jax.jit``.
+"""JAX as an engine: each minibatch epoch one ``jax.jit``-compiled ``lax.scan``.
 
 Devices come from ``jax.devices()``: ``cpu``, ``gpu:N`` (``cuda``/``cuda:N`` are
 accepted for it) and ``tpu:N``. jax is imported only inside the methods that need it;
 listing plugins asks :mod:`smx.backends.probe` instead.
 
-How the core's step becomes one XLA program, reused every step:
+How the core's step becomes one XLA program, compiled once per run:
 
-* :meth:`JaxBackend.compile` is ``jax.jit`` of the pure step (partial, transformation,
-  update). Optimizer step counts and the scheduled ``lr`` are Python numbers that jit
-  traces as scalars, so changing them never retraces.
-* A short last batch would be a new shape, hence a new compilation. :meth:`batch`
-  pads it to the full batch size with copies of row 0 carrying weight 0 (and gives
-  the real rows weight 1 when the data has none): the objective's weighted partial
-  sums then count exactly the real rows (``Σ w`` is their number, and zero-weight
-  rows add exactly 0 to the loss and the gradient sums). The padded shape is traced
-  once, in the first epoch; no epoch after it compiles anything.
+* :meth:`JaxBackend.fused_epoch` scans the core's pure step (gather, partial,
+  transformation, update) over the epoch's batches: one dispatch per epoch, where a
+  jitted step per batch paid 10-70 µs of dispatch each on the CPU, plus one for the
+  running loss. Optimizer step counts and the scheduled rates are scanned-over arrays,
+  so changing them never retraces.
+* A short batch would be a new shape, hence a new compilation. Every step has the
+  full batch's shape: a short batch is padded with row 0 carrying weight 0 (the real
+  rows weight 1 when the data has none), so the objective's weighted partial sums
+  count exactly the real rows (``Σ w`` is their number; zero-weight rows add exactly 0
+  to the loss and the gradient sums). The epoch is traced once, in the first epoch.
+* The loss of each step and the sum of each parameter after it come back as a
+  ``(steps, 1 + len(params))`` trace, read only when a logged step falls in the epoch:
+  logging and the divergence check see what they would per step.
 * JAX arrays are immutable: the core's ``Zt -= m`` style updates rebind a new array,
   which is what they are written to allow.
 * L-BFGS runs as a host loop (its line search decides on a few host scalars per
   iteration) over a jitted full-batch value-and-gradient (:meth:`Trainer.value_and_grad`
-  goes through :meth:`compile` as well).
+  goes through :meth:`compile`).
 
 Float64: JAX computes in 32 bits unless ``jax_enable_x64`` is set. The engine sets it
 (``jax.config.update('jax_enable_x64', True)``) when a float64 run first places its
@@ -48,9 +52,6 @@ class JaxBackend(Backend):
     #: may run on accelerators; `backend: auto` asks accelerator_hint() before importing jax
     is_gpu = True
     deterministic = False  # XLA GPU reductions may use atomics
-
-    def __init__(self) -> None:
-        self._pad_to = 0  # the batch size seen (the first batch of an epoch is a full one)
 
     def unavailable_reason(self) -> str | None:
         if not probe.installed("jax"):
@@ -123,7 +124,6 @@ class JaxBackend(Backend):
                 jax.config.update("jax_enable_x64", True)
 
     def place(self, X: Any, y: Any, w: Any | None, device: str, dtype: str) -> Block:
-        self._pad_to = 0
         self._enable_x64(dtype)
         return super().place(X, y, w, device, dtype)
 
@@ -144,21 +144,6 @@ class JaxBackend(Backend):
 
         return np.array(self._jax().device_get(array))  # a writable copy
 
-    def batch(self, data: Block, idx: Array) -> Block:
-        """The rows ``idx``, a short last batch padded to the batch size with zero weights."""
-        xp = self.namespace()
-        rows = int(idx.shape[0])
-        self._pad_to = max(self._pad_to, rows)
-        pad = self._pad_to - rows
-        if pad == 0:
-            return super().batch(data, idx)
-        dtype = data.X.dtype
-        idx = xp.concat([idx, xp.zeros(pad, dtype=idx.dtype)])
-        w = (xp.ones(rows, dtype=dtype) if data.w is None
-             else xp.astype(xp.take(data.w, idx[:rows], axis=0), dtype))
-        w = xp.concat([w, xp.zeros(pad, dtype=dtype)])
-        return Block(xp.take(data.X, idx, axis=0), xp.take(data.y, idx, axis=0), w)
-
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return self._jax().jit(fn)
 
@@ -170,38 +155,54 @@ class JaxBackend(Backend):
             return jax_kernels.cross_entropy_partial
         return None
 
-    def fused_step(self, objective: Any, transform: Any, data: Block) -> Any:
-        """The gather inside the compiled step: one dispatch per step instead of four
-        (each 10-70 µs on the CPU). The rows past a short last batch are padding with
-        weight 0, as in :meth:`batch`; their count is a traced scalar, so no recompile."""
+    def fused_epoch(self, objective: Any, transform: Any, data: Block) -> Any:
+        """The epoch as one ``lax.scan`` over its steps, padded to one shape (module doc)."""
         from smx.optimizers.transforms import apply_updates
 
+        jax = self._jax()
         xp = self.namespace()
 
-        def step(params: Any, state: Any, X: Array, y: Array, w: Array | None, idx: Array,
-                 rows: Any, lr: Any) -> tuple[Any, Any, Array]:
-            real = xp.astype(xp.arange(idx.shape[0]) < rows, X.dtype)
-            wb = real if w is None else xp.astype(xp.take(w, idx, axis=0), X.dtype) * real
-            block = Block(xp.take(X, idx, axis=0), xp.take(y, idx, axis=0), wb)
-            loss, grads = objective.finish(objective.partial(params, block), params)
-            updates, state = transform.update(grads, state, params, lr)
-            return apply_updates(params, updates), state, loss
+        def epoch(params: Any, state: Any, X: Array, y: Array, w: Array | None, idx: Array,
+                  rows: Array, scale: Array, lrs: Array) -> tuple[Any, Any, Array, Array]:
+            def step(carry: Any, xs: Any) -> tuple[Any, Array]:
+                params, state, running = carry
+                idx, rows, scale, lr = xs
+                real = xp.astype(xp.arange(idx.shape[0]) < rows, X.dtype)
+                wb = real if w is None else xp.astype(xp.take(w, idx, axis=0), X.dtype) * real
+                block = Block(xp.take(X, idx, axis=0), xp.take(y, idx, axis=0), wb)
+                loss, grads = objective.finish(objective.partial(params, block), params)
+                updates, state = transform.update(grads, state, params, lr)
+                params = apply_updates(params, updates)
+                trace = xp.stack([loss, *(xp.astype(xp.sum(p), loss.dtype)
+                                          for p in params.values())])
+                return (params, state, running + loss * scale), trace
 
-        compiled = self.compile(step)
+            # the state's Python numbers (step counts) as arrays: a scan's carry keeps types
+            state = jax.tree.map(xp.asarray, state)
+            (params, state, running), trace = jax.lax.scan(
+                step, (params, state, xp.zeros((), dtype=X.dtype)), (idx, rows, scale, lrs))
+            return params, state, running, trace
+
+        compiled = self.compile(epoch)
 
         import numpy as np
 
-        index = np.int64 if self._jax().config.jax_enable_x64 else np.int32
+        index = np.int64 if jax.config.jax_enable_x64 else np.int32
+        dtype = np.dtype(str(data.X.dtype))
 
-        def fused(params: Any, state: Any, data: Block, idx: Any, lr: Any
-                  ) -> tuple[Any, Any, Array]:
-            idx = np.asarray(idx, dtype=index)
-            rows = int(idx.shape[0])
-            self._pad_to = max(self._pad_to, rows)
-            if rows < self._pad_to:  # once per epoch: the short last batch
-                idx = np.concatenate([idx, np.zeros(self._pad_to - rows, dtype=idx.dtype)])
-            # host indices go with the call's arguments (a device slice: ~70 µs more a step)
-            return compiled(params, state, data.X, data.y, data.w, idx, rows, lr)
+        def fused(params: Any, state: Any, data: Block, order: Any,
+                  bounds: list[tuple[int, int]], lrs: list[float]) -> Any:
+            steps = len(bounds)
+            width = max(stop - start for start, stop in bounds)
+            idx = np.zeros((steps, width), dtype=index)  # padding: row 0, weight 0
+            rows = np.empty(steps, dtype=index)
+            for i, (start, stop) in enumerate(bounds):
+                idx[i, :stop - start] = order[start:stop]
+                rows[i] = stop - start
+            scale = (rows / width).astype(dtype)  # 1 exactly for full batches
+            # host arrays go with the call's arguments (a device slice: ~70 µs more a step)
+            return compiled(params, state, data.X, data.y, data.w, idx, rows, scale,
+                            np.asarray(lrs, dtype=dtype))
 
         return fused
 
