@@ -128,19 +128,20 @@ def _straight_and_resumed(tmp_path, cfg, backend: str, kill_after: int = 2):
 def _assert_same(be, straight, resumed):
     assert straight.stop_reason == resumed.stop_reason
     assert straight.restored_epoch == resumed.restored_epoch
+    exact = be.deterministic or be.resolve_device("auto") == "cpu"  # no atomics on a CPU
     for k in straight.params:
         assert straight.params[k].dtype == resumed.params[k].dtype
-        if be.deterministic:
+        if exact:
             assert np.array_equal(straight.params[k], resumed.params[k]), k
         else:  # atomics in GPU reductions: equal up to summation order
             np.testing.assert_allclose(straight.params[k], resumed.params[k], rtol=1e-5)
     strip = [{k: v for k, v in r.items() if k != "elapsed"} for r in straight.history]
-    if be.deterministic:
+    if exact:
         assert strip == [{k: v for k, v in r.items() if k != "elapsed"}
                          for r in resumed.history]
 
 
-@pytest.mark.parametrize("backend", ["numpy", "array-api-strict",
+@pytest.mark.parametrize("backend", ["numpy", "array-api-strict", "torch", "jax",
                                      pytest.param("cupy", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("optimizer", PLUGINS.names("optimizer"))
 def test_trainer_resumes_bit_for_bit(tmp_path, backend, optimizer):
