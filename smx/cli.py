@@ -130,8 +130,10 @@ def _run(args: argparse.Namespace) -> int:
         outcome = run(cfg, config_name=path.stem, overwrite=args.overwrite,
                       progress=not args.quiet)
     s = outcome.summary
+    loss = s["test_loss"]  # None on a test split whose weights sum to 0
     tested = ("no test split" if s["test_accuracy"] is None else
-              f"test accuracy {s['test_accuracy']:.4f}, test loss {s['test_loss']:.4f}")
+              f"test accuracy {s['test_accuracy']:.4f}, test loss "
+              + ("n/a (its weights sum to 0)" if loss is None else f"{loss:.4f}"))
     print(f"{outcome.folder}: {tested} ({s['backend']} on {s['device']}, {s['dtype']}, "
           f"{s['train_seconds']:.2f}s training)")
     if s.get("stop_reason", "max_epochs") != "max_epochs":

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from smx.errors import DataError
+
 if TYPE_CHECKING:
     from smx.config import EarlyStoppingConfig
     from smx.types import Params
@@ -53,6 +55,10 @@ class EarlyStopping:
 
     def __call__(self, trainer: Any) -> str | None:
         record = trainer.history[-1]
+        if record[self.monitor] is None:  # zero total weight (class weights of 0 on them all)
+            raise DataError(f"{self.monitor} cannot be measured: the validation rows' weights "
+                            "(sample x class) sum to 0; monitor another metric",
+                            where="early_stopping.monitor")
         value = float(record[self.monitor])
         score = -value if self.monitor in MAXIMIZED else value
         if score < self.best - self.min_delta:  # NaN never improves

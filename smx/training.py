@@ -88,6 +88,11 @@ def class_weights(spec: Any, classes: np.ndarray, y_train: np.ndarray | None,
             raise ConfigError(f"class {label!r} is not among the labels ({shown}"
                               f"{', ...' if k > 10 else ''})", where="loss.class_weight")
         out[i] = weight
+    per_class = (np.asarray(totals, np.float64) if totals is not None else
+                 np.bincount(y_train, weights=w_train, minlength=k).astype(np.float64))
+    if not (per_class * out).any():  # a weighted mean over nothing: refuse, not 0/0
+        raise ConfigError("gives weight 0 to every class in the training part; some "
+                          "class must weigh more than 0", where="loss.class_weight")
     return out
 
 
@@ -107,17 +112,22 @@ def evaluate(backend: Backend, objective: Objective, params: Params, data: Block
              accuracy: bool = True) -> dict[str, float | None]:
     """The loss without penalty (weighted as in training) and accuracy (unless not asked
     for: a second pass over the data), read back in one host transfer; None for an empty
-    split (there is nothing to measure, and NaN is not valid JSON)."""
+    split (there is nothing to measure, and NaN is not valid JSON), and a loss of None
+    where the rows' weights (sample times class) sum to 0: a weighted mean of nothing."""
     if data.n == 0:
         return {"loss": None, "accuracy": None}
     xp = array_namespace(params["W"])  # data.X may be scipy.sparse (NumPy engine)
+    dtype = params["W"].dtype
     part = backend.partial(lambda b: objective.partial(params, b, grad=False), data)
-    loss = xp.astype(objective.finish(part, params, penalty=False)[0], params["W"].dtype)
-    if not accuracy:
-        return {"loss": float(np.asarray(backend.to_host(loss))), "accuracy": None}
-    both = xp.stack([loss, model.accuracy(params, data.X, data.y)])
-    loss, acc = (float(v) for v in np.asarray(backend.to_host(both)))
-    return {"loss": loss, "accuracy": acc}
+    values = [xp.astype(objective.finish(part, params, penalty=False)[0], dtype)]
+    weighted = not isinstance(part.weight, int)  # an int: the unweighted row count, > 0
+    if weighted:
+        values.append(xp.astype(xp.asarray(part.weight), dtype))
+    if accuracy:
+        values.append(model.accuracy(params, data.X, data.y))
+    read = [float(v) for v in np.asarray(backend.to_host(xp.stack(values)))]
+    loss = None if weighted and not read[1] > 0 else read[0]
+    return {"loss": loss, "accuracy": read[-1] if accuracy else None}
 
 
 @dataclass
@@ -160,6 +170,11 @@ class Trainer:
         totals = getattr(splits.y_train, "class_totals", None)
         y_host, w_host = (None, None) if totals is not None else (
             _host(backend, splits.y_train), _host(backend, w_train))
+        total = (np.asarray(totals).sum() if totals is not None else
+                 None if w_host is None else w_host.sum())
+        if total is not None and not total > 0:  # the loss would be a mean over nothing
+            raise DataError("sample_weight is zero for every row of the training part",
+                            where="data.sample_weight")
         cw_host = class_weights(cfg.loss.class_weight, splits.classes, y_host, w_host,
                                 totals=totals)
         if model.is_sparse(splits.X_train) and not backend.accepts_sparse:

@@ -689,3 +689,73 @@ def test_a_solvers_train_loss_is_its_final_objective_less_the_penalty(tmp_path):
         calls.clear()
         assert trainer.history[-1]["train_loss"] == pytest.approx(exact, rel=1e-13)
         assert trainer.params_train_loss == trainer.history[-1]["train_loss"]
+
+
+# --- weights that leave a split weighing nothing ---------------------------------------------
+
+
+def _weights_only_on(tmp_path: Path, part: str) -> Path:
+    """50 rows whose sample weights are 1 on the rows the default split puts in ``part``
+    (found by splitting with distinct weights once) and 0 on every other row."""
+    from smx.datasets.split import prepare
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 3)), np.arange(50) % 3
+    ids = np.arange(1.0, 51.0)
+    splits = prepare(X, y, val_fraction=0.15, test_fraction=0.2, seed=0, standardize=True,
+                     where="t", dtype="float64", sample_weight=ids)
+    held = getattr(splits, f"w_{part}").astype(int) - 1
+    w = np.zeros(50)
+    w[held] = 1.0
+    path = tmp_path / f"only_{part}.npz"
+    np.savez(path, X=X, y=y, w=w)
+    return path
+
+
+def _run(tmp_path: Path, data: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return run_smx("run", "data.name=file", f"data.path={data.name}", "data.sample_weight=w",
+                   "seed=0", "output=out", "--quiet", *overrides, cwd=tmp_path)
+
+
+def test_a_split_whose_weights_sum_to_0_has_no_loss(tmp_path):
+    """Validation and test rows that all weigh 0: their weighted loss is a mean over
+    nothing, reported as null (and 'n/a'), not as 0; accuracy still counts the rows."""
+    proc = _run(tmp_path, _weights_only_on(tmp_path, "train"), "epochs=3")
+    assert proc.returncode == 0, proc.stderr
+    assert "test loss n/a (its weights sum to 0)" in proc.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["test_loss"] is None and summary["val_loss"] is None
+    assert summary["test_accuracy"] is not None and summary["train_loss"] > 0
+    lines = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(x)["val_loss"] is None for x in lines)
+
+
+def test_monitoring_a_validation_loss_that_weighs_nothing_is_refused(tmp_path):
+    proc = _run(tmp_path, _weights_only_on(tmp_path, "train"), "early_stopping.patience=2")
+    assert_one_line_error(proc, "early_stopping.monitor", "sample weight 0")
+    assert not (tmp_path / "out" / "model.npz").exists()
+
+
+def test_a_training_part_that_weighs_nothing_is_refused(tmp_path):
+    proc = _run(tmp_path, _weights_only_on(tmp_path, "test"))
+    assert_one_line_error(proc, "zero for every row of the training part")
+
+
+def test_class_weights_of_0_on_every_class_are_refused(tmp_path):
+    proc = run_smx("run", "data.name=iris", "loss.class_weight={0: 0, 1: 0, 2: 0}",
+                   "--quiet", "output=out", cwd=tmp_path)
+    assert_one_line_error(proc, "loss.class_weight", "weight 0 to every class")
+    assert not (tmp_path / "out" / "model.npz").exists()
+
+
+def test_early_stopping_on_an_unmeasurable_metric_stops_with_one_line():
+    """Class weights can zero the validation rows where sample weights did not: the rule
+    says so instead of comparing None."""
+    from types import SimpleNamespace
+
+    from smx.errors import DataError
+    from smx.stopping import EarlyStopping
+
+    trainer = SimpleNamespace(history=[{"epoch": 1, "val_loss": None}])
+    with pytest.raises(DataError, match="val_loss cannot be measured"):
+        EarlyStopping(patience=2)(trainer)

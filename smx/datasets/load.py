@@ -70,10 +70,15 @@ def load_data(cfg: RunConfig, plugins: Any, status: Status = _quiet, *,
         note(f"batch_size {cfg.batch_size} is larger than the training set ({n} rows): "
              f"every step uses all {n} rows")
     es = cfg.early_stopping
-    if (es.patience is not None or es.restore_best) and es.monitor.startswith("val_") \
-            and len(splits.y_val) == 0:
-        raise ConfigError(f"{es.monitor} needs a validation split; set data.val_fraction > 0 "
-                          "or monitor train_loss", where="early_stopping.monitor")
+    if (es.patience is not None or es.restore_best) and es.monitor.startswith("val_"):
+        if len(splits.y_val) == 0:
+            raise ConfigError(f"{es.monitor} needs a validation split; set "
+                              "data.val_fraction > 0 or monitor train_loss",
+                              where="early_stopping.monitor")
+        if es.monitor == "val_loss" and splits.w_val is not None and not splits.w_val.any():
+            raise ConfigError("val_loss cannot be measured: every validation row has sample "
+                              "weight 0; monitor val_accuracy or train_loss",
+                              where="early_stopping.monitor")
     if cfg.clip_grad_norm is not None and full_batch:
         raise ConfigError(f"cannot be used with the full-batch solver {opt.name!r}: its line "
                           "search compares losses along a direction, and a clipped gradient "

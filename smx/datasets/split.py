@@ -253,6 +253,10 @@ def prepare(
     if len(np.unique(y_idx[rest])) < len(classes):
         raise DataError("the training part lacks some classes; lower the val/test fractions",
                         where=where)
+    if w is not None and not w[rest].any():
+        raise DataError("sample_weight is zero for every row of the training part (the "
+                        "weighted rows went to validation/test); lower the val/test fractions",
+                        where=where)
     val, test = np.sort(parts["val"]), np.sort(parts["test"])
     train_rows = None if len(rest) == len(idx) else np.sort(rest)  # None: every row, in order
     rows = idx if train_rows is None else train_rows
