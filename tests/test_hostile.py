@@ -1,0 +1,159 @@
+"""Hostile input to the estimator: every bad input is a ValueError/TypeError naming it (an
+smx error that is also one), never an internal error, a wrong answer or a divergence; and
+the same for PyTorch tensors and JAX arrays that train where they live."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from smx.estimator import SoftmaxRegression
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(30, 3))
+Y = np.arange(30) % 3
+
+
+def quick(**params) -> SoftmaxRegression:
+    return SoftmaxRegression(optimizer="sgd", epochs=2, **params)
+
+
+ESTIMATOR_CASES = {
+    # id: (estimator parameters, fit arguments, words expected in the error)
+    "sparse-too-large": ({}, (sp.csr_matrix(X * 1e300), Y), ["column 0 holds", "too large"]),
+    "sparse-coo-too-large": ({}, (sp.coo_matrix(X * 1e300), Y), ["too large for float64"]),
+    "sparse-too-large-float32": ({"dtype": "float32"}, (sp.csr_matrix(X * 1e25), Y),
+                                 ["too large for float32"]),
+    "weights-sum-overflows": ({}, (X, Y, np.full(30, 1e308)), ["sample_weight sums to inf"]),
+    "weights-subnormal": ({}, (X, Y, np.full(30, 1e-320)), ["sample_weight sums to 3e-319"]),
+    "weights-too-large-for-float32": ({"dtype": "float32"}, (X, Y, np.full(30, 1e37)),
+                                      ["float32 training can sum"]),
+    "unknown-backend": ({"backend": "tpu"}, (X, Y), ["unknown backend 'tpu'"]),
+    "unknown-backend-sparse": ({"backend": "tpu"}, (sp.csr_matrix(X), Y),
+                               ["unknown backend 'tpu'"]),
+    "device-on-cpu-engine": ({"device": "gpu:abc"}, (X, Y), ["runs on the CPU, not 'gpu:abc'"]),
+    "device-negative": ({"device": "cuda:-1"}, (X, Y), ["'cuda:-1'"]),
+    "device-upper-case": ({"device": "CPU"}, (X, Y), ["no device 'CPU'"]),
+    "standardize-a-string": ({"standardize": "no"}, (X, Y), ["standardize must be True or "
+                                                             "False, got 'no'"]),
+    "fit-intercept-an-int": ({"fit_intercept": 0}, (X, Y), ["fit_intercept"]),
+    "C-a-string": ({"C": "x"}, (X, Y), ["model.C", "'x'"]),
+    "l2-a-list": ({"l2": [1]}, (X, Y), ["model.l2"]),
+    "optimizer-params-a-list": ({"optimizer_params": [1]}, (X, Y),
+                                ["optimizer_params must be a dict", "list"]),
+    "schedule-params-a-string": ({"schedule_params": "x"}, (X, Y), ["schedule_params"]),
+}
+
+
+@pytest.mark.parametrize(("params", "args", "needles"), list(ESTIMATOR_CASES.values()),
+                         ids=list(ESTIMATOR_CASES))
+def test_bad_estimator_input_is_a_value_error(params, args, needles):
+    with pytest.raises((ValueError, TypeError)) as info:
+        quick(**params).fit(*args)
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+
+
+def test_scores_that_overflow_are_refused_not_argmaxed():
+    clf = SoftmaxRegression().fit(X, Y)
+    clf.coef_ = np.full_like(clf.coef_, 2.0)  # a model whose scores 1e308 overflows
+    with pytest.raises(ValueError, match=r"scores \(X @ coef_.T \+ intercept_\) overflow"):
+        clf.predict(np.full((2, 3), 1e308))
+
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+def _jax_numpy():
+    pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    return jnp
+
+
+TORCH_CASES = {
+    # id: (a function of torch returning fit's arguments, words expected in the error)
+    "meta-device": (lambda t: (t.tensor(X).to("meta"), t.tensor(Y)), ["'meta' device"]),
+    "complex-X": (lambda t: (t.tensor(X + 1j), t.tensor(Y)), ["Complex data"]),
+    "too-large": (lambda t: (t.tensor(X * 1e300), t.tensor(Y)), ["too large for float64"]),
+    "too-large-standardised": (lambda t: (t.tensor(np.c_[X[:, :2], np.r_[1e300, -1e300,
+                                                                           np.zeros(28)]]),
+                                          t.tensor(Y)), ["column 2 holds", "overflows"]),
+    "float-labels": (lambda t: (t.tensor(X), t.tensor(Y) * 0.5), ["continuous"]),
+    "nan-label": (lambda t: (t.tensor(X), t.where(t.tensor(Y) == 0, t.nan, 1.0)),
+                  ["y contains NaN"]),
+    "two-column-labels": (lambda t: (t.tensor(X), t.stack([t.tensor(Y)] * 2, 1)),
+                          ["y should be a 1d array"]),
+    "weights-wrong-length": (lambda t: (t.tensor(X), t.tensor(Y), t.ones(5)),
+                             ["sample_weight.shape == (5,)"]),
+    "weights-2d": (lambda t: (t.tensor(X), t.tensor(Y), t.ones(30, 1)),
+                   ["sample_weight.shape == (30, 1)"]),
+    "weights-negative": (lambda t: (t.tensor(X), t.tensor(Y), -t.ones(30)), ["Negative"]),
+    "weights-nan": (lambda t: (t.tensor(X), t.tensor(Y), t.full((30,), t.nan)),
+                    ["sample_weight contains NaN"]),
+    "weights-on-one-class": (lambda t: (t.tensor(X), t.tensor(Y), (t.tensor(Y) == 0) * 1.0),
+                             ["only one class"]),
+    "host-weights-negative": (lambda t: (t.tensor(X), t.tensor(Y), -np.ones(30)),
+                              ["Negative"]),
+    "host-labels-continuous": (lambda t: (t.tensor(X), Y * 0.5), ["continuous"]),
+}
+
+
+@pytest.mark.parametrize(("make", "needles"), list(TORCH_CASES.values()), ids=list(TORCH_CASES))
+def test_bad_tensor_input_is_a_value_error(make, needles):
+    torch = _torch()
+    with pytest.raises(ValueError) as info:
+        quick(backend="auto", standardize="overflows" in needles).fit(*make(torch))
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+
+
+def test_tensor_labels_given_as_strings_and_weights_as_a_scalar_train():
+    torch = _torch()
+    clf = quick(backend="auto").fit(torch.tensor(X), np.array(list("abc"))[Y], 2.0)
+    assert list(clf.classes_) == ["a", "b", "c"]
+    assert set(clf.predict(torch.tensor(X))) <= {"a", "b", "c"}
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_tensors_train(dtype):
+    torch = _torch()
+    Xt = torch.tensor(X).to(getattr(torch, dtype))
+    quick(backend="auto").fit(Xt, torch.tensor(Y))
+    quick(backend="numpy").fit(Xt, torch.tensor(Y))
+
+
+def test_a_tensor_that_requires_grad_trains_on_the_numpy_engine():
+    torch = _torch()
+    clf = quick(backend="numpy").fit(torch.tensor(X).requires_grad_(True), torch.tensor(Y))
+    assert clf.coef_.shape == (3, 3)
+
+
+@pytest.mark.parametrize(("X_bad", "needle"), [
+    (np.full((2, 3), np.nan), "NaN"), (np.ones(3), "Expected 2D array, got 1D")])
+def test_bad_tensor_at_predict_is_a_value_error(X_bad, needle):
+    torch = _torch()
+    clf = quick(backend="auto").fit(torch.tensor(X), torch.tensor(Y))
+    with pytest.raises(ValueError, match=needle):
+        clf.predict(torch.tensor(X_bad))
+
+
+JAX_CASES = {
+    "too-large": (lambda j: (j.asarray(X, dtype=j.float32) * 1e30, j.asarray(Y)),
+                  ["too large for float32"]),
+    "float-labels": (lambda j: (j.asarray(X), j.asarray(Y) * 0.5), ["continuous"]),
+    "weights-wrong-length": (lambda j: (j.asarray(X), j.asarray(Y), j.ones(3)),
+                             ["sample_weight.shape == (3,)"]),
+    "weights-negative": (lambda j: (j.asarray(X), j.asarray(Y), -j.ones(30)), ["Negative"]),
+}
+
+
+@pytest.mark.parametrize(("make", "needles"), list(JAX_CASES.values()), ids=list(JAX_CASES))
+def test_bad_jax_input_is_a_value_error(make, needles):
+    jnp = _jax_numpy()
+    with pytest.raises(ValueError) as info:
+        quick(backend="auto").fit(*make(jnp))
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
