@@ -157,3 +157,106 @@ def test_bad_jax_input_is_a_value_error(make, needles):
         quick(backend="auto").fit(*make(jnp))
     for needle in needles:
         assert needle in str(info.value), (needle, str(info.value))
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+from tests.test_bad_input import check_error, cli, snapshot  # noqa: E402
+
+TRAIN_CSV = "a,b,label\n" + "".join(f"{i % 7}.5,{i % 3},{i % 2}\n" for i in range(40))
+
+
+@pytest.fixture(scope="module")
+def named_model(tmp_path_factory):
+    """A model trained on a CSV whose columns are a, b (label: label)."""
+    from smx.config import load_config
+    from smx.runner import run
+
+    root = tmp_path_factory.mktemp("named")
+    (root / "d.csv").write_text(TRAIN_CSV)
+    run(load_config({"data": {"name": "file", "path": str(root / "d.csv"),
+                              "label_column": "label"}, "epochs": 1,
+                     "output": str(root / "out")}), progress=False)
+    return (root / "out" / "model.npz").read_bytes()
+
+
+@pytest.mark.parametrize(("csv_text", "needles"), [
+    ("b,a\n1,2\n", ["p.csv: the columns are the model's in another order (data: b, a; "
+                    "model: a, b)"]),
+    ("x,b\n1,2\n", ["p.csv: column(s) x are not the model's (it was trained on a, b)"]),
+    ("b,a,label\n1,2,0\n", ["p.csv: the columns are the model's in another order"]),
+])
+def test_predict_refuses_columns_named_otherwise(csv_text, needles, named_model, tmp_path,
+                                                 monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.npz").write_bytes(named_model)
+    (tmp_path / "p.csv").write_text(csv_text)
+    code, _, err = cli(["predict", "m.npz", "p.csv"], capsys)
+    check_error(code, err, needles)
+    (tmp_path / "p.csv").write_text("a,b\n1,2\n")  # the model's own names: predicted
+    assert cli(["predict", "m.npz", "p.csv"], capsys)[0] == 0
+
+
+@pytest.mark.parametrize(("target", "needle"), [("m.npz", "m.npz: is the model file"),
+                                                ("p.csv", "p.csv: is the data file")])
+def test_predict_never_writes_over_what_it_reads(target, needle, named_model, tmp_path,
+                                                 monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.npz").write_bytes(named_model)
+    (tmp_path / "p.csv").write_text("a,b\n1,2\n")
+    before = snapshot(tmp_path)
+    code, _, err = cli(["predict", "m.npz", "p.csv", "-o", target], capsys)
+    check_error(code, err, [needle])
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(("argv", "needles"), [
+    (["bench", "--only", "foo"], ["bench: argument --only: invalid choice: 'foo'",
+                                  "smx bench --help"]),
+    (["bench", "--rows", "many"], ["bench: argument --rows: invalid int value: 'many'"]),
+    (["bench", "--budget", "nan"], ["--budget: must be 0 (no limit) or more, got nan"]),
+    (["bench", "--budget", "inf"], ["--budget:", "got inf"]),
+    (["bench", "--classes", "1"], ["--classes: must be at least 2, got 1"]),
+    (["parity", "digits", "--dtype", "float16"], ["parity: argument --dtype: invalid choice"]),
+    (["predict", "m.npz"], ["predict: the following arguments are required: data"]),
+    (["frobnicate"], ["argument command: invalid choice: 'frobnicate'"]),
+    (["run", "--resume"], ["run: argument --resume: expected one argument"]),
+])
+def test_argument_errors_are_one_line_without_usage(argv, needles, tmp_path, monkeypatch,
+                                                    capsys):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code, _, err = cli(argv, capsys)
+    except SystemExit as exc:  # argparse's errors end the process
+        code, err = exc.code, capsys.readouterr().err
+    check_error(code, err, needles)
+    assert len(err.strip().splitlines()) == 1, err  # no usage block
+    assert snapshot(tmp_path) == {}
+
+
+def test_running_out_of_memory_is_one_line(tmp_path, monkeypatch, capsys):
+    import smx.bench
+
+    def too_big(*args, **kwargs):
+        np.empty(2**47)  # 1 PiB: numpy's _ArrayMemoryError, as smx bench --rows 100000000000 gives
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(smx.bench, "run_bench", too_big)
+    code, _, err = cli(["bench", "--quick", "-q"], capsys)
+    check_error(code, err, ["bench: out of memory (", "Unable to allocate 1.00 PiB",
+                            "use smaller sizes"])
+
+
+@pytest.mark.parametrize(("weights", "dtype", "needle"), [
+    (1e308, "float64", "sums to inf"), (1e-320, "float64", "float64 training can sum"),
+    (1e37, "float32", "float32 training can sum"), (1e-44, "float32", "sums to 1.3e-43")])
+def test_weights_the_run_cannot_sum_are_one_line(weights, dtype, needle, tmp_path, monkeypatch,
+                                                 capsys):
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "d.npz", X=rng.normal(size=(20, 2)), y=np.arange(20) % 2,
+             w=np.full(20, weights))
+    before = snapshot(tmp_path)
+    code, _, err = cli(["run", "data.name=file", "data.path=d.npz", "data.sample_weight=w",
+                        f"dtype={dtype}", "epochs=1", "output=out", "--quiet"], capsys)
+    check_error(code, err, ["data.sample_weight: sample_weight", needle])
+    assert snapshot(tmp_path) == before
