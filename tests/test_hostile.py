@@ -260,3 +260,30 @@ def test_weights_the_run_cannot_sum_are_one_line(weights, dtype, needle, tmp_pat
                         f"dtype={dtype}", "epochs=1", "output=out", "--quiet"], capsys)
     check_error(code, err, ["data.sample_weight: sample_weight", needle])
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.filterwarnings("error")
+def test_half_and_single_precision_checks_print_no_warning():
+    """A RuntimeWarning is a second stderr line (and a traceback under -W error)."""
+    from smx.datasets.split import check_standardized, check_xy
+
+    check_xy(np.ones((4, 2)), np.array([0, 1, 0, 1], dtype=np.float16), "d.npz")
+    X32 = np.ones((4, 2), dtype=np.float32)
+    check_standardized(X32, np.arange(4), dtype="float64", where="d.npz", columns=None,
+                       raw=X32, standardized=False)
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("loss.class_weight={0: .nan}", "loss.class_weight.0: Input should be a finite number"),
+    ("loss.class_weight={0: x}", "loss.class_weight.0: Input should be a valid number"),
+    ("loss.class_weight=[1, 2]", "loss.class_weight: Input should be 'balanced' or a valid "
+                                 "dictionary (got [1, 2])"),
+    ("loss.class_weight=heavy", "loss.class_weight: Input should be 'balanced' or a valid "
+                                "dictionary (got 'heavy')"),
+])
+def test_a_value_that_fits_no_member_of_a_union_names_the_problem(override, needle, tmp_path,
+                                                                   monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(["run", "data.name=iris", override, "output=out", "--quiet"], capsys)
+    line = check_error(code, err, [needle])
+    assert "literal[" not in line and "dict[" not in line
