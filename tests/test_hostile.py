@@ -287,3 +287,100 @@ def test_a_value_that_fits_no_member_of_a_union_names_the_problem(override, need
     code, _, err = cli(["run", "data.name=iris", override, "output=out", "--quiet"], capsys)
     line = check_error(code, err, [needle])
     assert "literal[" not in line and "dict[" not in line
+
+
+# --- partitioned sources (the Dask engine's): checked from their headers, and per chunk --------
+
+SX = rng.normal(size=(200, 3)) + 3
+SY = np.arange(200) % 3
+
+
+def _npy_source(tmp_path, X=SX, y=SY):
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    return ["data.path=X.npy", "data.labels=y.npy"]
+
+
+def _parquet_source(tmp_path, **columns):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    cols = {"f0": SX[:, 0], "f1": SX[:, 1], "label": SY, **columns}
+    pq.write_table(pa.table({k: v for k, v in cols.items() if v is not None}),
+                   tmp_path / "d.parquet", row_group_size=50)
+    return ["data.path=d.parquet", "data.label_column=label"]
+
+
+def _zarr_source(tmp_path, X=SX, y=SY):
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(str(tmp_path / "d.zarr"), mode="w")
+    group.create_array("X", data=X, chunks=(64, *X.shape[1:]))
+    group.create_array("y", data=y, chunks=(64,))
+    return ["data.path=d.zarr"]
+
+
+SOURCE_CASES = {
+    "npy-string-features": (lambda p: _npy_source(p, X=np.full((200, 3), "a")),
+                            ["X.npy: features must be real numbers, got dtype <U1"]),
+    "npy-complex-features": (lambda p: _npy_source(p, X=SX + 1j),
+                             ["X.npy: features must be real numbers, got dtype complex128"]),
+    "npy-complex-labels": (lambda p: _npy_source(p, y=SY + 0j),
+                           ["y.npy: labels must be integers or strings, got dtype complex128"]),
+    "npy-nan-label": (lambda p: _npy_source(p, y=np.r_[SY[:-1], np.nan]),
+                      ["the labels hold NaN/inf"]),
+    "npy-label-beyond-int64": (lambda p: _npy_source(p, y=SY * 1e30),
+                               ["label 1e+30 is too large for a class number"]),
+    "npy-standardising-overflows": (lambda p: _npy_source(p, X=SX * 1e300),
+                                    ["column 0 holds", "standardising it overflows float64"]),
+    "npy-too-large-unstandardised": (lambda p: [*_npy_source(p, X=SX * 1e30),
+                                                "data.standardize=false"],
+                                     ["column 0 holds", "too large for float32 training"]),
+    "parquet-string-feature": (lambda p: _parquet_source(p, s=np.array(["a"] * 200)),
+                               ["d.parquet: column 's': must hold numbers, got string"]),
+    "parquet-list-feature": (lambda p: _parquet_source(p, f1=[[1.0]] * 200),
+                             ["d.parquet: column 'f1': must hold numbers, got list"]),
+    "parquet-null-label": (lambda p: _parquet_source(p, label=[0, 1, 2] * 40 + [None] * 80),
+                           ["d.parquet: empty label in column 'label' (row 120)"]),
+    "parquet-null-string-label": (lambda p: _parquet_source(p, label=["a", "b", None] * 66
+                                                            + ["a", "b"]),
+                                  ["d.parquet: empty label in column 'label' (row 2)"]),
+    "parquet-only-labels": (lambda p: _parquet_source(p, f0=None, f1=None),
+                            ["d.parquet: no feature columns (columns: label)"]),
+    "zarr-string-features": (lambda p: _zarr_source(p, X=np.full((200, 3), "a")),
+                             ["d.zarr (X): features must be real numbers"]),
+}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # zarr: no v3 spec for strings
+@pytest.mark.parametrize(("make", "needles"), list(SOURCE_CASES.values()),
+                         ids=list(SOURCE_CASES))
+def test_bad_partitioned_sources_are_one_line(make, needles, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = make(tmp_path)
+    before = snapshot(tmp_path)
+    code, _, err = cli(["run", "data.name=partitioned", *args, "data.chunk_rows=50",
+                        "backend=numpy", "epochs=1", "output=out", "--quiet"], capsys)
+    check_error(code, err, needles)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_chunk_a_dask_worker_cannot_read_is_one_line_and_no_worker_traceback(
+        tmp_path, monkeypatch, capfd):
+    """The chunk's error travels back in its statistics: a worker that raised would log
+    "Compute Failed" and a traceback on the terminal's stderr."""
+    pytest.importorskip("distributed")
+    monkeypatch.chdir(tmp_path)
+    args = _parquet_source(tmp_path, label=[0, 1, 2] * 40 + [None] * 80)
+    code = main_cli(["run", "data.name=partitioned", *args, "data.chunk_rows=50",
+                     "backend=dask", "backend_options.cluster=local", "backend_options.workers=2",
+                     "backend_options.memory_limit=400MiB", "epochs=1", "output=out",
+                     "--quiet"])
+    err = capfd.readouterr().err
+    check_error(code, err, ["d.parquet: empty label in column 'label' (row 120)"])
+    assert "Compute Failed" not in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def main_cli(argv):
+    from smx.cli import main
+
+    return main(argv)
