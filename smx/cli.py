@@ -314,10 +314,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              f"{X.shape[1]}; {hint}", where=where)
     proba = fitted.predict_proba(X, where=where)
     labels = fitted.classes[np.argmax(proba, axis=1)]
-    header = ["prediction"] + ([f"p_{c}" for c in fitted.classes] if args.proba else [])
+    header = ["prediction"] + ([f"p_{_text(c)}" for c in fitted.classes] if args.proba else [])
     out = [header]
     for i, label in enumerate(labels):
-        row = [str(label)]
+        row = [_text(label)]
         if args.proba:
             row += [f"{p:.6g}" for p in proba[i]]
         out.append(row)
@@ -331,6 +331,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         csv.writer(sys.stdout, lineterminator="\n").writerows(out)
     return 0
+
+
+def _text(label: object) -> str:
+    """A class label as the CSV shows it: bytes labels (an .npz of ``S`` strings) as their
+    text, not Python's ``b'...'``."""
+    if isinstance(label, bytes):
+        return label.decode("utf-8", errors="backslashreplace")
+    return str(label)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -384,3 +384,15 @@ def main_cli(argv):
     from smx.cli import main
 
     return main(argv)
+
+
+def test_bytes_labels_are_predicted_as_text(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "d.npz", X=np.r_[SX[:, :2], SX[:, :2] + 9][:60], y=np.array(
+        [b"ant", b"bee", b"\xff"] * 20))
+    assert cli(["run", "data.name=file", "data.path=d.npz", "epochs=1", "output=out",
+                "--quiet"], capsys)[0] == 0
+    np.save(tmp_path / "X.npy", SX[:5, :2])
+    code, out, err = cli(["predict", "out/model.npz", "X.npy", "--proba"], capsys)
+    assert code == 0, err
+    assert "b'" not in out and out.splitlines()[0] == "prediction,p_ant,p_bee,p_\\xff"
