@@ -15,6 +15,7 @@ import textwrap
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
 from smx.errors import ConfigError, ModelFileError, SmxError, note
 
@@ -287,6 +288,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                               where=str(out))
         if not out.parent.is_dir():
             raise ConfigError(f"folder {str(out.parent)!r} does not exist", where=str(out))
+        for what, path in (("model file", args.model), ("data file", args.data)):
+            if out.is_file() and path != "-" and Path(path).is_file() \
+                    and out.samefile(path):  # the predictions would replace what they read
+                raise ConfigError(f"is the {what}; give another file name for the CSV",
+                                  where=str(out))
     fitted = load_model(args.model)
     # the training data's label column is dropped when the file still has it
     trained_label = fitted.meta.get("label_column")
@@ -308,10 +314,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              f"{X.shape[1]}; {hint}", where=where)
     proba = fitted.predict_proba(X, where=where)
     labels = fitted.classes[np.argmax(proba, axis=1)]
-    header = ["prediction"] + ([f"p_{c}" for c in fitted.classes] if args.proba else [])
+    header = ["prediction"] + ([f"p_{_text(c)}" for c in fitted.classes] if args.proba else [])
     out = [header]
     for i, label in enumerate(labels):
-        row = [str(label)]
+        row = [_text(label)]
         if args.proba:
             row += [f"{p:.6g}" for p in proba[i]]
         out.append(row)
@@ -327,21 +333,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _text(label: object) -> str:
+    """A class label as the CSV shows it: bytes labels (an .npz of ``S`` strings) as their
+    text, not Python's ``b'...'``."""
+    if isinstance(label, bytes):
+        return label.decode("utf-8", errors="backslashreplace")
+    return str(label)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from smx.bench import BenchConfig, run_bench
 
     bc = BenchConfig.quick() if args.quick else BenchConfig.full() if args.full else BenchConfig()
     for name in ("rows", "features", "classes", "batch", "repeats"):
         if (value := getattr(args, name)) is not None:
-            if value < 1:
-                raise ConfigError(f"must be at least 1, got {value}", where=f"--{name}")
+            least = 2 if name == "classes" else 1  # one class: no softmax to time
+            if value < least:
+                raise ConfigError(f"must be at least {least}, got {value}", where=f"--{name}")
             setattr(bc, name, value)
     if args.threads:
         if min(args.threads) < 1:
             raise ConfigError(f"must be at least 1, got {min(args.threads)}", where="--threads")
         bc.threads = tuple(args.threads)
     if args.budget is not None:
-        if args.budget < 0:
+        if not 0 <= args.budget < float("inf"):  # NaN compared false: it meant no limit
             raise ConfigError(f"must be 0 (no limit) or more, got {args.budget:g}",
                               where="--budget")
         bc.budget_s = args.budget or None
@@ -371,10 +386,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's own errors (an invalid choice, a number that is none, a missing argument)
+    as the one ``smx: error:`` line every other error is, naming the command; no usage
+    block. Subcommand parsers are of this class too (add_subparsers uses the parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        where = self.prog.removeprefix("smx").strip()
+        self.exit(2, f"smx: error: {where + ': ' if where else ''}{' '.join(message.split())}"
+                     f" (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from smx import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="smx", description="Softmax regression on any Array API backend.")
     parser.add_argument("--version", action="version", version=f"smx {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -477,6 +503,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SmxError as exc:
         print(f"smx: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except MemoryError as exc:  # sizes past the machine (smx bench --rows 1e11, a dataset)
+        print(f"smx: error: {args.command}: out of memory ({type(exc).__name__}: "
+              f"{' '.join(str(exc).split()) or 'no details'}); use smaller sizes",
+              file=sys.stderr)
+        return 2
     except OSError as exc:  # a write the checks could not foresee (disk full, a folder gone)
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"smx: error: {where}{exc.strerror or exc}", file=sys.stderr)

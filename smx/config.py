@@ -182,8 +182,37 @@ def _plain(value: Any) -> str:
     return value if isinstance(value, str) and len(value) <= 80 else _short(value)
 
 
+def _branch(part: Any) -> bool:
+    """A union member's tag in an error's location (``literal['balanced']``, ``int``)."""
+    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS)
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "none", "list", "dict", "tuple"}
+
+
+def _union_error(errors: list[Any]) -> dict[str, Any]:
+    """The error to show of a value that fits no member of a union (``'balanced' | dict``):
+    pydantic reports one per member, the first naming a type tag, not the problem. The one
+    that got deepest (a bad weight inside the mapping) is the problem; when none got past
+    the type, one message lists what each member expected. The tags leave the location."""
+    first = errors[0]
+    d = len(first["loc"]) - 1
+    if d < 0 or not _branch(first["loc"][d]):
+        return first
+    same = [e for e in errors if tuple(e["loc"][:d]) == tuple(first["loc"][:d])
+            and len(e["loc"]) > d and _branch(e["loc"][d])]
+    deepest = max(same, key=lambda e: len(e["loc"]))
+    if len(deepest["loc"]) > d + 1:
+        err = dict(deepest)
+    else:
+        wants = [e["msg"].removeprefix("Input should be ") for e in same]
+        err = {**first, "msg": "Input should be " + " or ".join(dict.fromkeys(wants))}
+    err["loc"] = tuple(p for i, p in enumerate(err["loc"]) if not (i >= d and _branch(p)))
+    return err
+
+
 def _format(exc: ValidationError, prefix: str = "", allowed: list[str] | None = None) -> str:
-    err = exc.errors()[0]
+    err = _union_error(exc.errors())
     loc = tuple(err["loc"])
     path = ".".join(str(p) for p in (*([prefix] if prefix else []), *loc)) or "(top level)"
     if err["type"] == "extra_forbidden":

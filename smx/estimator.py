@@ -30,11 +30,17 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _assert_all_finite,
+    _check_sample_weight,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 
 from smx.config import load_config
-from smx.datasets.split import Splits, Standardizer, check_standardized
-from smx.errors import ConfigError, DataError
+from smx.datasets.split import Splits, Standardizer, check_standardized, logit_limit
+from smx.errors import ConfigError, DataError, PluginError
 from smx.modelfile import FittedModel, load_model
 
 #: what fit and predict accept: float64 stays float64, float32 is not copied to float64
@@ -43,6 +49,10 @@ FLOAT_DTYPES = (np.float64, np.float32)
 SPARSE = ("csr", "csc")
 DENSIFY = ("standardize=True would densify sparse X (centering); scale it instead, e.g. with "
            "MaxAbsScaler")
+
+
+_OVERFLOW = ("X holds values so large that the scores (X @ coef_.T + intercept_) overflow; "
+             "rescale X as it was at fit time")
 
 
 class InvalidParameter(ConfigError, ValueError):
@@ -118,8 +128,19 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def _config(self, binary: bool):
         # two classes: the two-column softmax at twice the penalty is the binary model
         factor = 2.0 if binary else 1.0
-        C = None if self.C is None else self.C / factor
-        l2 = self.l2 * factor if isinstance(self.l2, (int, float)) else self.l2
+        for name in ("fit_intercept", "standardize"):  # truthiness would read "no" as True
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise InvalidParameter(f"{name} must be True or False, got "
+                                       f"{getattr(self, name)!r}")
+        for name in ("optimizer_params", "schedule_params"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
+                raise InvalidParameter(f"{name} must be a dict of the plugin's options or "
+                                       f"None, got {type(getattr(self, name)).__name__}")
+        C, l2 = self.C, self.l2  # numbers scale; anything else goes to the config to refuse
+        if isinstance(C, numbers.Real) and not isinstance(C, bool):
+            C = C / factor
+        if isinstance(l2, numbers.Real) and not isinstance(l2, bool):
+            l2 = l2 * factor
         optimizer = {"name": self.optimizer, **(self.optimizer_params or {})}
         if self.tol is not None:
             optimizer["tol"] = self.tol
@@ -152,7 +173,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         input's library, as scikit-learn's array-API dispatch does. scipy.sparse X trains
         on the NumPy engine (or CuPy's, which copies it to the GPU as cupyx CSR), never
         densified."""
-        from smx import hardware
         from smx.plugins import get_plugins
         from smx.training import Trainer
 
@@ -162,6 +182,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if native is not None and native[0] == "cupy":  # NumPy cannot read GPU memory
             raise ValueError(f"X is on the GPU (CuPy): it trains on backend='cupy' or 'auto', "
                              f"not {self.backend!r}; pass X.get() to train on the host")
+        if native is not None:  # a tensor for the NumPy engine: its values, as NumPy reads
+            X = _host_values(X)
+        y, sample_weight = _host_values(y), _host_values(sample_weight)
         X, y = validate_data(self, X, y, accept_sparse=SPARSE, dtype=FLOAT_DTYPES)
         if sp.issparse(X):
             if self.standardize:
@@ -192,13 +215,15 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                                    standardized=self.standardize)
             except DataError as exc:
                 raise InvalidData(str(exc)) from None
+        else:
+            _check_sparse_magnitudes(X, cfg.dtype)
         empty = np.empty((0, X.shape[1]))
         none = np.empty(0, np.int64)
         splits = Splits(classes=classes, X_train=std(X) if self.standardize else X,
                         y_train=y_idx, X_val=empty, y_val=none, X_test=empty, y_test=none,
                         standardizer=std, w_train=w)
         plugins = get_plugins()
-        placement = hardware.select(cfg, plugins)
+        placement = _select(cfg, plugins)
         try:
             trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
         except (ConfigError, DataError) as exc:  # e.g. a class_weight naming no label
@@ -223,7 +248,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             cupy = plugins.get("backend", "cupy")
             return "cupy" if self.device != "cpu" and cupy.unavailable_reason() is None \
                 else "numpy"
-        if not plugins.get("backend", self.backend).accepts_sparse:
+        try:
+            backend = plugins.get("backend", self.backend)
+        except PluginError as exc:
+            raise InvalidParameter(str(exc)) from None
+        if not backend.accepts_sparse:
             raise ValueError(f"sparse X trains on backend 'numpy' or 'cupy' (or 'auto'), not "
                              f"{self.backend!r}, whose engine has no sparse products; pass "
                              f"X.toarray() to train on {self.backend!r}")
@@ -252,7 +281,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         """Train where a PyTorch tensor or JAX array already lives: validation, class
         discovery and (with ``standardize``) the statistics run in its own namespace; only
         the class list and the fitted parameters (small) come to the host."""
-        from smx import hardware
         from smx.plugins import get_plugins
         from smx.training import Trainer
 
@@ -265,8 +293,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if X.shape[0] < 1 or X.shape[1] < 1:
             raise ValueError(f"Found array with shape {tuple(X.shape)}: at least one sample "
                              "and one feature are required")
-        if not xp.isdtype(X.dtype, "real floating"):
-            dt = xp.float64 if self.dtype == "float64" else xp.float32
+        if xp.isdtype(X.dtype, "complex floating"):
+            raise ValueError("Complex data not supported")
+        if not xp.isdtype(X.dtype, "real floating") or X.dtype not in (xp.float32,
+                                                                          xp.float64):
+            dt = xp.float64 if self.dtype == "float64" else xp.float32  # ints, half floats
             X = X.astype(dt) if sparse else xp.astype(X, dt)
         if sparse:
             X = X.tocsr()  # CSR: rows gather fast
@@ -277,17 +308,28 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                              f"[{X.shape[0]}, {None if y is None else len(y)}]")
         if not bool(xp.all(xp.isfinite(values))):
             raise ValueError("Input X contains NaN or infinity.")
-        y = y if _native_engine(y) is not None else xp.asarray(np.asarray(y), device=on)
-        classes_dev, y_idx = xp.unique_inverse(xp.reshape(y, (-1,)))
-        classes = np.asarray(get_plugins().backend(engine).to_host(classes_dev))
-        if len(classes) < 2:
+        backend = get_plugins().backend(engine)
+        n = int(X.shape[0])
+        classes, y_idx = _native_labels(y, xp, backend, on)
+        w = _native_weights(sample_weight, n, xp, on, X.dtype)
+        present = len(classes) if w is None else int(backend.to_host(xp.sum(xp.astype(
+            xp.unique_values(xp.where(w > 0, y_idx, -1)) >= 0, xp.int64))))
+        if len(classes) < 2 or present < 2:
             raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in "
-                             f"the data, but the data contains only one class: {classes[0]!r}")
-        w = None if sample_weight is None else xp.asarray(sample_weight, device=on)
+                             f"the data, but the data contains only one class: {classes[0]!r}"
+                             if present else "every sample weight is zero: there is no "
+                             "class to learn")
+        raw = X
         if self.standardize:
-            backend = get_plugins().backend(engine)
             mean = np.asarray(backend.to_host(xp.mean(X, axis=0)), dtype=np.float64)
             scale = np.asarray(backend.to_host(xp.std(X, axis=0)), dtype=np.float64)
+            bad = ~(np.isfinite(mean) & np.isfinite(scale))
+            if bad.any():  # statistics that overflowed: refused, as fit's NumPy path does
+                j = int(np.argmax(bad))
+                i = int(backend.to_host(xp.argmax(xp.abs(X[:, j]))))
+                row = np.asarray(backend.to_host(X[i, :]), dtype=np.float64)
+                _check_row(np.where(np.arange(len(row)) == j, np.inf, row), row, i,
+                           "float64", True)
             std = Standardizer(mean, np.where(scale > 0, scale, 1.0))
             X = (X - xp.asarray(std.mean, dtype=X.dtype, device=X.device)) / xp.asarray(
                 std.scale, dtype=X.dtype, device=X.device)
@@ -295,12 +337,18 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             std = Standardizer.identity(X.shape[1])
         cfg = self._config(binary=len(classes) == 2)
         cfg = cfg.model_copy(update={"backend": engine, "device": device})
+        # float32 X is scored in float32 (decision_function): its limit holds whatever dtype
+        limit_dtype = "float32" if (values.dtype == xp.float32) else cfg.dtype
+        if sparse:
+            _check_sparse_magnitudes(X, limit_dtype, backend)
+        else:
+            _check_native_magnitudes(X, raw, xp, backend, limit_dtype, self.standardize)
         empty = xp.zeros((0, X.shape[1]), dtype=X.dtype, device=on)
         none = xp.zeros((0,), dtype=y_idx.dtype, device=on)
         splits = Splits(classes=classes, X_train=X, y_train=y_idx, X_val=empty, y_val=none,
                         X_test=empty, y_test=none, standardizer=std, w_train=w)
         plugins = get_plugins()
-        placement = hardware.select(cfg, plugins)
+        placement = _select(cfg, plugins)
         try:
             trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
         except (ConfigError, DataError) as exc:
@@ -345,7 +393,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if _native_engine(X) is not None:
             sparse = _cupyx_sparse(X)  # cupyx: a cuSPARSE product, X never densified
             xp = array_namespace(X.data if sparse else X)
-            if len(X.shape) != 2 or X.shape[1] != self.coef_.shape[1]:
+            if len(X.shape) != 2:
+                raise ValueError(f"Expected 2D array, got {len(X.shape)}D array instead")
+            if not bool(xp.all(xp.isfinite(X.data if sparse else X))):
+                raise ValueError("Input X contains NaN or infinity.")
+            if X.shape[1] != self.coef_.shape[1]:
                 raise ValueError(f"X has {X.shape[-1]} features, but {type(self).__name__} "
                                  f"is expecting {self.coef_.shape[1]} features as input")
             dt = X.dtype if xp.isdtype(X.dtype, "real floating") else xp.float32
@@ -353,9 +405,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             coef_t = xp.asarray(np.ascontiguousarray(self.coef_.T), dtype=dt, device=device)
             Xd = X.astype(dt) if sparse else xp.astype(X, dt)
             scores = Xd @ coef_t + xp.asarray(self.intercept_, dtype=dt, device=device)
+            if not bool(xp.all(xp.isfinite(scores))):
+                raise ValueError(_OVERFLOW)
             return scores[:, 0] if scores.shape[1] == 1 else scores
         X = validate_data(self, X, reset=False, accept_sparse=SPARSE, dtype=FLOAT_DTYPES)
-        scores = safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_
+        if not np.isfinite(scores).all():
+            raise ValueError(_OVERFLOW)
         return scores.ravel() if scores.shape[1] == 1 else scores
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
@@ -420,6 +477,9 @@ def _native_engine(X: Any) -> tuple[str, str] | None:
     sparse matrix (never importing any of them: array-api-compat only looks at modules
     already imported), else None."""
     if is_torch_array(X):
+        if X.device.type == "meta":  # shapes without values: nothing to train on or score
+            raise ValueError("X is a PyTorch tensor on the 'meta' device, which holds no "
+                             "values; move it to a real device first")
         return "torch", str(X.device)
     if is_jax_array(X):
         (dev,) = X.devices()
@@ -427,6 +487,120 @@ def _native_engine(X: Any) -> tuple[str, str] | None:
     if is_cupy_array(X) or _cupyx_sparse(X):
         return "cupy", f"cuda:{(X.data if _cupyx_sparse(X) else X).device.id}"
     return None
+
+
+def _select(cfg: Any, plugins: Any) -> Any:
+    """hardware.select, an unknown or unusable backend or device being the ValueError
+    scikit-learn raises for a bad parameter."""
+    from smx import hardware
+
+    try:
+        return hardware.select(cfg, plugins)
+    except PluginError as exc:
+        raise InvalidParameter(str(exc)) from None
+
+
+def _host_values(a: Any) -> Any:
+    """A PyTorch tensor as NumPy reads it (detached, on the CPU; bfloat16, which NumPy has
+    not, as float32); anything else unchanged (scikit-learn's validation converts it)."""
+    if not is_torch_array(a):
+        return a
+    _native_engine(a)  # refuses the meta device
+    a = a.detach().cpu()
+    if a.dtype.is_floating_point and a.dtype.itemsize == 2 and str(a.dtype) != "torch.float16":
+        a = a.float()
+    return a.numpy()
+
+
+def _native_labels(y: Any, xp: Any, backend: Any, on: Any) -> tuple[np.ndarray, Any]:
+    """(classes on the host, class indices on X's device), with scikit-learn's checks: y
+    1-D (or one column), finite, discrete. Labels given on the host (strings too) are
+    checked and encoded there; only the indices travel."""
+    if _native_engine(y) is None:
+        y = column_or_1d(np.asarray(_host_values(y)), warn=True)
+        if y.dtype.kind in "fc":
+            _assert_all_finite(y, input_name="y")
+        check_classification_targets(y)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        return classes, xp.asarray(y_idx.astype(np.int64).reshape(-1), device=on)
+    if len(y.shape) == 2 and y.shape[1] == 1:
+        y = xp.reshape(y, (-1,))
+    if len(y.shape) != 1:
+        raise ValueError(f"y should be a 1d array, got an array of shape {tuple(y.shape)} "
+                         "instead.")
+    if xp.isdtype(y.dtype, "complex floating"):
+        raise ValueError("Complex data not supported")
+    if xp.isdtype(y.dtype, "real floating"):
+        if not bool(xp.all(xp.isfinite(y))):
+            raise ValueError("Input y contains NaN or infinity.")
+        if not bool(xp.all(y == xp.round(y))):
+            raise ValueError("Unknown label type: continuous. Maybe you are trying to fit a "
+                             "classifier, which expects discrete classes on a regression "
+                             "target with continuous values.")
+    classes_dev, y_idx = xp.unique_inverse(y)
+    return np.asarray(backend.to_host(classes_dev)), y_idx
+
+
+def _native_weights(sample_weight: Any, n: int, xp: Any, on: Any, dtype: Any) -> Any:
+    """Sample weights on X's device: n finite numbers >= 0 (a scalar weighs every row);
+    given on the host, scikit-learn's own check runs there."""
+    if sample_weight is None:
+        return None
+    if _native_engine(sample_weight) is None:
+        w = _check_sample_weight(_host_values(sample_weight), np.empty((n, 0)),
+                                 dtype=np.float64, ensure_non_negative=True)
+        return xp.asarray(w, dtype=dtype, device=on)
+    w = sample_weight
+    if tuple(w.shape) != (n,):
+        raise ValueError(f"sample_weight.shape == {tuple(w.shape)}, expected ({n},)!")
+    if not xp.isdtype(w.dtype, ("real floating", "integral")):
+        raise ValueError(f"sample_weight must hold real numbers, got dtype {w.dtype}")
+    w = xp.astype(w, dtype)
+    if not bool(xp.all(xp.isfinite(w))):
+        raise ValueError("Input sample_weight contains NaN or infinity.")
+    if bool(xp.any(w < 0)):
+        raise ValueError("Negative values in data passed to `sample_weight`.")
+    return w
+
+
+def _check_row(row_s: np.ndarray, row_r: np.ndarray, i: int, dtype: str,
+               standardized: bool) -> None:
+    try:
+        check_standardized(row_s[None], np.array([i]), dtype=dtype, where="fit", columns=None,
+                           raw=row_r[None], standardized=standardized)
+    except DataError as exc:
+        raise InvalidData(str(exc)) from None
+
+
+def _check_native_magnitudes(Xs: Any, raw: Any, xp: Any, backend: Any, dtype: str,
+                             standardized: bool) -> None:
+    """The dense check of fit (values whose logits would overflow ``dtype``) where X lives:
+    one reduction to the host, and the offending row only when there is one."""
+    limit = logit_limit(dtype)
+    colmax = np.asarray(backend.to_host(xp.max(xp.abs(Xs), axis=0)), dtype=np.float64)
+    bad = ~(colmax <= limit)
+    if not bad.any():
+        return
+    j = int(np.argmax(bad))
+    i = int(backend.to_host(xp.argmax(xp.abs(Xs[:, j]))))
+    _check_row(np.asarray(backend.to_host(Xs[i, :]), dtype=np.float64),
+               np.asarray(backend.to_host(raw[i, :]), dtype=np.float64), i, dtype,
+               standardized)
+
+
+def _check_sparse_magnitudes(X: Any, dtype: str, backend: Any = None) -> None:
+    """The same check for sparse X, on its stored values (scipy.sparse or cupyx CSR)."""
+    limit = logit_limit(dtype)
+    data = X.data if backend is None else np.asarray(backend.to_host(X.data))
+    bad = ~(np.abs(data) <= limit)
+    if not bad.any():
+        return
+    k = int(np.argmax(bad))
+    indptr = np.asarray(X.indptr if backend is None else backend.to_host(X.indptr))
+    i = int(np.searchsorted(indptr, k, side="right") - 1)
+    row = X[i].toarray() if backend is None else np.asarray(backend.to_host(X[i].toarray()))
+    row = np.asarray(row, dtype=np.float64).reshape(-1)
+    _check_row(row, row, i, dtype, False)
 
 
 def _cupyx_sparse(X: Any) -> bool:

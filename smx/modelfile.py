@@ -47,10 +47,29 @@ class FittedModel:
             and all(isinstance(c, str) for c in cols)
         return cols if ok else None
 
+    def _check_names(self, names: Any, where: str) -> None:
+        """Features named (a CSV header, a DataFrame) where the model knows its training
+        columns: the same names in the same order, or the columns would be mixed up."""
+        names = [] if names is None else list(names)
+        model = self.columns
+        if not names or model is None or not all(isinstance(c, str) for c in names) \
+                or names == model or len(names) != len(model) or all(map(_number, names)):
+            return  # a count that differs is refused (and explained) by the caller; a row
+            # of numbers taken as a header (--header) names nothing
+        if sorted(names) == sorted(model):
+            raise ModelFileError(f"the columns are the model's in another order (data: "
+                                 f"{_names(names)}; model: {_names(model)}); reorder them",
+                                 where=where)
+        unknown = [c for c in names if c not in model]
+        raise ModelFileError(f"column(s) {_names(unknown)} are not the model's (it was "
+                             f"trained on {_names(model)}); rename them or pass --no-header "
+                             "if the first row is data", where=where)
+
     def _params(self) -> dict[str, np.ndarray]:
         return {"W": self.W} if self.b is None else {"W": self.W, "b": self.b}
 
     def _check(self, X: np.ndarray, where: str) -> np.ndarray:
+        self._check_names(getattr(X, "columns", None), where)
         with np.errstate(over="ignore"):  # past float64's range: inf, refused below
             X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
@@ -191,3 +210,16 @@ def load_model(path: str | Path) -> FittedModel:
         if not isinstance(meta, dict):
             raise bad(f"meta must be a JSON object, got {type(meta).__name__}")
     return FittedModel(W, b, classes, Standardizer(mean, scale), meta)
+
+
+def _names(names: list[str], most: int = 6) -> str:
+    shown = ", ".join(repr(c) if c != c.strip() or not c else c for c in names[:most])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > most else "")
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -57,6 +57,18 @@ def init_params(n_features: int, n_classes: int, cfg: RunConfig) -> dict[str, np
     return params
 
 
+def check_weight_total(total: float, dtype: str) -> None:
+    """Refuse weights whose sum the run's dtype cannot hold with room to spare: the loss
+    is Σ wᵢ·lossᵢ / Σ wᵢ, which overflows (weights near 1e308) or loses every digit
+    (subnormal weights near 1e-320) long before the optimizer sees a finite number."""
+    f = np.finfo(np.dtype(dtype))
+    lo, hi = float(f.tiny / f.eps), float(f.max * f.eps)
+    if not lo <= total <= hi:
+        raise DataError(f"sample_weight sums to {total:.3g} over the training part, outside "
+                        f"what {dtype} training can sum ({lo:.2g} to {hi:.2g}); rescale the "
+                        "weights (their ratios are what matter)", where="data.sample_weight")
+
+
 def effective_l2(cfg: RunConfig, weight_sum: float) -> float:
     """scikit-learn's C (C·Σ r·loss + ½‖W‖²) is our weighted mean loss + l2/2‖W‖² with
     l2 = 1/(C·Σr): ``weight_sum`` is the training rows' total weight (n when unweighted)."""
@@ -175,6 +187,8 @@ class Trainer:
         if total is not None and not total > 0:  # the loss would be a mean over nothing
             raise DataError("sample_weight is zero for every row of the training part",
                             where="data.sample_weight")
+        if total is not None:
+            check_weight_total(float(total), dtype)
         cw_host = class_weights(cfg.loss.class_weight, splits.classes, y_host, w_host,
                                 totals=totals)
         if model.is_sparse(splits.X_train) and not backend.accepts_sparse:

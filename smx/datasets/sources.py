@@ -21,6 +21,7 @@ arrays through ``__array__`` (the in-memory reference on the same rows).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,7 @@ class NpySource:
         if X.ndim != 2 or y.ndim != 1 or len(y) != len(X):
             raise DataError(f"features {X.shape} and labels {y.shape} do not fit: need n x d "
                             "and n", where=path)
+        _check_kinds(X.dtype, y.dtype, path, labels)
         if weights is not None:
             _check_weights_shape(_mmap(weights), len(X), weights)
         return cls(path, labels, int(X.shape[0]), int(X.shape[1]), X.dtype.itemsize, weights)
@@ -123,14 +125,18 @@ class ParquetSource:
         import pyarrow.parquet as pq
 
         meta = pq.ParquetFile(path).metadata
-        names = list(meta.schema.to_arrow_schema().names)
+        schema = meta.schema.to_arrow_schema()
+        names = list(schema.names)
         for column, what in ((label_column, "labels"), (weight_column, "sample_weight")):
             if column is not None and column not in names:
                 raise DataError(f"no column {column!r} for the {what} (columns: "
                                 f"{', '.join(names)})", where=path)
+        _check_parquet_types(schema, label_column, path)
         sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         offsets = tuple(int(v) for v in np.concatenate([[0], np.cumsum(sizes)]))
         features = tuple(c for c in names if c not in (label_column, weight_column))
+        if not features:
+            raise DataError(f"no feature columns (columns: {', '.join(names)})", where=path)
         return cls(path, label_column, features, offsets, int(meta.num_rows),
                    weight_column=weight_column)
 
@@ -149,7 +155,15 @@ class ParquetSource:
                         axis=1).reshape(stop - start, len(self.columns))
 
     def read_y(self, start: int, stop: int) -> np.ndarray:
-        y = self._read(start, stop, [self.label_column]).column(0).to_numpy()
+        column = self._read(start, stop, [self.label_column]).column(0)
+        if column.null_count:  # to_numpy would make it NaN or the string 'None': a class
+            import pyarrow.compute as pc
+
+            row = start + int(np.flatnonzero(pc.is_null(column).to_numpy(
+                zero_copy_only=False))[0])
+            raise DataError(f"empty label in column {self.label_column!r} (row {row})",
+                            where=self.path)
+        y = column.to_numpy()
         return y.astype(str) if y.dtype.kind == "O" else y
 
     def read_w(self, start: int, stop: int) -> np.ndarray | None:
@@ -185,6 +199,8 @@ class ZarrSource:
                             f"group ({type(exc).__name__}: {exc})", where=path) from None
         if len(X.shape) != 2 or y.shape != (X.shape[0],):
             raise DataError(f"features {X.shape} and labels {y.shape} do not fit", where=path)
+        _check_kinds(np.dtype(X.dtype), np.dtype(y.dtype), f"{path} ({features})",
+                     f"{path} ({labels})")
         if w:
             _check_weights_shape(w[0], X.shape[0], f"{path} ({weights})")
         return cls(path, features, labels, int(X.shape[0]), int(X.shape[1]),
@@ -226,6 +242,35 @@ def _as_weights(w: np.ndarray, where: str) -> np.ndarray:
     if w.dtype.kind not in "iuf":
         raise DataError(f"sample weights must be real numbers, got {w.dtype}", where=where)
     return w.astype(np.float64)
+
+
+def _check_kinds(x: np.dtype, y: np.dtype, where_x: str, where_y: str) -> None:
+    """Features are real numbers, labels integers or strings (as an in-memory data set's):
+    from the header, before any chunk is read."""
+    if x.kind not in "biuf":
+        raise DataError(f"features must be real numbers, got dtype {x}", where=where_x)
+    if y.kind not in "biufUS":
+        raise DataError(f"labels must be integers or strings, got dtype {y}", where=where_y)
+
+
+def _check_parquet_types(schema: Any, label_column: str, where: str) -> None:
+    """The same for a Parquet file's columns (every column but the labels is a feature or
+    the weights: numbers)."""
+    import pyarrow as pa
+
+    t = pa.types
+    for field_ in schema:
+        if field_.name == label_column:
+            ok = (t.is_integer(field_.type) or t.is_floating(field_.type)
+                  or t.is_boolean(field_.type) or t.is_string(field_.type)
+                  or t.is_large_string(field_.type))
+            what = "labels must be integers or strings"
+        else:
+            ok = (t.is_integer(field_.type) or t.is_floating(field_.type)
+                  or t.is_boolean(field_.type) or t.is_decimal(field_.type))
+            what = "must hold numbers"
+        if not ok:
+            raise DataError(f"column {field_.name!r}: {what}, got {field_.type}", where=where)
 
 
 def _mmap(path: str) -> np.ndarray:
@@ -302,6 +347,11 @@ class ChunkStats:
     bad: tuple[int, int] | None = None  # (first row, column) of a NaN/inf
     bad_weight: int | None = None  # first row whose weight is negative, NaN or inf
     weight_total: float = 0.0  # of every row
+    lo: np.ndarray | None = None  # per column: the smallest and largest value
+    hi: np.ndarray | None = None
+    #: (first row, message) of a chunk that could not be read: returned, not raised, so
+    #: that a Dask worker logs no "Compute Failed" traceback; the client raises it
+    error: tuple[int, str] | None = None
 
     def __add__(self, other: ChunkStats) -> ChunkStats:
         labels = {label: list(v) for label, v in self.labels.items()}
@@ -312,15 +362,29 @@ class ChunkStats:
             self.train if other.train is None else self.train + other.train)
         bads = [b for b in (self.bad, other.bad) if b is not None]
         bad_w = [b for b in (self.bad_weight, other.bad_weight) if b is not None]
+        lo = other.lo if self.lo is None else self.lo if other.lo is None else np.minimum(
+            self.lo, other.lo)
+        hi = other.hi if self.hi is None else self.hi if other.hi is None else np.maximum(
+            self.hi, other.hi)
+        errors = [e for e in (self.error, other.error) if e is not None]
         return ChunkStats({**self.counts, **other.counts}, train, labels,
                           min(bads) if bads else None, min(bad_w) if bad_w else None,
-                          self.weight_total + other.weight_total)
+                          self.weight_total + other.weight_total, lo, hi,
+                          min(errors) if errors else None)
 
 
 def chunk_stats(i: int, bounds: Bounds, *, source: Source, rule: SplitRule) -> ChunkStats:
     """One chunk's contribution, computed where it is read."""
     start, stop = bounds
-    X, y = source.read_X(start, stop), source.read_y(start, stop)
+    try:
+        X, y = source.read_X(start, stop), source.read_y(start, stop)
+    except DataError as exc:
+        return ChunkStats({}, None, error=(start, str(exc)))
+    except (ValueError, TypeError, OverflowError) as exc:  # what the header could not tell
+        return ChunkStats({}, None, error=(start, str(DataError(
+            f"rows {start}..{stop - 1} cannot be read as numbers and labels "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
+            where=str(source.path)))))
     part = rule.parts(start, stop)
     finite = np.isfinite(X)
     bad = None
@@ -343,8 +407,10 @@ def chunk_stats(i: int, bounds: Bounds, *, source: Source, rule: SplitRule) -> C
             for v, t in zip(values.tolist(), sums.tolist(), strict=True):
                 labels[v][2] += t
     counts = tuple(int(np.count_nonzero(part == p)) for p in range(3))
+    with np.errstate(invalid="ignore"):  # NaN rows are refused (bad) before these are used
+        lo, hi = X.min(axis=0, initial=np.inf), X.max(axis=0, initial=-np.inf)
     return ChunkStats({i: counts}, Moments.of(X[train]) if train.any() else None, labels, bad,
-                      bad_weight, float(len(y) if w is None else w.sum()))
+                      bad_weight, float(len(y) if w is None else w.sum()), lo, hi)
 
 
 def chunk_bounds(n: int, chunk_rows: int) -> list[Bounds]:
@@ -465,7 +531,7 @@ def encode_labels(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 def prepare_source(data: Partitioned, *, val_fraction: float, test_fraction: float, seed: int,
                    standardize: bool = True, map_reduce: MapReduce | None = None,
-                   where: str = "data") -> Splits:
+                   where: str = "data", dtype: str = "float64") -> Splits:
     """:func:`smx.datasets.split.prepare` for a source, from one pass of reductions that
     ``map_reduce`` (an engine's, e.g. on Dask workers) runs over the chunks."""
     source = data.source
@@ -476,6 +542,8 @@ def prepare_source(data: Partitioned, *, val_fraction: float, test_fraction: flo
     reduce = map_reduce or local_map_reduce
     stats: ChunkStats = reduce(functools.partial(chunk_stats, source=source, rule=rule),
                                list(range(len(bounds))), bounds)
+    if stats.error is not None:
+        raise DataError(stats.error[1])
     if stats.bad is not None:
         raise DataError(f"X has NaN/inf values; first at row {stats.bad[0]}, column "
                         f"{stats.bad[1]}", where=where)
@@ -486,9 +554,15 @@ def prepare_source(data: Partitioned, *, val_fraction: float, test_fraction: flo
     if weighted and stats.weight_total <= 0:
         raise DataError("sample_weight is zero for every row", where=where)
     labels = sorted(stats.labels)
+    if any(isinstance(v, float) and not math.isfinite(v) for v in labels):
+        raise DataError("the labels hold NaN/inf", where=where)
     if any(isinstance(v, float) and v != round(v) for v in labels):
         raise DataError("labels look continuous; classes must be integers or strings",
                         where=where)
+    huge = [v for v in labels if isinstance(v, float) and abs(v) >= 2.0**63]
+    if huge:  # integral, but no int64 holds it: the class would be garbage
+        raise DataError(f"label {huge[0]!r} is too large for a class number (integers must "
+                        "fit in 64 bits)", where=where)
     if len(labels) < 2:
         raise DataError(f"only one class in the labels ({labels[:1]}); need at least two",
                         where=where)
@@ -498,6 +572,7 @@ def prepare_source(data: Partitioned, *, val_fraction: float, test_fraction: flo
     classes = np.array([int(v) if isinstance(v, float) else v for v in labels])
     std = (Standardizer.from_moments(stats.train) if standardize
            else Standardizer.identity(source.n_features))
+    _check_extremes(stats, std, standardize, dtype, where)
     sizes = [stats.counts[i] for i in range(len(bounds))]
 
     totals = tuple(float(stats.labels[v][2]) for v in labels)
@@ -514,6 +589,35 @@ def prepare_source(data: Partitioned, *, val_fraction: float, test_fraction: flo
                   w_test=wte)
 
 
+def _check_extremes(stats: ChunkStats, std: Standardizer, standardize: bool, dtype: str,
+                    where: str) -> None:
+    """An in-memory data set's check (smx.datasets.split.check_standardized) from the
+    columns' extremes: statistics that overflowed, or values whose logits would overflow
+    ``dtype``, are refused naming the column, before training (not when the model is
+    written)."""
+    from smx.datasets.split import logit_limit
+
+    if stats.lo is None or stats.hi is None:
+        return
+    limit = logit_limit(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        reach = np.maximum(np.abs(stats.hi - std.mean), np.abs(stats.lo - std.mean)) / std.scale
+        extreme = np.where(np.abs(stats.hi) >= np.abs(stats.lo), stats.hi, stats.lo)
+    bad = ~(np.isfinite(std.mean) & np.isfinite(std.scale) & (reach <= limit))
+    if not bad.any():
+        return
+    j = int(np.flatnonzero(bad)[0])
+    what = f"column {j} holds {extreme[j]:.3g}"
+    if standardize and not (np.isfinite(std.mean[j]) and np.isfinite(std.scale[j])
+                            and np.isfinite(reach[j])):
+        raise DataError(f"{what}: standardising it overflows float64; rescale that column",
+                        where=where)
+    raise DataError(f"{what}, too large for {dtype} training: |x|"
+                    f"{' once standardised' if standardize else ''} must stay below "
+                    f"{limit:.2g} so that the logits cannot overflow; rescale that column"
+                    + ("" if standardize else " or set data.standardize: true"), where=where)
+
+
 def prepare_partitioned(data: Partitioned, cfg: Any, plugins: Any, backend: Any = None
                         ) -> Splits:
     """:func:`prepare_source` with the run's config, its reductions run by ``backend``
@@ -528,4 +632,5 @@ def prepare_partitioned(data: Partitioned, cfg: Any, plugins: Any, backend: Any 
     return prepare_source(data, val_fraction=cfg.data.val_fraction,
                           test_fraction=cfg.data.test_fraction, seed=cfg.seed,
                           standardize=cfg.data.standardize, map_reduce=map_reduce,
+                          dtype=cfg.dtype,
                           where=f"data ({cfg.data.name})")

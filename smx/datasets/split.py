@@ -126,7 +126,7 @@ def check_xy(X: np.ndarray, y: np.ndarray, where: str) -> None:
         if (y != np.round(y)).any():
             raise DataError("labels look continuous; classes must be integers or strings "
                             f"(got {y[y != np.round(y)][0].item()!r})", where=where)
-        huge = np.abs(y) >= 2.0**63
+        huge = np.abs(y.astype(np.float64)) >= 2.0**63  # float16 holds no 2**63
         if huge.any():  # integral, but no int64 holds it: the class would be garbage
             raise DataError(f"label {y[huge][0].item()!r} is too large for a class number "
                             "(integers must fit in 64 bits)", where=where)
@@ -167,7 +167,7 @@ def check_standardized(Xs: np.ndarray, rows: np.ndarray, *, dtype: str, where: s
     """Refuse, naming the column and row, a value that standardisation made non-finite
     or that is too large for ``dtype`` (see :func:`logit_limit`)."""
     limit = logit_limit(dtype)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # float32 X: the limit casts to inf
         bad = ~(np.abs(Xs) <= limit)  # NaN/inf too
     if not bad.any():
         return
