@@ -759,3 +759,55 @@ def test_early_stopping_on_an_unmeasurable_metric_stops_with_one_line():
     trainer = SimpleNamespace(history=[{"epoch": 1, "val_loss": None}])
     with pytest.raises(DataError, match="val_loss cannot be measured"):
         EarlyStopping(patience=2)(trainer)
+
+
+@pytest.mark.parametrize(("file", "setting"), [
+    ("d.csv", "data.labels=y.npy"),
+    ("d.npz", "data.label_column=y"),
+    ("d.npz", "data.labels=y.npy"),
+    ("d.npy", "data.label_column=y"),
+])
+def test_a_file_setting_for_another_file_type_is_refused(tmp_path, file, setting):
+    """A setting the file's type never reads would be silently ignored (labels from the
+    CSV's own column while the user named a labels file): refused, naming it."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 2)), np.arange(30) % 2
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "d.npy", X)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    (tmp_path / "d.csv").write_text("a,b,y\n" + "".join(f"{a},{b},{c}\n"
+                                                       for (a, b), c in zip(X, y, strict=True)))
+    extra = ["data.labels=y.npy"] if file == "d.npy" and "labels" not in setting else []
+    extra += ["data.label_column=y"] if file == "d.csv" else []
+    proc = run_smx("run", "data.name=file", f"data.path={file}", setting, *extra,
+                   "output=out", "--quiet", cwd=tmp_path)
+    assert_one_line_error(proc, f"data: {setting.split('=')[0]} applies to")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("path", "settings", "named"), [
+    ("x.parquet", {"label_column": "y", "labels": "y.npy"}, "data.labels"),
+    ("x.npy", {"labels": "y.npy", "label_column": "y"}, "data.label_column"),
+    ("x.npy", {"labels": "y.npy", "features": "A"}, "data.features"),
+    ("x.parquet", {"label_column": "y", "features": "A"}, "data.features"),
+])
+def test_a_source_setting_its_format_never_reads_is_refused(path, settings, named):
+    from smx.datasets.sources import open_source
+    from smx.errors import DataError
+
+    with pytest.raises(DataError, match=f"{named} applies to"):
+        open_source(path, **settings)
+
+
+def test_a_relative_source_path_reaches_the_workers_absolute(tmp_path, monkeypatch):
+    """Dask workers may run in another directory than the client that names the files."""
+    from smx.datasets.sources import open_source
+
+    monkeypatch.chdir(tmp_path)
+    np.save("x.npy", np.ones((4, 2)))
+    np.save("y.npy", np.arange(4) % 2)
+    np.save("w.npy", np.ones(4))
+    source = open_source("x.npy", labels="y.npy", sample_weight="w.npy").source
+    assert source.path == str(tmp_path / "x.npy")
+    assert source.labels == str(tmp_path / "y.npy")
+    assert source.weights == str(tmp_path / "w.npy")

@@ -87,8 +87,19 @@ class FileParams(PluginParams):
         None, description="per-row weights: a CSV column or an .npz array of that name")
 
 
+#: which file types each setting applies to: given for another, it would be silently ignored
+APPLIES = {"label_column": (".csv", "a .csv"), "labels": (".npy", "an .npy of features")}
+
+
 def load_file(path: str, label_column: str | None = None, labels: str | None = None,
               sample_weight: str | None = None) -> tuple[np.ndarray, ...]:
+    suffix = Path(path).suffix.lower() if path != "-" else ".csv"
+    for name, value in (("label_column", label_column), ("labels", labels)):
+        kinds, what = APPLIES[name]
+        if value is not None and suffix not in kinds:
+            raise DataError(f"data.{name} applies to {what}, not to a {suffix or 'suffixless'} "
+                            "file (an .npz holds its labels as y, a .csv names its label "
+                            "column, an .npy of features names a labels .npy)", where="data")
     if path.lower().endswith(".csv") and label_column is None:
         raise DataError("a CSV needs data.label_column naming its label column", where="data")
     if path.lower().endswith(".npy") and labels is None:

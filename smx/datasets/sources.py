@@ -292,17 +292,41 @@ class Partitioned:
     persist: str
 
 
+def _absolute(path: str) -> str:
+    """A local path made absolute (the workers' directory may differ); a URL as it is."""
+    return path if "://" in path else str(Path(path).absolute())
+
+
+KNOWN_SOURCES = (".npy", ".parquet", ".pq", ".zarr")
+#: the settings each format reads (given for another, they would be silently ignored)
+SOURCE_SETTINGS = {
+    "labels": ((".npy", ".zarr"), "an .npy source (the labels .npy) or a .zarr group (its "
+               "labels array)"),
+    "label_column": ((".parquet", ".pq"), "a Parquet source"),
+    "features": ((".zarr",), "a .zarr group (its features array)"),
+}
+
+
 def open_source(path: str, labels: str | None = None, features: str = "X",
                 label_column: str | None = None, chunk_rows: int = 100_000,
                 persist: str | bool = "auto", sample_weight: str | None = None
                 ) -> Partitioned:
-    """The ``partitioned`` dataset: the format from the path's suffix."""
+    """The ``partitioned`` dataset: the format from the path's suffix. Paths become
+    absolute here: the workers that read them may run in another directory."""
     suffix = Path(path.rstrip("/")).suffix.lower()
+    given = {"labels": labels, "label_column": label_column,
+             "features": None if features == "X" else features}
+    for name, (kinds, what) in SOURCE_SETTINGS.items():
+        if given[name] is not None and suffix in KNOWN_SOURCES and suffix not in kinds:
+            raise DataError(f"data.{name} applies to {what}, not to a {suffix} source",
+                            where="data")
+    path = _absolute(path)
     if suffix == ".npy":
         if labels is None:
             raise DataError("an .npy source needs data.labels naming the labels .npy",
                             where="data")
-        source: Source = NpySource.open(path, labels, sample_weight)
+        source: Source = NpySource.open(
+            path, _absolute(labels), None if sample_weight is None else _absolute(sample_weight))
     elif suffix in (".parquet", ".pq"):
         if label_column is None:
             raise DataError("a Parquet source needs data.label_column", where="data")
