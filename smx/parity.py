@@ -196,6 +196,8 @@ def parse_backends(text: str) -> list[tuple[str, str]]:
         name, _, device = item.strip().partition("@")
         if not name:
             raise ConfigError(f"empty backend name in {text!r}", where="--backends")
+        if (name, device or "auto") in out:  # the same run twice proves nothing: a typo
+            raise ConfigError(f"{item.strip()!r} is listed twice in {text!r}", where="--backends")
         out.append((name, device or "auto"))
     return out
 

@@ -114,6 +114,15 @@ def test_labels_count_only_rows_decided_beyond_tolerance():
 
 def test_parse_backends():
     assert parse_backends("numpy, cupy@cuda:1") == [("numpy", "auto"), ("cupy", "cuda:1")]
+    assert parse_backends("torch@cpu,torch@cuda") == [("torch", "cpu"), ("torch", "cuda")]
+
+
+@pytest.mark.parametrize("text", ["numpy,numpy", "jax, jax@auto", "torch@cpu,torch@cpu"])
+def test_a_backend_listed_twice_is_refused(text):
+    from smx.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="listed twice"):
+        parse_backends(text)
 
 
 def test_another_reference_backend_in_process():
