@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with an NVIDIA GPU. From the repository root, in a
-# virtual environment with `pip install -e '.[test,cuda12]'` (or cuda13):
+# virtual environment with `pip install -e '.[test,cuda12]'` (or cuda13; on a machine without
+# network, benchmarks/gpu_wheels.sh prepares what to carry and says how to run):
 #
 #     bash benchmarks/gpu_check.sh            # PYTHON=/path/to/python to pick the interpreter
 #
@@ -39,8 +40,10 @@ nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || echo "(nvidia-smi not found)" > "$out
 status=0
 # JAX would otherwise reserve 75 % of the card up front, beside CuPy's and PyTorch's pools
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-"$PY" -m pytest -m gpu -rs -v -p no:cacheprovider tests/test_gpu.py > "$out/pytest-gpu.txt" 2>&1 \
-    || status=1
+# every GPU-marked test (the Dask ones need dask-cuda: run them where it is installed)
+"$PY" -m pytest -m gpu -rs -v -p no:cacheprovider tests/test_gpu.py tests/test_gpu_sparse.py \
+    tests/test_checkpoint.py tests/test_bench.py tests/test_engine_selection.py \
+    tests/test_hardware.py tests/test_sparse_paths.py > "$out/pytest-gpu.txt" 2>&1 || status=1
 if grep -q "SKIPPED" "$out/pytest-gpu.txt"; then status=1; fi  # on a GPU nothing may skip
 engines="numpy,array-api-strict,cupy"
 for e in torch jax; do
