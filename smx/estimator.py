@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import numbers
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from array_api_compat import array_namespace, is_cupy_array, is_jax_array, is_torch_array
+from array_api_compat import array_namespace
 from scipy.special import log_expit, log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -31,16 +30,26 @@ from sklearn.utils import check_random_state
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
-    _assert_all_finite,
     _check_sample_weight,
     check_is_fitted,
-    column_or_1d,
     validate_data,
 )
 
 from smx.config import load_config
-from smx.datasets.split import Splits, Standardizer, check_standardized, logit_limit
+from smx.datasets.split import Splits, Standardizer, check_standardized
 from smx.errors import ConfigError, DataError, PluginError
+from smx.estimator_input import (
+    InvalidData,
+    InvalidParameter,
+    check_native_magnitudes,
+    check_row,
+    check_sparse_magnitudes,
+    cupyx_sparse,
+    host_values,
+    native_engine,
+    native_labels,
+    native_weights,
+)
 from smx.modelfile import FittedModel, load_model
 
 #: what fit and predict accept: float64 stays float64, float32 is not copied to float64
@@ -53,16 +62,6 @@ DENSIFY = ("standardize=True would densify sparse X (centering); scale it instea
 
 _OVERFLOW = ("X holds values so large that the scores (X @ coef_.T + intercept_) overflow; "
              "rescale X as it was at fit time")
-
-
-class InvalidParameter(ConfigError, ValueError):
-    """A parameter the config refuses: an smx error that is also the ``ValueError``
-    scikit-learn raises for a bad parameter."""
-
-
-class InvalidData(DataError, ValueError):
-    """Data smx refuses (values too large for the run's dtype): an smx error that is also
-    the ``ValueError`` scikit-learn raises for bad input."""
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
@@ -176,15 +175,15 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         from smx.plugins import get_plugins
         from smx.training import Trainer
 
-        native = _native_engine(X)
+        native = native_engine(X)
         if native is not None and self.backend in ("auto", native[0]):
             return self._fit_native(X, y, sample_weight, *native)
         if native is not None and native[0] == "cupy":  # NumPy cannot read GPU memory
             raise ValueError(f"X is on the GPU (CuPy): it trains on backend='cupy' or 'auto', "
                              f"not {self.backend!r}; pass X.get() to train on the host")
         if native is not None:  # a tensor for the NumPy engine: its values, as NumPy reads
-            X = _host_values(X)
-        y, sample_weight = _host_values(y), _host_values(sample_weight)
+            X = host_values(X)
+        y, sample_weight = host_values(y), host_values(sample_weight)
         X, y = validate_data(self, X, y, accept_sparse=SPARSE, dtype=FLOAT_DTYPES)
         if sp.issparse(X):
             if self.standardize:
@@ -216,7 +215,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             except DataError as exc:
                 raise InvalidData(str(exc)) from None
         else:
-            _check_sparse_magnitudes(X, cfg.dtype)
+            check_sparse_magnitudes(X, cfg.dtype)
         empty = np.empty((0, X.shape[1]))
         none = np.empty(0, np.int64)
         splits = Splits(classes=classes, X_train=std(X) if self.standardize else X,
@@ -284,7 +283,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         from smx.plugins import get_plugins
         from smx.training import Trainer
 
-        sparse = _cupyx_sparse(X)  # its checks run on the stored values, X.data
+        sparse = cupyx_sparse(X)  # its checks run on the stored values, X.data
         if sparse and self.standardize:
             raise ValueError(DENSIFY)
         xp = array_namespace(X.data if sparse else X)
@@ -310,8 +309,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             raise ValueError("Input X contains NaN or infinity.")
         backend = get_plugins().backend(engine)
         n = int(X.shape[0])
-        classes, y_idx = _native_labels(y, xp, backend, on)
-        w = _native_weights(sample_weight, n, xp, on, X.dtype)
+        classes, y_idx = native_labels(y, xp, backend, on)
+        w = native_weights(sample_weight, n, xp, on, X.dtype)
         present = len(classes) if w is None else int(backend.to_host(xp.sum(xp.astype(
             xp.unique_values(xp.where(w > 0, y_idx, -1)) >= 0, xp.int64))))
         if len(classes) < 2 or present < 2:
@@ -328,7 +327,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 j = int(np.argmax(bad))
                 i = int(backend.to_host(xp.argmax(xp.abs(X[:, j]))))
                 row = np.asarray(backend.to_host(X[i, :]), dtype=np.float64)
-                _check_row(np.where(np.arange(len(row)) == j, np.inf, row), row, i,
+                check_row(np.where(np.arange(len(row)) == j, np.inf, row), row, i,
                            "float64", True)
             std = Standardizer(mean, np.where(scale > 0, scale, 1.0))
             X = (X - xp.asarray(std.mean, dtype=X.dtype, device=X.device)) / xp.asarray(
@@ -340,9 +339,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         # float32 X is scored in float32 (decision_function): its limit holds whatever dtype
         limit_dtype = "float32" if (values.dtype == xp.float32) else cfg.dtype
         if sparse:
-            _check_sparse_magnitudes(X, limit_dtype, backend)
+            check_sparse_magnitudes(X, limit_dtype, backend)
         else:
-            _check_native_magnitudes(X, raw, xp, backend, limit_dtype, self.standardize)
+            check_native_magnitudes(X, raw, xp, backend, limit_dtype, self.standardize)
         empty = xp.zeros((0, X.shape[1]), dtype=X.dtype, device=on)
         none = xp.zeros((0,), dtype=y_idx.dtype, device=on)
         splits = Splits(classes=classes, X_train=X, y_train=y_idx, X_val=empty, y_val=none,
@@ -390,8 +389,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         ``classes_[1]``), as ``LogisticRegression``; in the input's library and on its
         device for a PyTorch tensor or a JAX array."""
         check_is_fitted(self)
-        if _native_engine(X) is not None:
-            sparse = _cupyx_sparse(X)  # cupyx: a cuSPARSE product, X never densified
+        if native_engine(X) is not None:
+            sparse = cupyx_sparse(X)  # cupyx: a cuSPARSE product, X never densified
             xp = array_namespace(X.data if sparse else X)
             if len(X.shape) != 2:
                 raise ValueError(f"Expected 2D array, got {len(X.shape)}D array instead")
@@ -417,7 +416,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         scores = self.decision_function(X)
-        if _native_engine(scores) is not None:
+        if native_engine(scores) is not None:
             xp = array_namespace(scores)
             if scores.ndim == 1:
                 scores = xp.stack([xp.zeros_like(scores), scores], axis=1)
@@ -433,7 +432,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         scores = self.decision_function(X)
-        if _native_engine(scores) is not None:
+        if native_engine(scores) is not None:
             xp = array_namespace(scores)
             idx = (xp.astype(scores > 0, xp.int64) if scores.ndim == 1
                    else xp.argmax(scores, axis=1))
@@ -472,23 +471,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return est
 
 
-def _native_engine(X: Any) -> tuple[str, str] | None:
-    """``(engine, device)`` for a PyTorch tensor, a JAX array, a CuPy array or a cupyx
-    sparse matrix (never importing any of them: array-api-compat only looks at modules
-    already imported), else None."""
-    if is_torch_array(X):
-        if X.device.type == "meta":  # shapes without values: nothing to train on or score
-            raise ValueError("X is a PyTorch tensor on the 'meta' device, which holds no "
-                             "values; move it to a real device first")
-        return "torch", str(X.device)
-    if is_jax_array(X):
-        (dev,) = X.devices()
-        return "jax", "cpu" if dev.platform == "cpu" else f"{dev.platform}:{dev.id}"
-    if is_cupy_array(X) or _cupyx_sparse(X):
-        return "cupy", f"cuda:{(X.data if _cupyx_sparse(X) else X).device.id}"
-    return None
-
-
 def _select(cfg: Any, plugins: Any) -> Any:
     """hardware.select, an unknown or unusable backend or device being the ValueError
     scikit-learn raises for a bad parameter."""
@@ -500,119 +482,10 @@ def _select(cfg: Any, plugins: Any) -> Any:
         raise InvalidParameter(str(exc)) from None
 
 
-def _host_values(a: Any) -> Any:
-    """A PyTorch tensor as NumPy reads it (detached, on the CPU; bfloat16, which NumPy has
-    not, as float32); anything else unchanged (scikit-learn's validation converts it)."""
-    if not is_torch_array(a):
-        return a
-    _native_engine(a)  # refuses the meta device
-    a = a.detach().cpu()
-    if a.dtype.is_floating_point and a.dtype.itemsize == 2 and str(a.dtype) != "torch.float16":
-        a = a.float()
-    return a.numpy()
-
-
-def _native_labels(y: Any, xp: Any, backend: Any, on: Any) -> tuple[np.ndarray, Any]:
-    """(classes on the host, class indices on X's device), with scikit-learn's checks: y
-    1-D (or one column), finite, discrete. Labels given on the host (strings too) are
-    checked and encoded there; only the indices travel."""
-    if _native_engine(y) is None:
-        y = column_or_1d(np.asarray(_host_values(y)), warn=True)
-        if y.dtype.kind in "fc":
-            _assert_all_finite(y, input_name="y")
-        check_classification_targets(y)
-        classes, y_idx = np.unique(y, return_inverse=True)
-        return classes, xp.asarray(y_idx.astype(np.int64).reshape(-1), device=on)
-    if len(y.shape) == 2 and y.shape[1] == 1:
-        y = xp.reshape(y, (-1,))
-    if len(y.shape) != 1:
-        raise ValueError(f"y should be a 1d array, got an array of shape {tuple(y.shape)} "
-                         "instead.")
-    if xp.isdtype(y.dtype, "complex floating"):
-        raise ValueError("Complex data not supported")
-    if xp.isdtype(y.dtype, "real floating"):
-        if not bool(xp.all(xp.isfinite(y))):
-            raise ValueError("Input y contains NaN or infinity.")
-        if not bool(xp.all(y == xp.round(y))):
-            raise ValueError("Unknown label type: continuous. Maybe you are trying to fit a "
-                             "classifier, which expects discrete classes on a regression "
-                             "target with continuous values.")
-    classes_dev, y_idx = xp.unique_inverse(y)
-    return np.asarray(backend.to_host(classes_dev)), y_idx
-
-
-def _native_weights(sample_weight: Any, n: int, xp: Any, on: Any, dtype: Any) -> Any:
-    """Sample weights on X's device: n finite numbers >= 0 (a scalar weighs every row);
-    given on the host, scikit-learn's own check runs there."""
-    if sample_weight is None:
-        return None
-    if _native_engine(sample_weight) is None:
-        w = _check_sample_weight(_host_values(sample_weight), np.empty((n, 0)),
-                                 dtype=np.float64, ensure_non_negative=True)
-        return xp.asarray(w, dtype=dtype, device=on)
-    w = sample_weight
-    if tuple(w.shape) != (n,):
-        raise ValueError(f"sample_weight.shape == {tuple(w.shape)}, expected ({n},)!")
-    if not xp.isdtype(w.dtype, ("real floating", "integral")):
-        raise ValueError(f"sample_weight must hold real numbers, got dtype {w.dtype}")
-    w = xp.astype(w, dtype)
-    if not bool(xp.all(xp.isfinite(w))):
-        raise ValueError("Input sample_weight contains NaN or infinity.")
-    if bool(xp.any(w < 0)):
-        raise ValueError("Negative values in data passed to `sample_weight`.")
-    return w
-
-
-def _check_row(row_s: np.ndarray, row_r: np.ndarray, i: int, dtype: str,
-               standardized: bool) -> None:
-    try:
-        check_standardized(row_s[None], np.array([i]), dtype=dtype, where="fit", columns=None,
-                           raw=row_r[None], standardized=standardized)
-    except DataError as exc:
-        raise InvalidData(str(exc)) from None
-
-
-def _check_native_magnitudes(Xs: Any, raw: Any, xp: Any, backend: Any, dtype: str,
-                             standardized: bool) -> None:
-    """The dense check of fit (values whose logits would overflow ``dtype``) where X lives:
-    one reduction to the host, and the offending row only when there is one."""
-    limit = logit_limit(dtype)
-    colmax = np.asarray(backend.to_host(xp.max(xp.abs(Xs), axis=0)), dtype=np.float64)
-    bad = ~(colmax <= limit)
-    if not bad.any():
-        return
-    j = int(np.argmax(bad))
-    i = int(backend.to_host(xp.argmax(xp.abs(Xs[:, j]))))
-    _check_row(np.asarray(backend.to_host(Xs[i, :]), dtype=np.float64),
-               np.asarray(backend.to_host(raw[i, :]), dtype=np.float64), i, dtype,
-               standardized)
-
-
-def _check_sparse_magnitudes(X: Any, dtype: str, backend: Any = None) -> None:
-    """The same check for sparse X, on its stored values (scipy.sparse or cupyx CSR)."""
-    limit = logit_limit(dtype)
-    data = X.data if backend is None else np.asarray(backend.to_host(X.data))
-    bad = ~(np.abs(data) <= limit)
-    if not bad.any():
-        return
-    k = int(np.argmax(bad))
-    indptr = np.asarray(X.indptr if backend is None else backend.to_host(X.indptr))
-    i = int(np.searchsorted(indptr, k, side="right") - 1)
-    row = X[i].toarray() if backend is None else np.asarray(backend.to_host(X[i].toarray()))
-    row = np.asarray(row, dtype=np.float64).reshape(-1)
-    _check_row(row, row, i, dtype, False)
-
-
-def _cupyx_sparse(X: Any) -> bool:
-    """A cupyx.scipy.sparse matrix (without importing CuPy when it is not loaded)."""
-    csp = sys.modules.get("cupyx.scipy.sparse")
-    return csp is not None and bool(csp.issparse(X))
-
-
 def get_plugins_backend(array: Any) -> Any:
     from smx.plugins import get_plugins
 
-    return get_plugins().backend(_native_engine(array)[0])
+    return get_plugins().backend(native_engine(array)[0])
 
 
 def _standardizer(X: np.ndarray, w: np.ndarray | None) -> Standardizer:

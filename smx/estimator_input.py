@@ -1,0 +1,157 @@
+"""The estimator's checks of input held by another array library (a PyTorch tensor, a JAX
+or CuPy array, cupyx sparse), made where it lives, with scikit-learn's messages; and the
+error types that are both smx's and the ``ValueError`` scikit-learn users expect.
+
+Apart from :mod:`smx.estimator` so the estimator reads as the scikit-learn API over the
+Trainer, and these checks (most of them the tensor versions of scikit-learn's own) as one
+list a reader can audit.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+from array_api_compat import is_cupy_array, is_jax_array, is_torch_array
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _assert_all_finite, _check_sample_weight, column_or_1d
+
+from smx.datasets.split import check_standardized, logit_limit
+from smx.errors import ConfigError, DataError
+
+
+class InvalidData(DataError, ValueError):
+    """Data smx refuses (values too large for the run's dtype): an smx error that is also
+    the ``ValueError`` scikit-learn raises for bad input."""
+
+
+class InvalidParameter(ConfigError, ValueError):
+    """A parameter the config refuses: an smx error that is also the ``ValueError``
+    scikit-learn raises for a bad parameter."""
+
+
+def native_engine(X: Any) -> tuple[str, str] | None:
+    """``(engine, device)`` for a PyTorch tensor, a JAX array, a CuPy array or a cupyx
+    sparse matrix (never importing any of them: array-api-compat only looks at modules
+    already imported), else None."""
+    if is_torch_array(X):
+        if X.device.type == "meta":  # shapes without values: nothing to train on or score
+            raise ValueError("X is a PyTorch tensor on the 'meta' device, which holds no "
+                             "values; move it to a real device first")
+        return "torch", str(X.device)
+    if is_jax_array(X):
+        (dev,) = X.devices()
+        return "jax", "cpu" if dev.platform == "cpu" else f"{dev.platform}:{dev.id}"
+    if is_cupy_array(X) or cupyx_sparse(X):
+        return "cupy", f"cuda:{(X.data if cupyx_sparse(X) else X).device.id}"
+    return None
+
+
+def host_values(a: Any) -> Any:
+    """A PyTorch tensor as NumPy reads it (detached, on the CPU; bfloat16, which NumPy has
+    not, as float32); anything else unchanged (scikit-learn's validation converts it)."""
+    if not is_torch_array(a):
+        return a
+    native_engine(a)  # refuses the meta device
+    a = a.detach().cpu()
+    if a.dtype.is_floating_point and a.dtype.itemsize == 2 and str(a.dtype) != "torch.float16":
+        a = a.float()
+    return a.numpy()
+
+
+def native_labels(y: Any, xp: Any, backend: Any, on: Any) -> tuple[np.ndarray, Any]:
+    """(classes on the host, class indices on X's device), with scikit-learn's checks: y
+    1-D (or one column), finite, discrete. Labels given on the host (strings too) are
+    checked and encoded there; only the indices travel."""
+    if native_engine(y) is None:
+        y = column_or_1d(np.asarray(host_values(y)), warn=True)
+        if y.dtype.kind in "fc":
+            _assert_all_finite(y, input_name="y")
+        check_classification_targets(y)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        return classes, xp.asarray(y_idx.astype(np.int64).reshape(-1), device=on)
+    if len(y.shape) == 2 and y.shape[1] == 1:
+        y = xp.reshape(y, (-1,))
+    if len(y.shape) != 1:
+        raise ValueError(f"y should be a 1d array, got an array of shape {tuple(y.shape)} "
+                         "instead.")
+    if xp.isdtype(y.dtype, "complex floating"):
+        raise ValueError("Complex data not supported")
+    if xp.isdtype(y.dtype, "real floating"):
+        if not bool(xp.all(xp.isfinite(y))):
+            raise ValueError("Input y contains NaN or infinity.")
+        if not bool(xp.all(y == xp.round(y))):
+            raise ValueError("Unknown label type: continuous. Maybe you are trying to fit a "
+                             "classifier, which expects discrete classes on a regression "
+                             "target with continuous values.")
+    classes_dev, y_idx = xp.unique_inverse(y)
+    return np.asarray(backend.to_host(classes_dev)), y_idx
+
+
+def native_weights(sample_weight: Any, n: int, xp: Any, on: Any, dtype: Any) -> Any:
+    """Sample weights on X's device: n finite numbers >= 0 (a scalar weighs every row);
+    given on the host, scikit-learn's own check runs there."""
+    if sample_weight is None:
+        return None
+    if native_engine(sample_weight) is None:
+        w = _check_sample_weight(host_values(sample_weight), np.empty((n, 0)),
+                                 dtype=np.float64, ensure_non_negative=True)
+        return xp.asarray(w, dtype=dtype, device=on)
+    w = sample_weight
+    if tuple(w.shape) != (n,):
+        raise ValueError(f"sample_weight.shape == {tuple(w.shape)}, expected ({n},)!")
+    if not xp.isdtype(w.dtype, ("real floating", "integral")):
+        raise ValueError(f"sample_weight must hold real numbers, got dtype {w.dtype}")
+    w = xp.astype(w, dtype)
+    if not bool(xp.all(xp.isfinite(w))):
+        raise ValueError("Input sample_weight contains NaN or infinity.")
+    if bool(xp.any(w < 0)):
+        raise ValueError("Negative values in data passed to `sample_weight`.")
+    return w
+
+
+def check_row(row_s: np.ndarray, row_r: np.ndarray, i: int, dtype: str,
+               standardized: bool) -> None:
+    try:
+        check_standardized(row_s[None], np.array([i]), dtype=dtype, where="fit", columns=None,
+                           raw=row_r[None], standardized=standardized)
+    except DataError as exc:
+        raise InvalidData(str(exc)) from None
+
+
+def check_native_magnitudes(Xs: Any, raw: Any, xp: Any, backend: Any, dtype: str,
+                             standardized: bool) -> None:
+    """The dense check of fit (values whose logits would overflow ``dtype``) where X lives:
+    one reduction to the host, and the offending row only when there is one."""
+    limit = logit_limit(dtype)
+    colmax = np.asarray(backend.to_host(xp.max(xp.abs(Xs), axis=0)), dtype=np.float64)
+    bad = ~(colmax <= limit)
+    if not bad.any():
+        return
+    j = int(np.argmax(bad))
+    i = int(backend.to_host(xp.argmax(xp.abs(Xs[:, j]))))
+    check_row(np.asarray(backend.to_host(Xs[i, :]), dtype=np.float64),
+               np.asarray(backend.to_host(raw[i, :]), dtype=np.float64), i, dtype,
+               standardized)
+
+
+def check_sparse_magnitudes(X: Any, dtype: str, backend: Any = None) -> None:
+    """The same check for sparse X, on its stored values (scipy.sparse or cupyx CSR)."""
+    limit = logit_limit(dtype)
+    data = X.data if backend is None else np.asarray(backend.to_host(X.data))
+    bad = ~(np.abs(data) <= limit)
+    if not bad.any():
+        return
+    k = int(np.argmax(bad))
+    indptr = np.asarray(X.indptr if backend is None else backend.to_host(X.indptr))
+    i = int(np.searchsorted(indptr, k, side="right") - 1)
+    row = X[i].toarray() if backend is None else np.asarray(backend.to_host(X[i].toarray()))
+    row = np.asarray(row, dtype=np.float64).reshape(-1)
+    check_row(row, row, i, dtype, False)
+
+
+def cupyx_sparse(X: Any) -> bool:
+    """A cupyx.scipy.sparse matrix (without importing CuPy when it is not loaded)."""
+    csp = sys.modules.get("cupyx.scipy.sparse")
+    return csp is not None and bool(csp.issparse(X))
