@@ -192,13 +192,13 @@ class JaxBackend(Backend):
 
         def fused(params: Any, state: Any, data: Block, order: Any,
                   bounds: list[tuple[int, int]], lrs: list[float]) -> Any:
-            steps = len(bounds)
-            width = max(stop - start for start, stop in bounds)
-            idx = np.zeros((steps, width), dtype=index)  # padding: row 0, weight 0
-            rows = np.empty(steps, dtype=index)
-            for i, (start, stop) in enumerate(bounds):
-                idx[i, :stop - start] = order[start:stop]
-                rows[i] = stop - start
+            starts, stops = np.asarray(bounds, dtype=np.int64).T
+            rows = (stops - starts).astype(index)
+            width = int(rows.max())
+            at = starts[:, None] + np.arange(width)  # each step's positions in the order
+            real = at < stops[:, None]
+            # padding: row 0, weight 0 (one vectorised gather: an epoch may have 10⁶ steps)
+            idx = np.where(real, np.asarray(order)[np.where(real, at, 0)], 0).astype(index)
             scale = (rows / width).astype(dtype)  # 1 exactly for full batches
             # host arrays go with the call's arguments (a device slice: ~70 µs more a step)
             return compiled(params, state, data.X, data.y, data.w, idx, rows, scale,
