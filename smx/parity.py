@@ -60,7 +60,7 @@ import numpy as np
 from smx import model
 from smx.config import RunConfig
 from smx.datasets.split import Splits
-from smx.errors import ConfigError, ParityMismatch, RunFolderError
+from smx.errors import ConfigError, ParityMismatch, RunFolderError, SmxError
 from smx.training import Trainer
 from smx.types import Backend
 
@@ -276,8 +276,13 @@ def run_parity(cfg: RunConfig, backends: list[tuple[str, str]], plugins: Any, *,
 
     placed = []
     for name, device in [(reference, "auto"), *backends]:
-        backend = plugins.backend(name, where="--backends" if placed else "--reference")
-        placed.append((backend, backend.resolve_device(device)))
+        where = "--backends" if placed else "--reference"
+        backend = plugins.backend(name, where=where)
+        try:
+            placed.append((backend, backend.resolve_device(device)))
+        except SmxError as exc:  # say which option named it (a run's error says "device")
+            raise type(exc)(str(exc).removeprefix(f"{exc.where}: ") if exc.where else str(exc),
+                            where=where) from None
     # prepared in the reference's dtype: each run casts it, the reference sees it unrounded
     splits = load_data(cfg.model_copy(update={"dtype": REFERENCE_DTYPE}), plugins)
     ref_backend, ref_device = placed[0]

@@ -175,3 +175,10 @@ def test_a_wrong_fused_kernel_fails_init_grad():
     js = report.to_json()
     assert js["reference"]["deterministic"] is True
     assert [b["deterministic"] for b in js["backends"]] == [True, False]
+
+
+def test_a_device_a_backend_lacks_is_named_as_the_option_that_asked(tmp_path):
+    """``--backends numpy@cuda:-1``: the error points at --backends, not at a config key."""
+    proc = run_smx("parity", str(ROOT / "configs" / "parity.yaml"), "--backends",
+                   "numpy@cuda:-1", cwd=tmp_path)
+    assert_one_line_error(proc, "--backends: backend 'numpy' has no device 'cuda:-1'")
