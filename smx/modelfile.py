@@ -17,6 +17,7 @@ import numpy as np
 
 from smx import model
 from smx.checkpoint import checksum
+from smx.datasets.files import is_number
 from smx.datasets.split import Standardizer, check_features, check_standardized
 from smx.errors import DataError, ModelFileError
 from smx.io import atomic_write_bytes, npz_bytes
@@ -53,7 +54,7 @@ class FittedModel:
         names = [] if names is None else list(names)
         model = self.columns
         if not names or model is None or not all(isinstance(c, str) for c in names) \
-                or names == model or len(names) != len(model) or all(map(_number, names)):
+                or names == model or len(names) != len(model) or all(map(is_number, names)):
             return  # a count that differs is refused (and explained) by the caller; a row
             # of numbers taken as a header (--header) names nothing
         if sorted(names) == sorted(model):
@@ -215,11 +216,3 @@ def load_model(path: str | Path) -> FittedModel:
 def _names(names: list[str], most: int = 6) -> str:
     shown = ", ".join(repr(c) if c != c.strip() or not c else c for c in names[:most])
     return shown + (f", ... ({len(names)} in all)" if len(names) > most else "")
-
-
-def _number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

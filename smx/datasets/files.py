@@ -96,7 +96,8 @@ def _where(path: Path | str) -> str:
     return "<stdin>" if str(path) == STDIN else str(path)
 
 
-def _is_float(v: str) -> bool:
+def is_number(v: str) -> bool:
+    """Whether a CSV cell reads as a number (a header row has names, not numbers)."""
     try:
         float(v)
     except ValueError:
@@ -163,7 +164,7 @@ def load_csv(path: Path | str, label_column: str | None, label_required: bool = 
         try:
             X[i] = [float(v) for v in feats]
         except ValueError:
-            bad = next(j for j, v in enumerate(row) if j != label_idx and not _is_float(v))
+            bad = next(j for j, v in enumerate(row) if j != label_idx and not is_number(v))
             what = f"column {names[bad]!r}" if header else f"column {bad}"
             raise DataError(f"{what} is not a number: {row[bad]!r}",
                             where=f"{where}:{line}") from None
@@ -180,11 +181,11 @@ def load_csv(path: Path | str, label_column: str | None, label_required: bool = 
 
 def _decide_header(first: list[str], columns: Sequence[str] | None, where: str,
                    notes: list[str] | None) -> bool:
-    if not all(_is_float(c) for c in first):
+    if not all(is_number(c) for c in first):
         return True  # text in the first row: column names
     if columns is not None and list(columns) == first:
         return True  # the model's own (numeric) column names
-    if columns is not None and not all(_is_float(c) for c in columns):
+    if columns is not None and not all(is_number(c) for c in columns):
         if notes is not None:
             notes.append(f"{where} has no header row (its first row is numbers; the model's "
                          f"columns are named {', '.join(columns[:3])}"
