@@ -90,8 +90,7 @@ def _on_accelerator(backend: Backend, device: str) -> tuple[str | None, str | No
 
     An engine with ``accelerator_hint()`` answers from the installed files first, so a
     machine without a GPU never imports PyTorch or JAX to find that out."""
-    hint = getattr(backend, "accelerator_hint", None)
-    reason = hint() if hint is not None else backend.unavailable_reason()
+    reason = backend.accelerator_hint()
     if reason is not None:
         return None, reason
     try:
@@ -161,20 +160,18 @@ def backend_report(plugins) -> list[dict[str, Any]]:
         reason = backend.unavailable_reason()
         entry: dict[str, Any] = {"name": backend.name, "gpu": backend.is_gpu,
                                  "usable": reason is None, "reason": reason, "devices": []}
-        quick = getattr(backend, "cheap_report", None)
-        listed = quick() if reason is None and quick is not None else None
+        listed = backend.cheap_report() if reason is None else None
         if listed is not None:  # known without importing the library (no accelerator here)
             entry.update(listed)
         elif reason is None:
             try:
                 entry["devices"] = backend.devices()
-                details = getattr(backend, "device_info", None)
-                if details is not None:
-                    entry["device_info"] = details()
+                if details := backend.device_info():
+                    entry["device_info"] = details
                 entry["versions"] = backend.versions()
             except Exception as exc:  # a backend that passed its probe but fails here
                 entry.update(usable=False, reason=f"{type(exc).__name__}: {exc}")
-        if entry["usable"] and hasattr(backend, "accelerator_hint"):  # CPU and GPU engines
+        if entry["usable"] and backend.is_gpu:  # engines that run on the CPU or an accelerator
             entry["gpu"] = any(_wants_gpu(d) for d in entry["devices"])
         out.append(entry)
     return out

@@ -57,7 +57,7 @@ from smx.run_folder import (
     run_name,
 )
 from smx.runlock import RunLock
-from smx.training import STATE_FORMAT, Trainer, TrainResult
+from smx.training import READABLE_FORMATS, Trainer, TrainResult, upgrade_state
 
 
 @dataclass
@@ -148,7 +148,7 @@ def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -
         cfg = load_config(folder / "config.yaml", plugins=plugins)
         cfg = cfg.model_copy(update={"output": str(folder)})
         state = load_checkpoint(folder / CHECKPOINT)
-        if isinstance(state, dict) and state.get("format") != STATE_FORMAT:
+        if isinstance(state, dict) and state.get("format") not in READABLE_FORMATS:
             raise ModelFileError("this checkpoint was written by smx 0.1, whose optimizer "
                                  "state this version does not read; start the run again "
                                  "(without --resume, or with --overwrite)",
@@ -166,7 +166,9 @@ def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -
         splits = load_data(cfg, plugins, status, backend=placement.backend)
         preload_plotting()
         trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
-        check_state(state, trainer.state_dict(), epochs=cfg.epochs,
+        template = trainer.state_dict()
+        state = upgrade_state(state, template)
+        check_state(state, template, epochs=cfg.epochs,
                     steps_per_epoch=trainer.steps_per_epoch, where=str(folder / CHECKPOINT))
         try:
             trainer.load_state_dict(state)
@@ -261,7 +263,7 @@ def _train_and_write(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Spl
             metrics.close()
         status("evaluating the final parameters...")
         final = final_metrics(trainer, splits)
-        engine = getattr(backend, "run_report", dict)()  # e.g. Dask workers' peak memory
+        engine = backend.run_report()  # e.g. Dask workers' peak memory
         marked = best_epoch(result, trainer)
     except BaseException as exc:
         # the finished frames of the traceback still hold device arrays (batches, params)

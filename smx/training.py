@@ -39,12 +39,41 @@ from smx.errors import (
     SmxError,
 )
 from smx.objective import Objective
-from smx.optimizers.transforms import apply_updates, chain, clip_by_global_norm
+from smx.optimizers.transforms import chain, clip_by_global_norm
+from smx.step import TrainStep
 from smx.stopping import EarlyStopping, StopRule, optimizer_converged
 from smx.types import Array, Backend, Block, Params, SolverSpec
 
-#: what ``state_dict`` writes; 0.1's checkpoints (no format) held another optimizer state
-STATE_FORMAT = 2
+#: what ``state_dict`` writes; 0.1's checkpoints (no format) held another optimizer state,
+#: and format 2 (smx 2.0) kept step counts as Python ints and no count for a schedule
+#: (:func:`upgrade_state` reads it)
+STATE_FORMAT = 3
+READABLE_FORMATS = (2, 3)
+
+
+def upgrade_state(state: Any, template: dict[str, Any]) -> Any:
+    """A format-2 checkpoint's state in format 3, shaped by ``template`` (a fresh Trainer's
+    ``state_dict()``): each step count that was a Python int becomes a 0-d array, and a
+    scheduled learning rate's link, which kept no state, gets the run's step as its count
+    (the schedule was evaluated at the run's step). Anything else comes back unchanged."""
+    if not isinstance(state, dict) or state.get("format") != 2:
+        return state
+    step = state.get("step")
+
+    def up(saved: Any, fresh: Any) -> Any:
+        if isinstance(fresh, dict) and isinstance(saved, dict):
+            return {k: up(v, fresh[k]) if k in fresh else v for k, v in saved.items()}
+        if isinstance(fresh, dict) and set(fresh) == {"count"} and saved == ():
+            return {"count": np.asarray(step, dtype=fresh["count"].dtype)}
+        if isinstance(fresh, tuple) and isinstance(saved, tuple) and len(saved) == len(fresh):
+            return tuple(up(v, f) for v, f in zip(saved, fresh, strict=True))
+        if (isinstance(fresh, np.ndarray) and fresh.shape == () and fresh.dtype.kind in "iu"
+                and isinstance(saved, int) and not isinstance(saved, bool)):
+            return np.asarray(saved, dtype=fresh.dtype)
+        return saved
+
+    return {**state, "format": STATE_FORMAT,
+            "opt_state": up(state.get("opt_state"), template["opt_state"])}
 
 
 def init_params(n_features: int, n_classes: int, cfg: RunConfig) -> dict[str, np.ndarray]:
@@ -142,6 +171,25 @@ def evaluate(backend: Backend, objective: Objective, params: Params, data: Block
     return {"loss": loss, "accuracy": read[-1] if accuracy else None}
 
 
+@dataclass(frozen=True)
+class _WeightPlan:
+    """What the training weights decide before placement: class weights (host), and the
+    total weight the C ↔ l2 conversion scales by."""
+
+    class_weight: np.ndarray | None
+    weight_sum: float
+
+
+@dataclass(frozen=True)
+class _Constant:
+    """A schedule that never changes (a factory returned a number)."""
+
+    value: float
+
+    def __call__(self, count: Any) -> float:
+        return self.value
+
+
 @dataclass
 class TrainResult:
     params: dict[str, np.ndarray]
@@ -171,99 +219,13 @@ class Trainer:
         *,
         initial: dict[str, np.ndarray] | None = None,
     ) -> None:
-        self.cfg, self.backend, self.device = cfg, backend, device
-        k, dtype = splits.n_classes, cfg.dtype
+        self.cfg, self.backend, self.device, self.plugins = cfg, backend, device, plugins
         backend.configure(backend.options.model_validate(check_backend_options(cfg, backend)))
-        host_init = initial if initial is not None else init_params(splits.n_features, k, cfg)
-        w_train, w_val = getattr(splits, "w_train", None), getattr(splits, "w_val", None)
-        # labels and weights on the host for the class weights and the total weight: small
-        # (n numbers) next to X, which may already live on the backend's device; a
-        # partitioned source's reductions give each class's total instead (no labels read)
-        totals = getattr(splits.y_train, "class_totals", None)
-        y_host, w_host = (None, None) if totals is not None else (
-            _host(backend, splits.y_train), _host(backend, w_train))
-        total = (np.asarray(totals).sum() if totals is not None else
-                 None if w_host is None else w_host.sum())
-        if total is not None and not total > 0:  # the loss would be a mean over nothing
-            raise DataError("sample_weight is zero for every row of the training part",
-                            where="data.sample_weight")
-        if total is not None:
-            check_weight_total(float(total), dtype)
-        cw_host = class_weights(cfg.loss.class_weight, splits.classes, y_host, w_host,
-                                totals=totals)
-        if model.is_sparse(splits.X_train) and not backend.accepts_sparse:
-            raise DataError(f"backend {backend.name!r} does not take sparse X; sparse X trains "
-                            "on backend numpy or cupy (without densifying it), or pass "
-                            f"X.toarray() to train on {backend.name!r}", where="backend")
-        try:
-            self.train_data = backend.place(splits.X_train, splits.y_train, w_train, device,
-                                            dtype)
-            self.val_data = backend.place(splits.X_val, splits.y_val, w_val, device, dtype)
-            self.params: Params = {name: backend.from_host(v, device, dtype)
-                                   for name, v in host_init.items()}
-            cw = None if cw_host is None else backend.from_host(cw_host, device, dtype)
-        except MemoryError as exc:  # CuPy's OutOfMemoryError is one
-            raise DataError(f"the data does not fit in the memory of {backend.name} on {device} "
-                            f"({type(exc).__name__}: {exc}); use a smaller dataset"
-                            + (" or dtype=float32" if dtype == "float64" else ""),
-                            where="device") from None
-
-        with _plugin_call("loss", cfg.loss.name):
-            self.loss = plugins.get("loss", cfg.loss.name).factory(**cfg.loss.params())
-        n = self.train_data.n
-        weight_sum = float(n if w_host is None else np.sum(w_host))
-        if totals is not None:
-            t = np.asarray(totals, np.float64)
-            weight_sum = float(t.sum() if cw_host is None else cw_host @ t)
-        elif cw_host is not None:
-            r = cw_host[y_host]
-            weight_sum = float(np.sum(r if w_host is None else r * w_host))
-        self.l2 = effective_l2(cfg, weight_sum)
-        self.objective = Objective(self.loss, self.l2, class_weight=cw,
-                                   kernel=backend.kernel(self.loss))
-
-        self.opt_spec = plugins.get("optimizer", cfg.optimizer.name)
-        opt_params = cfg.optimizer.params()
-        self.solver = self.transform = None
-        with _plugin_call("optimizer", cfg.optimizer.name):
-            if isinstance(self.opt_spec, SolverSpec):
-                self.solver = self.opt_spec.factory(**opt_params)
-                self.opt_state = self.solver.init(self.params)
-            else:
-                tx = self.opt_spec.factory(**opt_params)
-                if cfg.clip_grad_norm is not None:  # first link: every optimizer, plugins too
-                    tx = chain(clip_by_global_norm(cfg.clip_grad_norm), tx)
-                self.transform = tx
-                self.opt_state = tx.init(self.params)
-        self.base_lr = float(opt_params.get("lr", 1.0))
-
-        self.full_batch = self.solver is not None or cfg.batch_size >= n
-        self.batch_size = n if self.full_batch else cfg.batch_size
-        self.steps_per_epoch = math.ceil(n / self.batch_size)
-        with _plugin_call("schedule", cfg.schedule.name):
-            self.schedule = plugins.get("schedule", cfg.schedule.name).factory(
-                total_steps=cfg.epochs * self.steps_per_epoch,
-                steps_per_epoch=self.steps_per_epoch, **cfg.schedule.params(),
-            )
-        self.rng = np.random.default_rng(cfg.seed)
-        if cfg.shuffle == "batches" and not self.full_batch:
-            # one row shuffle per run (drawn before any epoch's, so a resumed run, whose RNG
-            # state comes back afterwards, gets the same copy), then contiguous batches
-            perm = backend.from_host(self.rng.permutation(n), device, "int64")
-            self.train_data = backend.batch(self.train_data, perm)
-        self.xp = backend.namespace()
-        self.fused_step = self.fused_epoch = None
-        if self.transform is not None:
-            self.train_step = backend.compile(self.make_step())
-            if not self.full_batch:
-                self.fused_epoch = backend.fused_epoch(self.objective, self.transform,
-                                                       self.train_data)
-                if self.fused_epoch is None:
-                    self.fused_step = backend.fused_step(self.objective, self.transform,
-                                                         self.train_data)
-        else:  # the solver's host loop calls a compiled full-batch value-and-gradient
-            self.full_value_and_grad = backend.compile(
-                lambda params, X, y, w: self.value_and_grad(params, Block(X, y, w)))
+        plan = self._plan_weights(splits)
+        cw = self._place(splits, initial, plan.class_weight)
+        self._plan_objective(plan, cw)
+        self._plan_optimizer()
+        self._compile_step()
         self.step = 0
         self.threads: int | None = None  # the thread limit fit() applied (None: none)
         self.epoch = 0
@@ -279,25 +241,139 @@ class Trainer:
         if self.early_stopping:
             self.stop_rules.append(self.early_stopping)
 
-    def make_step(self) -> Callable[..., tuple[Params, Any, Array]]:
-        """The pure step ``(params, state, X, y, w, lr) -> (params, state, loss)``: the
-        objective's partial (through the engine), the transformation and the update. Pure
-        and over arrays only, so an engine may compile it (``Backend.compile``)."""
-        objective, transform, backend = self.objective, self.transform, self.backend
+    # --- construction: the plan (host), the placement (device), the step -------------------
 
-        one_block = type(backend).partial is Backend.partial  # no shards: call it directly
+    def _plan_weights(self, splits: Splits) -> _WeightPlan:
+        """Host-side checks and sums of the training weights, before anything is placed.
 
-        def step(params: Params, state: Any, X: Array, y: Array, w: Array | None, lr: Any
-                 ) -> tuple[Params, Any, Array]:
-            if one_block:
-                part = objective.partial(params, Block(X, y, w))
+        Labels and weights are small (n numbers) next to X, which may already live on the
+        engine's device; a partitioned source's reductions give each class's total instead
+        (no labels read)."""
+        cfg, backend = self.cfg, self.backend
+        w_train = getattr(splits, "w_train", None)
+        totals = getattr(splits.y_train, "class_totals", None)
+        y_host, w_host = (None, None) if totals is not None else (
+            _host(backend, splits.y_train), _host(backend, w_train))
+        total = (np.asarray(totals).sum() if totals is not None else
+                 None if w_host is None else w_host.sum())
+        if total is not None and not total > 0:  # the loss would be a mean over nothing
+            raise DataError("sample_weight is zero for every row of the training part",
+                            where="data.sample_weight")
+        if total is not None:
+            check_weight_total(float(total), cfg.dtype)
+        cw_host = class_weights(cfg.loss.class_weight, splits.classes, y_host, w_host,
+                                totals=totals)
+        if model.is_sparse(splits.X_train) and not backend.accepts_sparse:
+            raise DataError(f"backend {backend.name!r} does not take sparse X; sparse X trains "
+                            "on backend numpy or cupy (without densifying it), or pass "
+                            f"X.toarray() to train on {backend.name!r}", where="backend")
+        # the training rows' total weight (sample times class weights): the C ↔ l2 scale
+        n = int(splits.X_train.shape[0])
+        weight_sum = float(n if w_host is None else np.sum(w_host))
+        if totals is not None:
+            t = np.asarray(totals, np.float64)
+            weight_sum = float(t.sum() if cw_host is None else cw_host @ t)
+        elif cw_host is not None:
+            r = cw_host[y_host]
+            weight_sum = float(np.sum(r if w_host is None else r * w_host))
+        return _WeightPlan(cw_host, weight_sum)
+
+    def _place(self, splits: Splits, initial: dict[str, np.ndarray] | None,
+               cw_host: np.ndarray | None) -> Array | None:
+        """Data, initial parameters and class weights to the device, once; returns the
+        class weights there."""
+        cfg, backend, device, dtype = self.cfg, self.backend, self.device, self.cfg.dtype
+        host_init = initial if initial is not None else init_params(
+            splits.n_features, splits.n_classes, cfg)
+        w_train, w_val = getattr(splits, "w_train", None), getattr(splits, "w_val", None)
+        try:
+            self.train_data = backend.place(splits.X_train, splits.y_train, w_train, device,
+                                            dtype)
+            self.val_data = backend.place(splits.X_val, splits.y_val, w_val, device, dtype)
+            self.params: Params = {name: backend.from_host(v, device, dtype)
+                                   for name, v in host_init.items()}
+            return None if cw_host is None else backend.from_host(cw_host, device, dtype)
+        except MemoryError as exc:  # CuPy's OutOfMemoryError is one
+            raise DataError(f"the data does not fit in the memory of {backend.name} on {device} "
+                            f"({type(exc).__name__}: {exc}); use a smaller dataset"
+                            + (" or dtype=float32" if dtype == "float64" else ""),
+                            where="device") from None
+
+    def _plan_objective(self, plan: _WeightPlan, cw: Array | None) -> None:
+        cfg = self.cfg
+        with _plugin_call("loss", cfg.loss.name):
+            self.loss = self.plugins.get("loss", cfg.loss.name).factory(**cfg.loss.params())
+        self.l2 = effective_l2(cfg, plan.weight_sum)
+        self.objective = Objective(self.loss, self.l2, class_weight=cw,
+                                   kernel=self.backend.kernel(self.loss))
+
+    def _plan_optimizer(self) -> None:
+        """The optimizer (a transformation with its learning-rate schedule as a link, or a
+        full-batch solver), the batch geometry, and its initial state on the device."""
+        cfg, plugins = self.cfg, self.plugins
+        self.opt_spec = plugins.get("optimizer", cfg.optimizer.name)
+        opt_params = cfg.optimizer.params()
+        is_solver = isinstance(self.opt_spec, SolverSpec)
+        n = self.train_data.n
+        self.full_batch = is_solver or cfg.batch_size >= n
+        self.batch_size = n if self.full_batch else cfg.batch_size
+        self.steps_per_epoch = math.ceil(n / self.batch_size)
+        self.base_lr = float(opt_params.get("lr", 1.0))
+        with _plugin_call("schedule", cfg.schedule.name):
+            multiplier = plugins.get("schedule", cfg.schedule.name).factory(
+                total_steps=cfg.epochs * self.steps_per_epoch,
+                steps_per_epoch=self.steps_per_epoch, **cfg.schedule.params(),
+            )
+        self.schedule = multiplier if callable(multiplier) else _Constant(float(multiplier))
+        self.solver = self.transform = None
+        with _plugin_call("optimizer", cfg.optimizer.name):
+            if is_solver:
+                self.solver = self.opt_spec.factory(**opt_params)
+                self.opt_state = self.solver.init(self.params)
             else:
-                part = backend.partial(lambda b: objective.partial(params, b), Block(X, y, w))
-            loss, grads = objective.finish(part, params)
-            updates, state = transform.update(grads, state, params, lr)
-            return apply_updates(params, updates), state, loss
+                if "lr" in opt_params:  # the schedule is the rate's last link, in the step
+                    opt_params["lr"] = self.learning_rate()
+                tx = self.opt_spec.factory(**opt_params)
+                if cfg.clip_grad_norm is not None:  # first link: every optimizer, plugins too
+                    tx = chain(clip_by_global_norm(cfg.clip_grad_norm), tx)
+                self.transform = tx
+                self.opt_state = tx.init(self.params)
 
-        return step
+    def learning_rate(self) -> float | Callable[[Any], Any]:
+        """What the transformation scales by: ``lr`` times the schedule, a number when the
+        schedule is constant (no step count kept), else a function of the step count."""
+        base, schedule = self.base_lr, self.schedule
+        if isinstance(schedule, _Constant):
+            return base * schedule.value
+        return lambda count: base * schedule(count)
+
+    def _compile_step(self) -> None:
+        """The one core step (:class:`~smx.step.TrainStep`), as this engine runs it: an
+        epoch per call, a fused step per call, or the compiled step per batch."""
+        cfg, backend = self.cfg, self.backend
+        self.rng = np.random.default_rng(cfg.seed)
+        if cfg.shuffle == "batches" and not self.full_batch:
+            # one row shuffle per run (drawn before any epoch's, so a resumed run, whose RNG
+            # state comes back afterwards, gets the same copy), then contiguous batches
+            perm = backend.from_host(self.rng.permutation(self.train_data.n), self.device,
+                                     "int64")
+            self.train_data = backend.batch(self.train_data, perm)
+        self.xp = backend.namespace()
+        self.fused_step = self.fused_epoch = None
+        if self.transform is not None:
+            sharded = type(backend).partial is not Backend.partial
+            self.core_step = TrainStep(self.objective, self.transform,
+                                       backend.partial if sharded else None)
+            core = self.core_step
+            self.train_step = backend.compile(
+                lambda params, state, X, y, w: core(params, state, Block(X, y, w)))
+            if not self.full_batch:
+                self.fused_epoch = backend.fused_epoch(core, self.train_data)
+                if self.fused_epoch is None:
+                    self.fused_step = backend.fused_step(core, self.train_data)
+        else:  # the solver's host loop calls a compiled full-batch value-and-gradient
+            self.full_value_and_grad = backend.compile(
+                lambda params, X, y, w: self.value_and_grad(params, Block(X, y, w)))
 
     def value_and_grad(self, params: Params, data: Block | None = None
                        ) -> tuple[Array, Params]:
@@ -320,7 +396,8 @@ class Trainer:
             self.early_stopping.best_params = None
 
     def lr(self, step: int) -> float:
-        return self.base_lr * self.schedule(step)
+        """The learning rate of step ``step`` (0-based), on the host: what records show."""
+        return float(self.base_lr * self.schedule(float(step)))
 
     def run_epoch(self, on_log: LogCallback | None = None) -> float:
         """One pass over the training set; returns its mean batch loss (one host read)."""
@@ -336,17 +413,15 @@ class Trainer:
             if step % cfg.log_every == 0:
                 self._logged(step, loss, params, on_log)
         elif self.full_batch:
-            params, state, loss = self.train_step(params, state, data.X, data.y, data.w,
-                                                  self.lr(step))
+            params, state, loss = self.train_step(params, state, data.X, data.y, data.w)
             running = loss  # batch_size == n
             step += 1
             if step % cfg.log_every == 0:
                 self._logged(step, loss, params, on_log)
         elif self.fused_epoch is not None:  # the engine runs the epoch's steps in one call
             host_order, bounds = self.batch_order(n)
-            lrs = [self.lr(step + i) for i in range(len(bounds))]
             params, state, running, trace = self.fused_epoch(params, state, data, host_order,
-                                                             bounds, lrs)
+                                                             bounds)
             logged = [i for i in range(len(bounds))
                       if (step + i + 1) % cfg.log_every == 0]
             if logged:
@@ -363,12 +438,12 @@ class Trainer:
             for start, stop in bounds:
                 idx = order[start:stop]
                 if fused is not None:  # gathers, steps and updates in one engine call
-                    params, state, loss = fused(params, state, data, idx, self.lr(step))
+                    params, state, loss = fused(params, state, data, idx)
                 else:
                     # gather class indices, not one-hot rows: n ints instead of n·K floats
                     batch = backend.batch(data, idx)
                     params, state, loss = self.train_step(params, state, batch.X, batch.y,
-                                                          batch.w, self.lr(step))
+                                                          batch.w)
                 rows = idx.shape[0]  # one add per step; only a short last batch is scaled
                 weighted = loss if rows == bs else loss * (rows / bs)
                 running = weighted if running is None else running + weighted
@@ -390,8 +465,8 @@ class Trainer:
         ``batches`` keeps each batch of the once-shuffled data whole and permutes their
         order (a short last batch goes wherever it falls)."""
         bs = self.batch_size
-        chunked = getattr(self.backend, "batch_order", None)  # an engine's own (Dask: per chunk)
-        if chunked is not None and (got := chunked(self.train_data, bs, self.rng)) is not None:
+        # an engine's own (Dask: within chunks)
+        if (got := self.backend.batch_order(self.train_data, bs, self.rng)) is not None:
             return got
         if self.cfg.shuffle == "rows":
             return self.rng.permutation(n), [(s, min(s + bs, n)) for s in range(0, n, bs)]
@@ -533,6 +608,7 @@ class Trainer:
         """Restore :meth:`state_dict` output (each array keeps its saved dtype), after
         checking that it fits this run: its format, the parameters' shapes, and the
         optimizer state's structure against a fresh one."""
+        state = upgrade_state(state, self.state_dict())
         if state.get("format") != STATE_FORMAT:
             raise ModelFileError(
                 "this checkpoint was written by smx 0.1, whose optimizer state this version "

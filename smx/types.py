@@ -9,9 +9,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, get_args
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+if TYPE_CHECKING:
+    from smx.step import TrainStep
 
 Array = Any  # an Array API array of whatever library the backend provides
 Params = dict[str, Array]  # {"W": (d, K), "b": (K,)}; "b" absent without an intercept
@@ -57,7 +60,9 @@ class Backend(ABC):
     plugins never pays for (or fails on) a library that is not used.
     """
 
+    #: the config's ``backend:`` value (unique among registered engines)
     name: str
+    #: one line for ``smx plugins``
     description: str = ""
     #: devices are simulated or real accelerators (not host memory)
     is_gpu: bool = False
@@ -66,7 +71,8 @@ class Backend(ABC):
     #: the engine's own options (config ``backend_options``), validated like plugin options
     options: type[PluginParams] = PluginParams
     #: ``place`` keeps a sparse X (scipy.sparse; cupyx on CuPy) sparse, and its products run
-    #: the portable core on it; engines without it refuse sparse X in one line (the Trainer)
+    #: the portable core on it; engines without it refuse sparse X in one line (the Trainer,
+    #: before placing anything)
     accepts_sparse: bool = False
 
     @abstractmethod
@@ -148,37 +154,77 @@ class Backend(ABC):
         engine has none for that loss and its options: the portable core then runs."""
         return None
 
-    def fused_step(self, objective: Any, transform: Transform, data: Block
+    def fused_step(self, step: TrainStep, data: Block
                    ) -> Callable[..., tuple[Params, Any, Array]] | None:
         """A whole minibatch step in one call, or None (the default: the Trainer gathers with
-        :meth:`batch` and runs the compiled portable step).
+        :meth:`batch` and runs the compiled core ``step``).
 
-        The step is ``(params, state, data, idx, lr) -> (params, state, loss)`` with the
-        portable step's results to rounding, ``idx`` the batch's rows as a host (NumPy)
-        index vector; it may gather the rows ``idx`` of ``data``
-        itself and update buffers it owns in place: it copies ``params`` and ``state``
-        when they are not the ones it returned last, so arrays the caller holds from
-        before that call (a checkpoint, the initial values) never change; those it
-        returned may change at its next call. ``transform.spec`` says which chain it is.
+        Called once per run, after placement. The result is ``(params, state, data, idx)
+        -> (params, state, loss)`` with ``step``'s results to rounding, ``idx`` the batch's
+        rows as a host (NumPy) index vector. It may run ``step`` where the rows are (Dask
+        ships it to the worker holding them) or recognise what ``step`` computes
+        (``step.objective``, ``step.transform.spec``) and run its own kernel, gathering
+        the rows ``idx`` of ``data`` itself and updating buffers it owns in place: it
+        copies ``params`` and ``state`` when they are not the ones it returned last, so
+        arrays the caller holds from before that call (a checkpoint, the initial values)
+        never change; those it returned may change at its next call.
         """
         return None
 
-    def fused_epoch(self, objective: Any, transform: Transform, data: Block
+    def fused_epoch(self, step: TrainStep, data: Block
                     ) -> Callable[..., tuple[Params, Any, Array, Array]] | None:
         """A whole minibatch epoch in one call, or None (the default: a step per call).
 
-        For engines that compile loops (JAX's ``lax.scan``): one dispatch per epoch instead
-        of one per step. The call is ``(params, state, data, order, bounds, lrs) ->
-        (params, state, running, trace)`` with ``order`` the epoch's host row order,
-        ``bounds`` each step's ``(start, stop)`` in it and ``lrs`` each step's rate;
-        ``running`` is ``Σ loss · rows / batch_size`` over the steps (a device scalar) and
-        ``trace`` a device ``(steps, 1 + len(params))`` array of each step's batch loss and
-        the sum of each parameter after it, in ``params``' order: what the Trainer reads,
-        only when a logged step falls in the epoch, to log and to check for divergence.
-        The steps are the portable step's to rounding; takes precedence over
-        :meth:`fused_step`.
+        Called once per run, after placement; takes precedence over :meth:`fused_step`.
+        For engines that compile loops (JAX's ``lax.scan`` of ``step``): one dispatch per
+        epoch instead of one per step. The call is ``(params, state, data, order, bounds)
+        -> (params, state, running, trace)`` with ``order`` the epoch's host row order and
+        ``bounds`` each step's ``(start, stop)`` in it; ``running`` is ``Σ loss · rows /
+        batch_size`` over the steps (a device scalar) and ``trace`` a device ``(steps, 1 +
+        len(params))`` array of each step's batch loss and the sum of each parameter after
+        it, in ``params``' order: what the Trainer reads, only when a logged step falls in
+        the epoch, to log and to check for divergence. The steps are ``step``'s to rounding.
         """
         return None
+
+    def batch_order(self, data: Block, batch_size: int, rng: Any
+                    ) -> tuple[Any, list[tuple[int, int]]] | None:
+        """This epoch's host row order and each batch's ``(start, stop)`` in it, drawn from
+        the run's NumPy ``rng``; or None (the default: the Trainer's order, the same on
+        every engine). Called once per epoch; an engine whose rows live in chunks (Dask)
+        keeps each batch within one chunk."""
+        return None
+
+    #: ``map_reduce(fn, *items)``: ``fn`` over the items (one task each) and the results
+    #: added, where the engine's workers are; None (the default) for an engine without
+    #: workers, whose data preparation then runs the same reductions in this process. Read
+    #: when a partitioned source is prepared for a run on this engine (Dask defines it).
+    map_reduce: Callable[..., Any] | None = None
+
+    # --- what smx reports: summaries, `smx info`, `device: auto` ---------------------------
+
+    def run_report(self) -> dict[str, Any]:
+        """Extra entries for a run's ``summary.json`` (Dask: the workers' memory), asked once
+        at the end of a run; ``{}`` by default."""
+        return {}
+
+    def accelerator_hint(self) -> str | None:
+        """None when an accelerator may be usable, else why not. ``device: auto`` asks it
+        of every ``is_gpu`` engine before :meth:`devices`, so an engine that can answer from
+        installed files (PyTorch, JAX) overrides it to avoid importing its library on a
+        machine without a GPU. Default: :meth:`unavailable_reason`."""
+        return self.unavailable_reason()
+
+    def cheap_report(self) -> dict[str, Any] | None:
+        """``smx info``'s entry for this engine (``devices``, ``versions``...) when it is known
+        without importing the library, else None (the default: :meth:`devices` and
+        :meth:`versions` are asked)."""
+        return None
+
+    def device_info(self) -> list[dict[str, Any]]:
+        """Details of each accelerator device for ``smx info`` (name, memory...); ``[]`` by
+        default (nothing beyond :meth:`devices`)."""
+        return []
 
 
 @dataclass
@@ -202,12 +248,16 @@ class Kernel(Protocol):
 
 
 class Transform(NamedTuple):
-    """A gradient transformation (optax's shape): pure functions over trees of arrays.
+    """A gradient transformation, optax's ``GradientTransformation`` shape: pure functions
+    over trees of arrays.
 
-    ``update(grads, state, params, lr)`` returns ``(updates, state)``; the new
-    parameters are ``params + updates``. ``lr`` is this step's scheduled learning
-    rate (a host float, or a traced scalar under a compiled engine); links that do
-    not scale by it ignore it. Compose links with :func:`smx.optimizers.transforms.chain`.
+    ``init(params) -> state``; ``update(updates, state, params=None, **extra) -> (updates,
+    state)``, the new parameters being ``params + updates``. The learning rate is not an
+    argument: it is a link of the chain
+    (:func:`~smx.optimizers.transforms.scale_by_learning_rate`, with a schedule evaluated
+    from a step count in the state). States hold arrays (step counts are 0-d integer arrays
+    on the parameters' device) in dicts and tuples, so a compiled engine carries them and a
+    checkpoint stores them. Compose links with :func:`smx.optimizers.transforms.chain`.
 
     ``spec`` optionally says what the pair computes, as a tuple of links ``(name,
     *hyperparameters)`` (``chain`` concatenates them; None: opaque). An engine with
@@ -216,7 +266,7 @@ class Transform(NamedTuple):
     """
 
     init: Callable[[Params], Any]
-    update: Callable[[Params, Any, Params, Any], tuple[Params, Any]]
+    update: Callable[..., tuple[Params, Any]]
     spec: tuple[tuple[Any, ...], ...] | None = None
 
 

@@ -7,13 +7,16 @@ import zipfile
 import numpy as np
 import pytest
 
+import smx
 from smx.backends.jax_backend import JaxBackend
 from smx.checkpoint import load_checkpoint, save_checkpoint
 from smx.config import load_config
 from smx.datasets.load import load_data
 from smx.errors import DivergenceError, ModelFileError
 from smx.plugins import Plugins
+from smx.schedules import ops
 from smx.training import Trainer
+from smx.types import ScheduleSpec
 
 PLUGINS = Plugins(entry_points=False)
 JAX_REASON = JaxBackend().unavailable_reason()
@@ -181,6 +184,25 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
         trainer.load_state_dict(state)
 
 
+class NanFrom:
+    """A schedule plugin whose rate turns NaN at step ``bad_from`` (on the device too)."""
+
+    def __init__(self, bad_from: int) -> None:
+        self.bad_from = bad_from
+
+    @smx.hookimpl
+    def smx_schedules(self):
+        bad = self.bad_from
+
+        def nan_from(t):
+            if not hasattr(t, "dtype"):  # the host's records
+                return float("nan") if t >= bad else 1.0
+            xp = ops(t)
+            return xp.where(t >= bad, xp.full_like(t, float("nan")), xp.ones_like(t))
+
+        yield ScheduleSpec("nan-from", lambda **_: nan_from)
+
+
 @pytest.mark.parametrize("log_every", [1, 4])
 @pytest.mark.parametrize("engine", [
     "numpy",
@@ -191,13 +213,15 @@ def test_nan_parameters_stop_within_one_log_interval(log_every, engine):
     """A NaN lr leaves the loss of that step finite but the parameters NaN: caught by the
     parameter check at the next log point, naming the step and the last finite loss
     (JAX: from the trace of an epoch run in one call)."""
-    cfg = load_config({"data": {"name": "iris"}, "epochs": 5, "batch_size": 16,
-                       "log_every": log_every}, plugins=PLUGINS)
-    backend = PLUGINS.backend("numpy") if engine == "numpy" else JaxBackend()
-    trainer = Trainer(cfg, load_data(cfg, PLUGINS), backend, "cpu", PLUGINS)
-    assert (trainer.fused_epoch is not None) == (engine == "jax")
     bad_from = 10
-    trainer.schedule = lambda t: float("nan") if t >= bad_from else 1.0
+    plugins = Plugins(entry_points=False)
+    plugins.register(NanFrom(bad_from), name="nan-schedule")
+    cfg = load_config({"data": {"name": "iris"}, "epochs": 5, "batch_size": 16,
+                       "log_every": log_every, "schedule": {"name": "nan-from"}},
+                      plugins=plugins)
+    backend = plugins.backend("numpy") if engine == "numpy" else JaxBackend()
+    trainer = Trainer(cfg, load_data(cfg, plugins), backend, "cpu", plugins)
+    assert (trainer.fused_epoch is not None) == (engine == "jax")
     with pytest.raises(DivergenceError) as info:
         trainer.fit()
     first_log = -(-(bad_from + 1) // log_every) * log_every  # first log point after the NaN

@@ -25,7 +25,7 @@ def clip(grads, max_norm):
     """The clipping link alone: its update is the clipped gradient (and it keeps no state)."""
     link = clip_by_global_norm(max_norm)
     state = link.init(grads)
-    out, new_state = link.update(grads, state, grads, 0.1)
+    out, new_state = link.update(grads, state, grads)
     assert state == new_state == ()
     return out
 
@@ -102,8 +102,8 @@ def test_every_minibatch_step_is_bounded():
     trainer = Trainer(cfg, load_data(cfg, PLUGINS), NumpyBackend(), "cpu", PLUGINS)
     inner, steps = trainer.train_step, []
 
-    def recording(params, state, X, y, w, lr):
-        new, state, loss = inner(params, state, X, y, w, lr)
+    def recording(params, state, X, y, w):
+        new, state, loss = inner(params, state, X, y, w)
         steps.append(np.sqrt(sum(np.sum((new[k] - params[k]) ** 2) for k in params)))
         return new, state, loss
 

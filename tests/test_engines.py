@@ -221,8 +221,8 @@ def test_jax_runs_an_epoch_in_one_call(shuffle, weighted, tmp_path):
     calls = []
 
     class Counting(JaxBackend):
-        def fused_epoch(self, objective, transform, data):
-            fn = super().fused_epoch(objective, transform, data)
+        def fused_epoch(self, step, data):
+            fn = super().fused_epoch(step, data)
 
             def counted(*args):
                 calls.append(len(args[4]))  # the epoch's steps

@@ -16,6 +16,7 @@ from smx.optimizers.adam import adam
 from smx.optimizers.sgd import sgd
 from smx.optimizers.transforms import apply_updates, chain, clip_by_global_norm
 from smx.plugins import Plugins
+from smx.step import TrainStep
 from smx.training import Trainer, train
 from smx.types import Block
 
@@ -47,7 +48,7 @@ def test_fused_step_equals_portable_step(dtype, settings, intercept, weights, rn
     data, cw, params = problem(dtype, weights, intercept, rng)
     objective = Objective(CrossEntropy(), 0.01, class_weight=cw, kernel=KERNEL)
     portable = Objective(CrossEntropy(), 0.01, class_weight=cw)  # the Array API reference
-    tx = sgd(0.1, **settings)
+    tx = sgd(lambda count: 0.1 / (1 + count), **settings)  # a schedule: the count in state
     fused = numpy_fused.fused_step(objective, tx, data)
     assert fused is not None
     initial = {k: v.copy() for k, v in params.items()}
@@ -56,11 +57,10 @@ def test_fused_step_equals_portable_step(dtype, settings, intercept, weights, rn
     for step in range(20):  # batches of 16 over 53 rows: every 4th is short (5 rows)
         idx = rng.permutation(data.n)[: 16 if step % 4 else 5]
         batch = Block(data.X[idx], data.y[idx], None if data.w is None else data.w[idx])
-        lr = 0.1 / (1 + step)
         loss1, grads = portable.finish(portable.partial(p1, batch), p1)
-        updates, s1 = tx.update(grads, s1, p1, lr)
+        updates, s1 = tx.update(grads, s1, p1)
         p1 = apply_updates(p1, updates)
-        p2, s2, loss2 = fused(p2, s2, data, idx, lr)
+        p2, s2, loss2 = fused(p2, s2, data, idx)
         tol = 1e-12 if dtype == "float64" else 2e-5
         assert float(loss2) == pytest.approx(float(loss1), rel=tol)
         assert np.asarray(loss2).dtype == np.dtype(dtype)
@@ -69,7 +69,7 @@ def test_fused_step_equals_portable_step(dtype, settings, intercept, weights, rn
         assert p2[key].dtype == np.dtype(dtype)
         np.testing.assert_array_equal(params[key], initial[key])  # the caller's: untouched
     if settings.get("momentum"):
-        buf1, buf2 = numpy_fused._find_buf(s1), numpy_fused._find_buf(s2)
+        buf1, buf2 = numpy_fused._find(s1, "buf"), numpy_fused._find(s2, "buf")
         for key in buf1:
             np.testing.assert_allclose(buf2[key], buf1[key], rtol=tol, atol=tol)
 
@@ -81,17 +81,17 @@ def test_buffers_are_reused_across_steps(rng):
     data, _, params = problem("float64", None, True, rng)
     tx = sgd(0.1, momentum=0.9)
     fused = numpy_fused.fused_step(Objective(CrossEntropy(), kernel=KERNEL), tx, data)
-    p, s, _ = fused(params, tx.init(params), data, np.arange(10), 0.1)
+    p, s, _ = fused(params, tx.init(params), data, np.arange(10))
     ids = {k: id(v) for k, v in p.items()}
     scratch = [id(a) for a in (fused.Wt, fused.gWt, fused.gb, fused.z)]
-    buf = id(numpy_fused._find_buf(s)["W"])
+    buf = id(numpy_fused._find(s, "buf")["W"])
     for start in range(10, 50, 10):
-        p, s, _ = fused(p, s, data, np.arange(start, start + 10), 0.1)
+        p, s, _ = fused(p, s, data, np.arange(start, start + 10))
     assert {k: id(v) for k, v in p.items()} == ids
     assert [id(a) for a in (fused.Wt, fused.gWt, fused.gb, fused.z)] == scratch
-    assert id(numpy_fused._find_buf(s)["W"]) == buf
+    assert id(numpy_fused._find(s, "buf")["W"]) == buf
     fresh = {k: v.copy() for k, v in p.items()}  # e.g. a checkpoint loaded back
-    p2, _, _ = fused(fresh, s, data, np.arange(10), 0.1)
+    p2, _, _ = fused(fresh, s, data, np.arange(10))
     assert not np.shares_memory(p2["W"], fresh["W"])  # copied in, then its own again
 
 
@@ -109,12 +109,14 @@ def test_other_steps_fall_back_to_the_portable_step(case, rng):
         data = Block(sp.csr_matrix(data.X), data.y)
     else:
         tx = tx._replace(spec=None)  # a third-party chain says nothing about itself
-    assert NumpyBackend().fused_step(Objective(loss), tx, data) is None
+    assert NumpyBackend().fused_step(TrainStep(Objective(loss), tx), data) is None
 
 
 def test_sgd_spec_is_read_link_by_link():
-    assert numpy_fused.sgd_settings(sgd(0.1).spec) == (0.0, 0.0, False)
-    assert numpy_fused.sgd_settings(sgd(0.1, 0.9, True, 0.01).spec) == (0.01, 0.9, True)
+    assert numpy_fused.sgd_settings(sgd(0.1).spec) == (0.0, 0.0, False, 0.1)
+    assert numpy_fused.sgd_settings(sgd(0.1, 0.9, True, 0.01).spec) == (0.01, 0.9, True, 0.1)
+    schedule = lambda count: 0.1 * count  # noqa: E731
+    assert numpy_fused.sgd_settings(sgd(schedule).spec)[3] is schedule
     assert numpy_fused.sgd_settings(adam(0.1).spec) is None
     assert numpy_fused.sgd_settings(chain(clip_by_global_norm(1.0), sgd(0.1)).spec) is None
 

@@ -32,7 +32,8 @@ from smx.optimizers.transforms import (
     apply_updates,
     chain,
     clip_by_global_norm,
-    scale_by_lr,
+    counter,
+    scale_by_learning_rate,
     trace,
 )
 from smx.plugins import Plugins
@@ -167,9 +168,19 @@ CASES = [
 LRS = [0.1, 0.05, 0.08, 0.02, 0.1, 0.03]  # as a schedule would vary them
 
 
-def make(name: str, options: dict):
+def by_step(lrs):
+    """A schedule taking the rates ``lrs`` in turn (the count is a 0-d array of an eager
+    library here)."""
+    return lambda count: lrs[int(count)]
+
+
+def make(name: str, options: dict, lrs=None):
+    """The named optimizer with ``options``; a transformation's rate follows ``lrs``."""
     spec = PLUGINS.get("optimizer", name)
-    return spec.factory(**spec.params.model_validate(options).model_dump())
+    params = spec.params.model_validate(options).model_dump()
+    if lrs is not None and not isinstance(spec, smx.SolverSpec):
+        params["lr"] = by_step(lrs)
+    return spec.factory(**params)
 
 
 def smx_steps(name, options, params, X, y, lrs, xp=np):
@@ -177,13 +188,13 @@ def smx_steps(name, options, params, X, y, lrs, xp=np):
     gradient and applies the updates) or solver (handed the value-and-gradient)."""
     Xd, yd = xp.asarray(X), xp.asarray(y)
     p = {k: xp.asarray(v) for k, v in params.items()}
-    opt = make(name, options)
+    opt = make(name, options, lrs)
     state = opt.init(p)
     losses = []
     for lr in lrs:
         if isinstance(opt, Transform):
             loss, grads = loss_and_grad(p, Xd, yd, L2)
-            updates, state = opt.update(grads, state, p, lr)
+            updates, state = opt.update(grads, state, p)
             p = apply_updates(p, updates)
         else:
             p, state, loss = opt.step(p, state, lambda q: loss_and_grad(q, Xd, yd, L2), lr)
@@ -473,7 +484,7 @@ def test_centered_rmsprop_stays_finite_under_a_steady_float32_gradient(xp):
     p = {"W": xp.zeros(100, dtype=xp.float32)}
     state = opt.init(p)
     for _ in range(1500):
-        updates, state = opt.update({"W": g}, state, p, 1e-3)
+        updates, state = opt.update({"W": g}, state, p)
         p = apply_updates(p, updates)
     assert p["W"].dtype == xp.float32
     assert bool(xp.all(xp.isfinite(p["W"])))
@@ -558,18 +569,18 @@ def test_a_chain_is_clipping_then_sgd_by_hand(xp):
     # the same method written three ways: links, a chain holding a built-in, nested chains
     txs = {
         "links": chain(clip_by_global_norm(0.3), add_decayed_weights(0.1), trace(0.9, True),
-                       scale_by_lr()),
-        "built-in": chain(clip_by_global_norm(0.3), sgd(momentum=0.9, nesterov=True,
-                                                        weight_decay=0.1)),
+                       scale_by_learning_rate(by_step(LRS))),
+        "built-in": chain(clip_by_global_norm(0.3), sgd(by_step(LRS), momentum=0.9,
+                                                        nesterov=True, weight_decay=0.1)),
         "nested": chain(chain(clip_by_global_norm(0.3), add_decayed_weights(0.1)),
-                        chain(trace(0.9, True), scale_by_lr())),
+                        chain(trace(0.9, True), scale_by_learning_rate(by_step(LRS)))),
     }
     for how, tx in txs.items():
         p = {k: xp.asarray(v) for k, v in params.items()}
         state = tx.init(p)
-        for lr in LRS:
+        for _ in LRS:
             _, grads = loss_and_grad(p, Xd, yd, L2)
-            updates, state = tx.update(grads, state, p, lr)
+            updates, state = tx.update(grads, state, p)
             p = apply_updates(p, updates)
         for k in params:
             np.testing.assert_allclose(np.asarray(p[k]), expected[k], rtol=1e-12, atol=1e-14,
@@ -580,12 +591,12 @@ def test_add_decayed_weights_never_touches_the_intercept():
     rng = np.random.default_rng(9)
     params = {"W": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}
     grads = {"W": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}
-    out, state = add_decayed_weights(0.5).update(grads, (), params, 0.1)
+    out, state = add_decayed_weights(0.5).update(grads, (), params)
     assert state == ()
     np.testing.assert_array_equal(out["W"], grads["W"] + 0.5 * params["W"])
     np.testing.assert_array_equal(out["b"], grads["b"])
     assert set(out) == {"W", "b"}
-    out, _ = add_decayed_weights(0.5).update({"W": grads["W"]}, (), {"W": params["W"]}, 0.1)
+    out, _ = add_decayed_weights(0.5).update({"W": grads["W"]}, (), {"W": params["W"]})
     assert set(out) == {"W"}  # a model without intercept
 
 
@@ -600,10 +611,10 @@ def test_weight_decay_of_every_built_in_leaves_the_intercept_alone(name, options
     rng = np.random.default_rng(10)
     params = {"W": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}
     zero = {k: np.zeros_like(v) for k, v in params.items()}
-    tx = make(name, options)
+    tx = make(name, options, LRS)
     p, state = params, tx.init(params)
-    for lr in LRS:
-        updates, state = tx.update(zero, state, p, lr)
+    for _ in LRS:
+        updates, state = tx.update(zero, state, p)
         p = apply_updates(p, updates)
     np.testing.assert_array_equal(p["b"], params["b"])
     assert np.linalg.norm(p["W"]) < np.linalg.norm(params["W"])
@@ -613,12 +624,13 @@ class SignParams(PluginParams):
     lr: float = 0.01
 
 
-def sign_sgd(lr: float = 0.01) -> Transform:
-    """A third-party optimizer in a few lines: −lr·sign(g); its state counts the steps."""
-    def update(grads, state, params, lr):
+def sign_sgd(lr=0.01) -> Transform:
+    """A third-party optimizer in a few lines: sign(g), then smx's learning-rate link; its
+    own state counts the steps."""
+    def update(grads, state, params=None, **extra):
         xp = array_namespace(grads["W"])
-        return {k: -lr * xp.sign(g) for k, g in grads.items()}, state + 1
-    return Transform(lambda params: 0, update)
+        return {k: xp.sign(g) for k, g in grads.items()}, state + 1
+    return chain(Transform(lambda params: counter(params), update), scale_by_learning_rate(lr))
 
 
 class SignPlugin:
@@ -639,7 +651,9 @@ def test_a_third_party_transform_trains_through_the_trainer(backend):
     splits = load_data(cfg, plugins)
     trainer = Trainer(cfg, splits, plugins.backend(backend), "cpu", plugins)
     result = trainer.fit()
-    assert result.steps == 3 and trainer.opt_state == ((), 3)  # (the clip link's, its own)
+    # (the clip link's state, then the chain's: its own count and the constant rate's)
+    clip_state, (count, rate_state) = trainer.opt_state
+    assert result.steps == 3 and clip_state == () and int(count) == 3 and rate_state == ()
     # by hand: full-batch sign descent on the independent objective
     p = init_params(splits.n_features, splits.n_classes, cfg)
     for _ in range(3):

@@ -127,17 +127,17 @@ def _stream_partial(i: int, *, rows: Any, labels: Any, weights: Any = None, dtyp
     return fn(_read_block(i, rows, labels, weights, dtype, gpu))
 
 
-def _chunk_step(X: Any, y: Any, w: Any, idx: Any, params: Any, state: Any, lr: float, *,
+def _chunk_step(X: Any, y: Any, w: Any, idx: Any, params: Any, state: Any, *,
                 step: Callable[..., Any]) -> Any:
     """One mini-batch step on the worker that holds the chunk; rows ``idx`` of it."""
-    return step(params, state, Block(X[idx], y[idx], None if w is None else w[idx]), lr)
+    return step(params, state, Block(X[idx], y[idx], None if w is None else w[idx]))
 
 
-def _stream_step(i: int, idx: Any, params: Any, state: Any, lr: float, *, rows: Any,
+def _stream_step(i: int, idx: Any, params: Any, state: Any, *, rows: Any,
                  labels: Any, weights: Any = None, dtype: str, step: Callable[..., Any],
                  gpu: bool = False) -> Any:
     X, y, w = _read_block(i, rows, labels, weights, dtype, gpu)
-    return step(params, state, Block(X[idx], y[idx], None if w is None else w[idx]), lr)
+    return step(params, state, Block(X[idx], y[idx], None if w is None else w[idx]))
 
 
 def _peak_rss() -> int:
@@ -523,38 +523,34 @@ class DaskBackend(Backend):
             pos += sizes[c]
         return np.concatenate(order) if order else np.empty(0, np.int64), bounds
 
-    def fused_step(self, objective: Any, transform: Any, data: Block) -> Any:
-        """A mini-batch step as one task on the worker holding the batch's chunk: the
+    def fused_step(self, step: Any, data: Block) -> Any:
+        """The core ``step`` as one task on the worker holding the batch's chunk: the
         parameters and optimizer state go there and come back (the rows never move)."""
         if not hasattr(data.X, "__dask_graph__"):
             return None
+        import dataclasses
+
         import numpy as np
 
-        from smx.optimizers.transforms import apply_updates
-
-        def step(params: Any, state: Any, batch: Block, lr: float) -> Any:
-            loss, grads = objective.finish(objective.partial(params, batch), params)
-            updates, state = transform.update(grads, state, params, lr)
-            return apply_updates(params, updates), state, loss
-
+        step = dataclasses.replace(step, partial=None)  # on the worker: its rows are one block
         client = self._connected()
         offsets = np.concatenate([[0], np.cumsum(data.X.chunks[0])]).astype(np.int64)
         stream = self._streams.get(data.X.name)
         chunks = None if stream is not None else self._chunk_futures(data)
 
-        def fused(params: Any, state: Any, data: Block, idx: Any, lr: float) -> Any:
+        def fused(params: Any, state: Any, data: Block, idx: Any) -> Any:
             idx = np.asarray(idx)
             c = int(np.searchsorted(offsets, idx[0], side="right")) - 1
             local = idx - offsets[c]
             if chunks is None:
                 rows, labels, weights, dtype = stream
-                future = client.submit(_stream_step, c, local, params, state, lr, rows=rows,
+                future = client.submit(_stream_step, c, local, params, state, rows=rows,
                                        labels=labels, weights=weights, dtype=dtype, step=step,
                                        gpu=self.settings.on_gpu, pure=False)
             else:
                 xs, ys, ws = chunks
                 future = client.submit(_chunk_step, xs[c], ys[c], None if ws is None else ws[c],
-                                       local, params, state, lr, step=step, pure=False)
+                                       local, params, state, step=step, pure=False)
             return self._result(future)
 
         return fused

@@ -9,8 +9,8 @@ How the core's step becomes one XLA program, compiled once per run:
 * :meth:`JaxBackend.fused_epoch` scans the core's pure step (gather, partial,
   transformation, update) over the epoch's batches: one dispatch per epoch, where a
   jitted step per batch paid 10-70 µs of dispatch each on the CPU, plus one for the
-  running loss. Optimizer step counts and the scheduled rates are scanned-over arrays,
-  so changing them never retraces.
+  running loss. Step counts are arrays in the optimizer state and the learning-rate
+  schedule is evaluated from them inside the step, so nothing retraces as they change.
 * A short batch would be a new shape, hence a new compilation. Every step has the
   full batch's shape: a short batch is padded with row 0 carrying weight 0 (the real
   rows weight 1 when the data has none), so the objective's weighted partial sums
@@ -36,11 +36,14 @@ explicit dtype.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import smx
 from smx.backends import probe
 from smx.types import Array, Backend, Block
+
+if TYPE_CHECKING:
+    from smx.step import TrainStep
 
 INSTALL_HINT = "pip install 'smx[jax]' (jax[cpu]; for NVIDIA GPUs jax[cuda12], for TPUs jax[tpu])"
 ALIASES = {"gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu", "cpu": "cpu"}
@@ -155,32 +158,29 @@ class JaxBackend(Backend):
             return jax_kernels.cross_entropy_partial
         return None
 
-    def fused_epoch(self, objective: Any, transform: Any, data: Block) -> Any:
-        """The epoch as one ``lax.scan`` over its steps, padded to one shape (module doc)."""
-        from smx.optimizers.transforms import apply_updates
-
+    def fused_epoch(self, step: TrainStep, data: Block) -> Any:
+        """The core ``step`` scanned over the epoch, padded to one shape (module doc)."""
         jax = self._jax()
         xp = self.namespace()
 
         def epoch(params: Any, state: Any, X: Array, y: Array, w: Array | None, idx: Array,
-                  rows: Array, scale: Array, lrs: Array) -> tuple[Any, Any, Array, Array]:
-            def step(carry: Any, xs: Any) -> tuple[Any, Array]:
+                  rows: Array, scale: Array) -> tuple[Any, Any, Array, Array]:
+            def one(carry: Any, xs: Any) -> tuple[Any, Array]:
                 params, state, running = carry
-                idx, rows, scale, lr = xs
+                idx, rows, scale = xs
                 real = xp.astype(xp.arange(idx.shape[0]) < rows, X.dtype)
                 wb = real if w is None else xp.astype(xp.take(w, idx, axis=0), X.dtype) * real
                 block = Block(xp.take(X, idx, axis=0), xp.take(y, idx, axis=0), wb)
-                loss, grads = objective.finish(objective.partial(params, block), params)
-                updates, state = transform.update(grads, state, params, lr)
-                params = apply_updates(params, updates)
+                params, state, loss = step(params, state, block)
                 trace = xp.stack([loss, *(xp.astype(xp.sum(p), loss.dtype)
                                           for p in params.values())])
                 return (params, state, running + loss * scale), trace
 
-            # the state's Python numbers (step counts) as arrays: a scan's carry keeps types
+            # a state that was not made by JAX (a checkpoint's NumPy arrays) as JAX arrays:
+            # a scan's carry keeps its types from call to call
             state = jax.tree.map(xp.asarray, state)
             (params, state, running), trace = jax.lax.scan(
-                step, (params, state, xp.zeros((), dtype=X.dtype)), (idx, rows, scale, lrs))
+                one, (params, state, xp.zeros((), dtype=X.dtype)), (idx, rows, scale))
             return params, state, running, trace
 
         compiled = self.compile(epoch)
@@ -191,7 +191,7 @@ class JaxBackend(Backend):
         dtype = np.dtype(str(data.X.dtype))
 
         def fused(params: Any, state: Any, data: Block, order: Any,
-                  bounds: list[tuple[int, int]], lrs: list[float]) -> Any:
+                  bounds: list[tuple[int, int]]) -> Any:
             starts, stops = np.asarray(bounds, dtype=np.int64).T
             rows = (stops - starts).astype(index)
             width = int(rows.max())
@@ -201,8 +201,7 @@ class JaxBackend(Backend):
             idx = np.where(real, np.asarray(order)[np.where(real, at, 0)], 0).astype(index)
             scale = (rows / width).astype(dtype)  # 1 exactly for full batches
             # host arrays go with the call's arguments (a device slice: ~70 µs more a step)
-            return compiled(params, state, data.X, data.y, data.w, idx, rows, scale,
-                            np.asarray(lrs, dtype=dtype))
+            return compiled(params, state, data.X, data.y, data.w, idx, rows, scale)
 
         return fused
 

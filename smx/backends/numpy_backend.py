@@ -78,13 +78,13 @@ class NumpyBackend(Backend):
             return numpy_kernels.cross_entropy_partial
         return None
 
-    def fused_step(self, objective: Any, transform: Any, data: Block) -> Any:
+    def fused_step(self, step: Any, data: Block) -> Any:
         """The Numba step of :mod:`smx.backends.numpy_fused` for SGD chains, else None."""
         if not self.settings.fused:
             return None
         from smx.backends import numpy_fused
 
-        return numpy_fused.fused_step(objective, transform, data)
+        return numpy_fused.fused_step(step.objective, step.transform, data)
 
     def versions(self) -> dict[str, str]:
         import numpy as np

@@ -41,11 +41,14 @@ def numba_missing() -> str | None:
     return None
 
 
-def sgd_settings(spec: tuple[tuple[Any, ...], ...] | None) -> tuple[float, float, bool] | None:
-    """``(weight_decay, momentum, nesterov)`` when ``spec`` is an SGD chain (decays, at most
-    one trace, then ``scale_by_lr`` last), else None."""
-    if not spec or spec[-1] != ("scale_by_lr",):
+def sgd_settings(spec: tuple[tuple[Any, ...], ...] | None
+                 ) -> tuple[float, float, bool, Any] | None:
+    """``(weight_decay, momentum, nesterov, learning_rate)`` when ``spec`` is an SGD chain
+    (decays, at most one trace, then a descending ``scale_by_learning_rate`` last), else
+    None. ``learning_rate`` is a number or a schedule of the step count."""
+    if not spec or spec[-1][0] != "scale_by_learning_rate" or not spec[-1][2]:
         return None
+    learning_rate = spec[-1][1]
     wd, trace = 0.0, None
     for link in spec[:-1]:
         if link[0] == "add_decayed_weights" and trace is None:
@@ -55,7 +58,7 @@ def sgd_settings(spec: tuple[tuple[Any, ...], ...] | None) -> tuple[float, float
         else:  # clipping, a decay after the momentum, a second trace: not this kernel
             return None
     momentum, nesterov = trace or (0.0, False)
-    return wd, momentum, nesterov
+    return wd, momentum, nesterov, learning_rate
 
 
 def fused_step(objective: Any, transform: Transform, data: Block) -> FusedSGD | None:
@@ -70,16 +73,17 @@ def fused_step(objective: Any, transform: Transform, data: Block) -> FusedSGD | 
 
 
 class FusedSGD:
-    """``(params, state, data, idx, lr) -> (params, state, loss)`` as one compiled call.
+    """``(params, state, data, idx) -> (params, state, loss)`` as one compiled call.
 
     Owns its parameter and momentum buffers: it copies in the ``params``/``state`` it is
     handed unless they are the ones it returned last, and updates its own in place.
     """
 
     def __init__(self, objective: Any, weight_decay: float, momentum: float,
-                 nesterov: bool) -> None:
+                 nesterov: bool, learning_rate: Any) -> None:
         self.objective = objective
         self.weight_decay, self.momentum, self.nesterov = weight_decay, momentum, nesterov
+        self.learning_rate = learning_rate
         self.params: Params | None = None  # what the last call returned
         self.state: Any = None
 
@@ -89,7 +93,9 @@ class FusedSGD:
         dt = W.dtype
         owned = {k: np.array(v, dtype=dt, order="C") for k, v in params.items()}
         self.state = map_arrays(state, lambda a: np.array(a, order="C"))
-        bufs = _find_buf(self.state)
+        bufs = _find(self.state, "buf")
+        # a scheduled rate: the count of its link (the chain's last), advanced in place
+        self.count = _find(self.state, "count") if callable(self.learning_rate) else None
         d, k = W.shape
         self.W = owned["W"]
         self.b = owned.get("b", np.zeros(0, dt))
@@ -102,11 +108,16 @@ class FusedSGD:
         self.empty = np.zeros(0, dt)  # no sample or class weights
         self.params = owned
 
-    def __call__(self, params: Params, state: Any, data: Block, idx: Array, lr: float
+    def __call__(self, params: Params, state: Any, data: Block, idx: Array
                  ) -> tuple[Params, Any, Any]:
         if params is not self.params or state is not self.state:
             self.adopt(params, state)
         obj, W = self.objective, self.W
+        if self.count is None:
+            lr = self.learning_rate
+        else:  # the schedule on the host (a Python number: no NumPy call per step)
+            lr = self.learning_rate(float(self.count))
+            self.count += 1
         dt = W.dtype
         cw = obj.class_weight
         sw = data.w
@@ -119,15 +130,16 @@ class FusedSGD:
         return self.params, self.state, dt.type(value)
 
 
-def _find_buf(state: Any) -> dict[str, np.ndarray] | None:
-    """The momentum buffer ``{"W": .., "b": ..}`` in an SGD chain's state (None: stateless)."""
+def _find(state: Any, key: str) -> Any:
+    """The entry ``key`` of the first dict in an SGD chain's state that has one (the
+    momentum buffer ``buf``, the schedule's ``count``), or None."""
     if isinstance(state, dict):
-        if "buf" in state:
-            return state["buf"]
+        if key in state:
+            return state[key]
         state = list(state.values())
     if isinstance(state, (list, tuple)):
         for s in state:
-            if (found := _find_buf(s)) is not None:
+            if (found := _find(s, key)) is not None:
                 return found
     return None
 

@@ -87,7 +87,7 @@ class BareLoop:
 
     n: int
     batch: Callable[[Any], Any]  # device index vector -> Block of those rows
-    step: Callable[..., Any]  # the Trainer's (compiled) step (params, state, X, y, w, lr)
+    step: Callable[..., Any]  # the Trainer's (compiled) step (params, state, X, y, w)
     params: Any
     state: Any
     to_device: Callable[[np.ndarray], Any]
@@ -213,7 +213,7 @@ def smx_epoch(bc: BenchConfig, X: np.ndarray, y: np.ndarray, backend_name: str,
 def bare_epoch(bc: BenchConfig, trainer: Any) -> Callable[[], Any]:
     """The same step (objective partial, transformation, update) with nothing around it."""
     b = core_bare_loop(trainer)
-    n, bs, lr = b.n, bc.batch, bc.lr
+    n, bs = b.n, bc.batch
     rng = np.random.default_rng(bc.seed)
     box = {"params": b.params, "state": b.state}
 
@@ -222,7 +222,7 @@ def bare_epoch(bc: BenchConfig, trainer: Any) -> Callable[[], Any]:
         order = b.to_device(rng.permutation(n))
         for s in range(0, n, bs):
             blk = b.batch(order[s:min(s + bs, n)])
-            params, state, _ = b.step(params, state, blk.X, blk.y, blk.w, lr)
+            params, state, _ = b.step(params, state, blk.X, blk.y, blk.w)
         box["params"], box["state"] = params, state
 
     return run

@@ -650,7 +650,7 @@ def prepare_partitioned(data: Partitioned, cfg: Any, plugins: Any, backend: Any 
 
     if backend is None and cfg.backend != "auto":
         backend = plugins.backend(cfg.backend)
-    map_reduce = getattr(backend, "map_reduce", None)
+    map_reduce = None if backend is None else backend.map_reduce
     if map_reduce is not None:  # the engine's options first: they say where its workers are
         backend.configure(backend.options.model_validate(check_backend_options(cfg, backend)))
     return prepare_source(data, val_fraction=cfg.data.val_fraction,

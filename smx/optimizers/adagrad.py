@@ -5,7 +5,13 @@ from __future__ import annotations
 from pydantic import Field
 
 import smx
-from smx.optimizers.transforms import add_decayed_weights, chain, scale_by_adagrad, scale_by_lr
+from smx.optimizers.transforms import (
+    ScalarOrSchedule,
+    add_decayed_weights,
+    chain,
+    scale_by_adagrad,
+    scale_by_learning_rate,
+)
 from smx.types import OptimizerSpec, PluginParams, Transform
 
 
@@ -19,11 +25,13 @@ class AdagradParams(PluginParams):
     weight_decay: float = Field(0.0, ge=0, description="L2 decay added to the gradient of W")
 
 
-def adagrad(lr: float = 0.01, lr_decay: float = 0.0, initial_accumulator_value: float = 0.0,
-            eps: float = 1e-10, weight_decay: float = 0.0) -> Transform:
+def adagrad(lr: ScalarOrSchedule = 0.01, lr_decay: float = 0.0,
+            initial_accumulator_value: float = 0.0, eps: float = 1e-10,
+            weight_decay: float = 0.0) -> Transform:
     """PyTorch's Adagrad: coupled decay, the accumulated scaling with its lr decay, −lr."""
     return chain(add_decayed_weights(weight_decay),
-                 scale_by_adagrad(initial_accumulator_value, eps, lr_decay), scale_by_lr())
+                 scale_by_adagrad(initial_accumulator_value, eps, lr_decay),
+                 scale_by_learning_rate(lr))
 
 
 @smx.hookimpl

@@ -11,7 +11,13 @@ from pydantic import Field
 
 import smx
 from smx.optimizers.adam import AdamParams
-from smx.optimizers.transforms import add_decayed_weights, chain, scale_by_adam, scale_by_lr
+from smx.optimizers.transforms import (
+    ScalarOrSchedule,
+    add_decayed_weights,
+    chain,
+    scale_by_adam,
+    scale_by_learning_rate,
+)
 from smx.types import OptimizerSpec, Transform
 
 
@@ -21,11 +27,11 @@ class AdamWParams(AdamParams):
     )
 
 
-def adamw(lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-          weight_decay: float = 0.01) -> Transform:
+def adamw(lr: ScalarOrSchedule = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+          eps: float = 1e-8, weight_decay: float = 0.01) -> Transform:
     """``p − lr·(adam + wd·p)``: PyTorch's ``p·(1 − lr·wd)`` then the Adam step, in one."""
     return chain(scale_by_adam(beta1, beta2, eps), add_decayed_weights(weight_decay),
-                 scale_by_lr())
+                 scale_by_learning_rate(lr))
 
 
 @smx.hookimpl

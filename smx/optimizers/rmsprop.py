@@ -6,9 +6,10 @@ from pydantic import Field
 
 import smx
 from smx.optimizers.transforms import (
+    ScalarOrSchedule,
     add_decayed_weights,
     chain,
-    scale_by_lr,
+    scale_by_learning_rate,
     scale_by_rms,
     trace,
 )
@@ -24,12 +25,12 @@ class RMSpropParams(PluginParams):
     weight_decay: float = Field(0.0, ge=0, description="L2 decay added to the gradient of W")
 
 
-def rmsprop(lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
-            centered: bool = False, weight_decay: float = 0.0) -> Transform:
+def rmsprop(lr: ScalarOrSchedule = 0.01, alpha: float = 0.99, eps: float = 1e-8,
+            momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0) -> Transform:
     """PyTorch's RMSprop: coupled decay, the RMS scaling, then a momentum buffer on the
     scaled step."""
     return chain(add_decayed_weights(weight_decay), scale_by_rms(alpha, eps, centered),
-                 trace(momentum), scale_by_lr())
+                 trace(momentum), scale_by_learning_rate(lr))
 
 
 @smx.hookimpl

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 import smx
-from smx.optimizers.transforms import add_decayed_weights, chain, scale_by_lr, trace
+from smx.optimizers.transforms import (
+    ScalarOrSchedule,
+    add_decayed_weights,
+    chain,
+    scale_by_learning_rate,
+    trace,
+)
 from smx.types import OptimizerSpec, PluginParams, Transform
 
 
@@ -22,10 +28,11 @@ class SGDParams(PluginParams):
         return self
 
 
-def sgd(lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
+def sgd(lr: ScalarOrSchedule = 0.1, momentum: float = 0.0, nesterov: bool = False,
         weight_decay: float = 0.0) -> Transform:
     """PyTorch's SGD: coupled decay, then the (Nesterov) momentum buffer, then −lr."""
-    return chain(add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_lr())
+    return chain(add_decayed_weights(weight_decay), trace(momentum, nesterov),
+                 scale_by_learning_rate(lr))
 
 
 @smx.hookimpl

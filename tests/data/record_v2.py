@@ -1,8 +1,8 @@
 """Records what tests/data/results_v2_float64.npz holds (run once, before the optax-shaped
-transformations of smx 2.1): every shipped config's float64 parameters after a few epochs on
-the numpy engine, and a mid-run checkpoint (state format 2) with the parameters its run ends with
-(the checkpoints are tests/data/checkpoint_v2_*.npz). ``python tests/data/record_v2.py`` rewrites the file; never rerun it to make a
-failing test pass: the point is that the numbers were taken before the change."""
+transformations): every shipped config's float64 parameters after a few epochs on the numpy
+engine, and mid-run checkpoints in state format 2 (tests/data/checkpoint_v2_*.npz) with the
+parameters their runs end with. ``python tests/data/record_v2.py`` rewrites the files; never
+rerun it to make a failing test pass: the point is that the numbers predate the change."""
 
 from __future__ import annotations
 

@@ -13,16 +13,20 @@ learning rate 3-10x smaller than Adam's.
 This module is the template for smx optimizer plugins. The rules it follows:
 
 * An optimizer is a gradient transformation (optax's shape): ``init(params) ->
-  state`` and ``update(grads, state, params, lr) -> (updates, state)``; smx
-  adds the updates to the parameters. Reuse smx's links where they fit: here
-  the decoupled decay and the final ``−lr`` come from
-  ``smx.optimizers.transforms``, and only Lion's own rule is new.
+  state`` and ``update(updates, state, params=None, **extra) -> (updates,
+  state)``; smx adds the updates to the parameters. Reuse smx's links where they
+  fit: here the decoupled decay and the learning rate come from
+  ``smx.optimizers``, and only Lion's own rule is new.
+* The learning rate is a link, ``scale_by_learning_rate(lr)``: smx passes ``lr``
+  as a number, or as the run's schedule (a function of the step count), and the
+  link handles both, so the optimizer never does arithmetic on ``lr`` itself.
 * No array library is imported. The namespace comes from the arrays
   (``array_namespace``), so the same code runs on NumPy, CuPy, array-api-strict
   or any backend a user installs.
 * ``update`` is pure: it returns new arrays and never writes into its inputs
-  (JAX arrays, for one, are immutable), and its state holds arrays and Python
-  numbers only, so an engine can compile it and a checkpoint can store it.
+  (JAX arrays, for one, are immutable), and its state holds arrays in dicts and
+  tuples only (a step count: ``smx.optimizers.counter(params)``), so an engine
+  can compile it and a checkpoint can store it.
 * Python floats mix with arrays only through operators (``0.9 * m``), which
   keeps the arrays' dtype (float32 stays float32).
 """
@@ -36,8 +40,15 @@ from array_api_compat import array_namespace
 from pydantic import Field
 
 import smx
-from smx.optimizers.transforms import add_decayed_weights, chain, scale_by_lr, zeros_like
-from smx.types import Params, Transform
+from smx.optimizers import (
+    ScalarOrSchedule,
+    Transform,
+    add_decayed_weights,
+    chain,
+    scale_by_learning_rate,
+    zeros_like,
+)
+from smx.types import Params
 
 try:
     __version__ = version("smx-lion")
@@ -61,8 +72,8 @@ class LionParams(smx.PluginParams):
 def scale_by_lion(beta1: float = 0.9, beta2: float = 0.99) -> Transform:
     """Lion's direction ``sign(β1·m + (1 − β1)·g)``, and its momentum update."""
 
-    def update(grads: Params, state: dict[str, Any], params: Params, lr: Any
-               ) -> tuple[Params, dict[str, Any]]:
+    def update(grads: Params, state: dict[str, Any], params: Params | None = None,
+               **extra: Any) -> tuple[Params, dict[str, Any]]:
         m = state["m"]
         direction = {k: array_namespace(g).sign(beta1 * m[k] + (1.0 - beta1) * g)
                      for k, g in grads.items()}
@@ -72,11 +83,12 @@ def scale_by_lion(beta1: float = 0.9, beta2: float = 0.99) -> Transform:
     return Transform(lambda params: {"m": zeros_like(params)}, update)
 
 
-def lion(lr: float = 1e-4, beta1: float = 0.9, beta2: float = 0.99,
+def lion(lr: ScalarOrSchedule = 1e-4, beta1: float = 0.9, beta2: float = 0.99,
          weight_decay: float = 0.0) -> Transform:
-    """smx calls ``lion(**validated LionParams)``. ``lr`` is the base rate: smx passes the
-    scheduled rate to every ``update``, and ``scale_by_lr`` applies it."""
-    return chain(scale_by_lion(beta1, beta2), add_decayed_weights(weight_decay), scale_by_lr())
+    """smx calls ``lion(**validated LionParams)``, with ``lr`` replaced by the run's
+    schedule when it has one; ``scale_by_learning_rate`` applies either."""
+    return chain(scale_by_lion(beta1, beta2), add_decayed_weights(weight_decay),
+                 scale_by_learning_rate(lr))
 
 
 @smx.hookimpl

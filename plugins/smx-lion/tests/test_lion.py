@@ -44,10 +44,10 @@ def scripted(xp, host, grads: list[dict[str, list]], dtype):
     return closure, seen
 
 
-def step(opt, params, state, closure, lr):
+def step(opt, params, state, closure):
     """What smx's Trainer does each step: gradient, transformation, update."""
     loss, grads = closure(params)
-    updates, state = opt.update(grads, state, params, lr)
+    updates, state = opt.update(grads, state, params)
     return apply_updates(params, updates), state, loss
 
 
@@ -66,19 +66,19 @@ def test_two_steps_match_the_hand_computed_values(xp, host):
         {"W": [[-0.05, 1.0], [-0.1, 0.0]], "b": [0.5, 0.01]},
     ]
     closure, seen = scripted(xp, host, grads, dtype)
-    # the factory's lr is only the base rate: update() uses the lr it is given
-    opt = lion(lr=123.0, beta1=0.9, beta2=0.99, weight_decay=0.5)
+    # lr may be a schedule of the step count, as smx passes it when the run has one
+    opt = lion(lr=lambda count: 0.1 + 0 * count, beta1=0.9, beta2=0.99, weight_decay=0.5)
     state = opt.init(params)
 
     # step 1: m = 0, so the direction is sign(g); sign(0) = 0 leaves W[1,1] undecided
-    p1, state, _ = step(opt, params, state, closure, 0.1)
+    p1, state, _ = step(opt, params, state, closure)
     np.testing.assert_allclose(host(p1["W"]), [[0.85, -0.85], [0.375, 1.9]], rtol=1e-12)
     np.testing.assert_allclose(host(p1["b"]), [0.2, -0.3], rtol=1e-12)  # b is never decayed
     np.testing.assert_allclose(host(momentum(state)["W"]), [[0.01, -0.02], [0.005, 0.0]],
                                rtol=1e-12)
 
     # step 2: c = 0.9·m + 0.1·g = [[0.004, 0.082], [-0.0055, 0]]: W[0,0] moves against g
-    p2, state, _ = step(opt, p1, state, closure, 0.1)
+    p2, state, _ = step(opt, p1, state, closure)
     np.testing.assert_allclose(host(p2["W"]), [[0.7075, -0.9075], [0.45625, 1.805]],
                                rtol=1e-12)
     # c_b = 0.9·[-0.03, 0.002] + 0.1·[0.5, 0.01] = [0.023, 0.0028]
@@ -94,8 +94,8 @@ def test_update_is_pure_and_keeps_the_dtype(xp, host):
     params = {"W": xp.ones((3, 2), dtype=xp.float32), "b": xp.zeros((2,), dtype=xp.float32)}
     before = {k: host(v).copy() for k, v in params.items()}
     closure, _ = scripted(xp, host, [{"W": [[1.0, -1.0]] * 3, "b": [1.0, 1.0]}], xp.float32)
-    opt = lion(weight_decay=0.1)
-    new, state, _ = step(opt, params, opt.init(params), closure, 0.01)
+    opt = lion(lr=0.01, weight_decay=0.1)
+    new, state, _ = step(opt, params, opt.init(params), closure)
     for k in params:
         np.testing.assert_array_equal(host(params[k]), before[k])  # inputs untouched
         assert new[k].dtype == xp.float32 and momentum(state)[k].dtype == xp.float32
@@ -108,12 +108,12 @@ def test_lowers_the_loss_of_a_small_softmax_problem(xp, host):
     X = xp.asarray(X_host, dtype=xp.float64)
     y = xp.asarray(y_host)
     params = {"W": xp.zeros((4, 2), dtype=xp.float64), "b": xp.zeros((2,), dtype=xp.float64)}
-    opt = lion(**LionParams(weight_decay=0.01).model_dump())
+    opt = lion(**LionParams(lr=0.01, weight_decay=0.01).model_dump())
     state = opt.init(params)
     closure = lambda p: loss_and_grad(p, X, y, 1e-3)  # noqa: E731
     first = None
     for _ in range(50):
-        params, state, loss = step(opt, params, state, closure, 0.01)
+        params, state, loss = step(opt, params, state, closure)
         first = float(host(loss)) if first is None else first
     assert float(host(closure(params)[0])) < 0.5 * first
 
