@@ -408,7 +408,7 @@ OPTIONS = {
     "rmsprop": "lr=0.01, alpha=0.99, eps=1e-08, momentum=0.0, centered=False, weight_decay=0.0",
     "adagrad": "lr=0.01, lr_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, "
                "weight_decay=0.0",
-    "lbfgs": "lr=1.0, history=10, tol=1e-06, ftol=1e-12, max_ls=25, c1=0.0001, c2=0.9",
+    "lbfgs": "lr=1.0, history=10, tol=1e-06, ftol=0.0, max_ls=25, c1=0.0001, c2=0.9",
 }
 
 
