@@ -65,14 +65,16 @@ _OVERFLOW = ("X holds values so large that the scores (X @ coef_.T + intercept_)
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
-    """Multinomial logistic regression: weighted mean cross-entropy + l2/2·‖W‖².
+    """Multinomial logistic regression: weighted mean loss (cross-entropy unless ``loss``
+    names another loss plugin) + l2/2·‖W‖².
 
     ``C`` (scikit-learn's convention, l2 = 1/(C·Σ sample weights)) overrides ``l2``
     when given. ``max_iter`` and ``tol`` are scikit-learn's names for ``epochs``
     (L-BFGS: iterations) and L-BFGS's gradient tolerance; they win when given.
-    ``optimizer_params`` and ``schedule_params`` are the plugins' own options,
-    validated exactly as in a YAML config. Training starts from zero weights, as
-    scikit-learn does; ``random_state`` seeds the batch order of minibatch optimizers.
+    ``loss_params``, ``optimizer_params``, ``schedule_params`` and ``backend_options`` are
+    the plugins' own options, validated exactly as in a YAML config. Training starts from
+    zero weights, as scikit-learn does; ``random_state`` seeds the batch order of minibatch
+    optimizers.
     """
 
     def __init__(
@@ -82,6 +84,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         C: float | None = None,
         fit_intercept: bool = True,
         class_weight: str | dict[Any, float] | None = None,
+        loss: str = "cross_entropy",
+        loss_params: dict[str, Any] | None = None,
         optimizer: str = "lbfgs",
         optimizer_params: dict[str, Any] | None = None,
         schedule: str = "constant",
@@ -91,6 +95,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         tol: float | None = None,
         batch_size: int = 64,
         backend: str = "numpy",
+        backend_options: dict[str, Any] | None = None,
         device: str = "auto",
         fallback: str = "none",
         dtype: str = "float64",
@@ -101,6 +106,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.C = C
         self.fit_intercept = fit_intercept
         self.class_weight = class_weight
+        self.loss = loss
+        self.loss_params = loss_params
         self.optimizer = optimizer
         self.optimizer_params = optimizer_params
         self.schedule = schedule
@@ -110,6 +117,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.batch_size = batch_size
         self.backend = backend
+        self.backend_options = backend_options
         self.device = device
         self.fallback = fallback
         self.dtype = dtype
@@ -124,17 +132,26 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             return int(rs)
         return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
 
-    def _config(self, binary: bool):
-        # two classes: the two-column softmax at twice the penalty is the binary model
-        factor = 2.0 if binary else 1.0
+    def _check_params(self) -> None:
+        """What the config cannot tell apart: flags that are not booleans, plugin options
+        that are not dicts, and loss options that are the estimator's own parameters."""
         for name in ("fit_intercept", "standardize"):  # truthiness would read "no" as True
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise InvalidParameter(f"{name} must be True or False, got "
                                        f"{getattr(self, name)!r}")
-        for name in ("optimizer_params", "schedule_params"):
+        for name in ("loss_params", "optimizer_params", "schedule_params", "backend_options"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
                 raise InvalidParameter(f"{name} must be a dict of the plugin's options or "
                                        f"None, got {type(getattr(self, name)).__name__}")
+        for key, own in (("name", "loss"), ("class_weight", "class_weight")):
+            if key in (self.loss_params or {}):
+                raise InvalidParameter(f"loss_params must not hold {key!r}: it is the "
+                                       f"estimator's {own}= parameter")
+
+    def _config(self, binary: bool):
+        # two classes: the two-column softmax at twice the penalty is the binary model
+        factor = 2.0 if binary else 1.0
+        self._check_params()
         C, l2 = self.C, self.l2  # numbers scale; anything else goes to the config to refuse
         if isinstance(C, numbers.Real) and not isinstance(C, bool):
             C = C / factor
@@ -151,12 +168,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             return load_config({
                 "model": {"l2": l2, "C": C, "fit_intercept": self.fit_intercept,
                           "init_scale": 0.0},
-                "loss": {"name": "cross_entropy", "class_weight": class_weight},
+                "loss": {"name": self.loss, **(self.loss_params or {}),
+                         "class_weight": class_weight},
                 "optimizer": optimizer,
                 "schedule": {"name": self.schedule, **(self.schedule_params or {})},
                 "epochs": self.epochs if self.max_iter is None else self.max_iter,
                 "batch_size": self.batch_size, "backend": self.backend,
-                "device": self.device, "fallback": self.fallback, "dtype": self.dtype,
+                "backend_options": self.backend_options or {}, "device": self.device,
+                "fallback": self.fallback, "dtype": self.dtype,
                 "seed": self._seed(),
             })
         except ConfigError as exc:

@@ -13,9 +13,13 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import smx
 from smx import SoftmaxRegression
 from smx.errors import ConfigError
+from smx.losses import CrossEntropy
 from smx.modelfile import load_model
+from smx.plugins import get_plugins
+from smx.types import LossSpec, PluginParams
 
 
 def test_fit_predict_score_and_decision_function():
@@ -143,3 +147,102 @@ def test_random_state_seeds_minibatch_order():
     np.testing.assert_array_equal(a.coef_, b.coef_)
     assert not np.array_equal(a.coef_, c.coef_)
     assert a.n_iter_ == 3
+
+
+# --- the loss and backend plugins' parameters ----------------------------------------------
+
+
+class ScaledParams(PluginParams):
+    scale: float = 1.0
+
+
+class ScaledCrossEntropy(CrossEntropy):
+    """Cross-entropy times ``scale``: scale · mean + l2/2·‖W‖² has the optimum of
+    mean + (l2/scale)/2·‖W‖², a fit the default loss can reproduce."""
+
+    calls = 0
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        self.scale = scale
+        self.kernel_key = ("scaled_cross_entropy", scale)  # no fused kernel knows it
+
+    def partial(self, xp, Zt, y, w, cw, *, grad=True):
+        ScaledCrossEntropy.calls += 1
+        loss, weight, G = super().partial(xp, Zt, y, w, cw, grad=grad)
+        return loss * self.scale, weight, None if G is None else G * self.scale
+
+
+class ScaledLossPlugin:
+    @smx.hookimpl
+    def smx_losses(self):
+        yield LossSpec("scaled_cross_entropy", ScaledCrossEntropy, ScaledParams,
+                       "test: cross-entropy times a factor")
+
+
+@pytest.fixture
+def scaled_loss():
+    """The process-wide plugins with the test loss registered (a fresh manager after)."""
+    get_plugins.cache_clear()
+    get_plugins().register(ScaledLossPlugin(), name="test-scaled-loss")
+    ScaledCrossEntropy.calls = 0
+    yield
+    get_plugins.cache_clear()
+
+
+def test_a_registered_loss_plugin_is_the_estimators_loss(scaled_loss):
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    est = SoftmaxRegression(loss="scaled_cross_entropy", loss_params={"scale": 4.0}, l2=0.04,
+                            tol=1e-10, max_iter=500).fit(X, y)
+    assert ScaledCrossEntropy.calls > 0
+    ref = SoftmaxRegression(l2=0.01, tol=1e-10, max_iter=500).fit(X, y)
+    np.testing.assert_allclose(est.coef_, ref.coef_, atol=1e-5)
+    assert clone(est).get_params()["loss_params"] == {"scale": 4.0}
+
+
+def test_loss_params_reach_the_loss():
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    plain = SoftmaxRegression(C=10.0).fit(X, y)
+    smoothed = SoftmaxRegression(C=10.0, loss_params={"label_smoothing": 0.1}).fit(X, y)
+    assert np.abs(plain.coef_ - smoothed.coef_).max() > 0.1
+    # smoothing pulls the probabilities away from 0 and 1
+    assert smoothed.predict_proba(X).max() < plain.predict_proba(X).max()
+    same = SoftmaxRegression(C=10.0, loss_params={"label_smoothing": 0.0}).fit(X, y)
+    np.testing.assert_array_equal(same.coef_, plain.coef_)
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"loss": "hinge"}, r"unknown loss 'hinge'; valid: cross_entropy"),
+    ({"loss_params": {"smoothing": 0.1}}, r"loss\.smoothing: unknown key"),
+    ({"loss_params": {"label_smoothing": 2.0}}, r"loss\.label_smoothing"),
+    ({"loss_params": {"class_weight": "balanced"}}, r"loss_params must not hold 'class_weight'"),
+    ({"loss_params": ["label_smoothing"]}, r"loss_params must be a dict"),
+    ({"backend_options": {"fuse": True}}, r"backend_options\.fuse: unknown key; allowed: fused"),
+    ({"backend_options": {"fused": "sometimes"}}, r"backend_options\.fused"),
+    ({"backend": "auto", "backend_options": {"fuse": True}}, r"backend_options\.fuse"),
+    ({"backend_options": "fused"}, r"backend_options must be a dict"),
+])
+def test_a_bad_loss_or_backend_option_is_a_value_error_naming_it(params, needle):
+    X, y = load_iris(return_X_y=True)
+    est = SoftmaxRegression(**params)
+    assert est.get_params()[next(iter(params))] is next(iter(params.values()))  # unchanged
+    with pytest.raises(ValueError, match=needle) as info:
+        est.fit(X, y)
+    assert isinstance(info.value, ConfigError) and "\n" not in str(info.value)
+
+
+def test_backend_options_reach_the_backend(monkeypatch):
+    X, y = load_iris(return_X_y=True)
+    seen = []
+    backend = get_plugins().backend("numpy")
+    original = type(backend).configure
+    monkeypatch.setattr(type(backend), "configure",
+                        lambda self, options: (seen.append(options), original(self, options)))
+    est = SoftmaxRegression(optimizer="sgd", epochs=1, backend_options={"fused": False})
+    est.fit(X, y)
+    assert seen and seen[-1].fused is False
+    est.set_params(backend_options={"fused": True})
+    assert est.get_params()["backend_options"] == {"fused": True}
+    assert clone(est).backend_options == {"fused": True}
