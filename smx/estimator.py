@@ -46,6 +46,7 @@ from smx.estimator_input import (
     check_sparse_magnitudes,
     cupyx_sparse,
     host_values,
+    known_engine,
     native_engine,
     native_labels,
     native_weights,
@@ -185,16 +186,17 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         """Fit on (X, y), each row weighing ``sample_weight`` (default 1) times its
         class's weight (``class_weight``).
 
-        A PyTorch tensor, a JAX array, a CuPy array or a cupyx.scipy.sparse matrix trains
-        on that library and its device (with ``backend="auto"`` or that engine's name)
-        without a trip through NumPy, and ``predict``/``predict_proba`` then answer in the
-        input's library, as scikit-learn's array-API dispatch does. scipy.sparse X trains
+        A PyTorch tensor, a JAX array, a CuPy array, a cupyx.scipy.sparse matrix or an
+        array of any library a registered engine runs on (array-api-strict...) trains on
+        that engine and its device (with ``backend="auto"`` or that engine's name) without
+        a trip through NumPy, and ``predict``/``predict_proba`` then answer in the input's
+        library, as scikit-learn's array-API dispatch does. scipy.sparse X trains
         on the NumPy engine (or CuPy's, which copies it to the GPU as cupyx CSR), never
         densified."""
         from smx.plugins import get_plugins
         from smx.training import Trainer
 
-        native = native_engine(X)
+        native = native_engine(X, self.backend)
         if native is not None and self.backend in ("auto", native[0]):
             return self._fit_native(X, y, sample_weight, *native)
         if native is not None and native[0] == "cupy":  # NumPy cannot read GPU memory
@@ -296,9 +298,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def _fit_native(self, X: Any, y: Any, sample_weight: Any, engine: str, device: str
                     ) -> SoftmaxRegression:
-        """Train where a PyTorch tensor or JAX array already lives: validation, class
-        discovery and (with ``standardize``) the statistics run in its own namespace; only
-        the class list and the fitted parameters (small) come to the host."""
+        """Train where X already lives (a PyTorch tensor, a JAX or CuPy array, an array of
+        another registered engine's library): validation, class discovery and (with
+        ``standardize``) the statistics run in its own namespace; only the class list and
+        the fitted parameters (small) come to the host."""
         from smx.plugins import get_plugins
         from smx.training import Trainer
 
@@ -321,9 +324,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             X = X.tocsr()  # CSR: rows gather fast
         values = X.data if sparse else X
         on = values.device  # where X lives (device, the argument, is its name)
-        if y is None or len(y) != X.shape[0]:
+        n_y = None if y is None else _num_rows(y)
+        if n_y != X.shape[0]:
             raise ValueError(f"Found input variables with inconsistent numbers of samples: "
-                             f"[{X.shape[0]}, {None if y is None else len(y)}]")
+                             f"[{X.shape[0]}, {n_y}]")
         if not bool(xp.all(xp.isfinite(values))):
             raise ValueError("Input X contains NaN or infinity.")
         backend = get_plugins().backend(engine)
@@ -361,6 +365,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             check_sparse_magnitudes(X, limit_dtype, backend)
         else:
             check_native_magnitudes(X, raw, xp, backend, limit_dtype, self.standardize)
+        if known_engine(values) is None:  # an engine found by its namespace gets NumPy,
+            # as Backend.place is specified, and copies it to X's device (cfg.device)
+            X, y_idx, w = (None if a is None else backend.to_host(a) for a in (X, y_idx, w))
+            xp, on = array_namespace(X), "cpu"
         empty = xp.zeros((0, X.shape[1]), dtype=X.dtype, device=on)
         none = xp.zeros((0,), dtype=y_idx.dtype, device=on)
         splits = Splits(classes=classes, X_train=X, y_train=y_idx, X_val=empty, y_val=none,
@@ -406,9 +414,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def decision_function(self, X: Any) -> np.ndarray:
         """``X @ coef_.T + intercept_``: (n, K), or (n,) for two classes (the score of
         ``classes_[1]``), as ``LogisticRegression``; in the input's library and on its
-        device for a PyTorch tensor or a JAX array."""
+        device for an array of another library than NumPy (:func:`native_engine`)."""
         check_is_fitted(self)
-        if native_engine(X) is not None:
+        if native_engine(X, self.backend) is not None:
             sparse = cupyx_sparse(X)  # cupyx: a cuSPARSE product, X never densified
             xp = array_namespace(X.data if sparse else X)
             if len(X.shape) != 2:
@@ -435,7 +443,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         scores = self.decision_function(X)
-        if native_engine(scores) is not None:
+        if native_engine(scores, self.backend) is not None:
             xp = array_namespace(scores)
             if scores.ndim == 1:
                 scores = xp.stack([xp.zeros_like(scores), scores], axis=1)
@@ -451,13 +459,15 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         scores = self.decision_function(X)
-        if native_engine(scores) is not None:
+        if (native := native_engine(scores, self.backend)) is not None:
             xp = array_namespace(scores)
             idx = (xp.astype(scores > 0, xp.int64) if scores.ndim == 1
                    else xp.argmax(scores, axis=1))
             if self.classes_.dtype.kind in "iuf":  # numeric labels stay in the input's library
                 return xp.take(xp.asarray(self.classes_, device=scores.device), idx, axis=0)
-            return self.classes_[np.asarray(get_plugins_backend(scores).to_host(idx))]
+            from smx.plugins import get_plugins
+
+            return self.classes_[np.asarray(get_plugins().backend(native[0]).to_host(idx))]
         idx = (scores > 0).astype(np.intp) if scores.ndim == 1 else np.argmax(scores, axis=1)
         return self.classes_[idx]
 
@@ -501,10 +511,10 @@ def _select(cfg: Any, plugins: Any) -> Any:
         raise InvalidParameter(str(exc)) from None
 
 
-def get_plugins_backend(array: Any) -> Any:
-    from smx.plugins import get_plugins
-
-    return get_plugins().backend(native_engine(array)[0])
+def _num_rows(a: Any) -> int:
+    """Rows of an array (of any library: the Array API has no ``len``) or a sequence."""
+    shape = getattr(a, "shape", None)
+    return int(shape[0]) if shape else len(a)
 
 
 def _standardizer(X: np.ndarray, w: np.ndarray | None) -> Standardizer:

@@ -1,6 +1,7 @@
 """The estimator's checks of input held by another array library (a PyTorch tensor, a JAX
-or CuPy array, cupyx sparse), made where it lives, with scikit-learn's messages; and the
-error types that are both smx's and the ``ValueError`` scikit-learn users expect.
+or CuPy array, cupyx sparse, an array of any library a registered engine runs on), made where
+it lives, with scikit-learn's messages; and the error types that are both smx's and the
+``ValueError`` scikit-learn users expect.
 
 Apart from :mod:`smx.estimator` so the estimator reads as the scikit-learn API over the
 Trainer, and these checks (most of them the tensor versions of scikit-learn's own) as one
@@ -13,7 +14,13 @@ import sys
 from typing import Any
 
 import numpy as np
-from array_api_compat import is_cupy_array, is_jax_array, is_torch_array
+from array_api_compat import (
+    array_namespace,
+    is_cupy_array,
+    is_jax_array,
+    is_numpy_array,
+    is_torch_array,
+)
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _assert_all_finite, _check_sample_weight, column_or_1d
 
@@ -31,7 +38,17 @@ class InvalidParameter(ConfigError, ValueError):
     scikit-learn raises for a bad parameter."""
 
 
-def native_engine(X: Any) -> tuple[str, str] | None:
+def native_engine(X: Any, prefer: str = "auto") -> tuple[str, str] | None:
+    """``(engine, device)`` for an array of another library than NumPy, else None (NumPy,
+    lists, data frames, scipy.sparse: scikit-learn's validation takes them).
+
+    PyTorch, JAX and CuPy (cupyx sparse too) are told by array-api-compat, which never
+    imports them; any other Array API array belongs to the registered engine whose
+    namespace is the array's (:func:`registered_engine`)."""
+    return known_engine(X) or registered_engine(X, prefer)
+
+
+def known_engine(X: Any) -> tuple[str, str] | None:
     """``(engine, device)`` for a PyTorch tensor, a JAX array, a CuPy array or a cupyx
     sparse matrix (never importing any of them: array-api-compat only looks at modules
     already imported), else None."""
@@ -48,10 +65,65 @@ def native_engine(X: Any) -> tuple[str, str] | None:
     return None
 
 
+def registered_engine(X: Any, prefer: str = "auto") -> tuple[str, str] | None:
+    """``(engine, device)`` of the usable registered engine whose ``namespace()`` is X's
+    Array API namespace (``prefer`` first, when it is one), and the device of its
+    ``devices()`` X is on; None for NumPy and what is no Array API array.
+
+    Engines whose name is the library's (``array-api-strict`` for ``array_api_strict``) are
+    asked first, so an input seldom makes another engine import its library."""
+    if is_numpy_array(X) or not hasattr(X, "__array_namespace__"):
+        return None
+    try:
+        xp = array_namespace(X)
+    except TypeError:
+        return None
+    from smx.plugins import get_plugins
+
+    plugins = get_plugins()
+    for reg in _by_likeness(plugins.registrations("backend"), type(X).__module__, prefer):
+        backend = reg.record
+        try:
+            if backend.unavailable_reason() is not None or not _same(backend.namespace(), xp):
+                continue
+        except Exception:  # an engine that cannot answer is not X's
+            continue
+        return backend.name, _device_of(backend, X)
+    return None
+
+
+def _by_likeness(regs: list[Any], module: str, prefer: str) -> list[Any]:
+    """``prefer`` first, then the engines named like X's library, then the others."""
+    def key(name: str) -> str:
+        return name.replace("-", "_").lower()
+
+    library = key(module.split(".")[0])
+    return sorted(regs, key=lambda r: (r.name != prefer, library not in key(r.name)))
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b or getattr(a, "__name__", a) == getattr(b, "__name__", b)
+
+
+def _device_of(backend: Any, X: Any) -> str:
+    """The name, among ``backend.devices()``, of the device X is on."""
+    devices = backend.devices()
+    for name in devices:
+        if backend.from_host(np.zeros(1), name).device == X.device:
+            return name
+    raise ValueError(f"X is on device {X.device!r}, which backend {backend.name!r} does not "
+                     f"list (its devices: {', '.join(devices)})")
+
+
 def host_values(a: Any) -> Any:
     """A PyTorch tensor as NumPy reads it (detached, on the CPU; bfloat16, which NumPy has
-    not, as float32); anything else unchanged (scikit-learn's validation converts it)."""
+    not, as float32), an array of another registered engine as its ``to_host`` gives it;
+    anything else unchanged (scikit-learn's validation converts it)."""
     if not is_torch_array(a):
+        if known_engine(a) is None and (engine := registered_engine(a)) is not None:
+            from smx.plugins import get_plugins
+
+            return get_plugins().backend(engine[0]).to_host(a)
         return a
     native_engine(a)  # refuses the meta device
     a = a.detach().cpu()
