@@ -15,9 +15,9 @@ import textwrap
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from smx.errors import ConfigError, ModelFileError, SmxError, note
+from smx.errors import ConfigError, ModelFileError, PluginError, SmxError, note
 
 DEFAULT_CONFIG = "digits"
 
@@ -181,34 +181,117 @@ def _terminal_width() -> int | None:
     return max(shutil.get_terminal_size((80, 24)).columns, 40)
 
 
-def _options(spec: object) -> str:
-    fields = getattr(getattr(spec, "params", None), "model_fields", {})
-    parts = []
-    for name, f in fields.items():
-        default = "required" if f.is_required() else repr(f.default)
-        parts.append(f"{name}={default}")
-    return ", ".join(parts)
+#: each kind's config key that chooses a plugin, and the section its options go in
+CONFIG_KEYS = {"backend": ("backend", "backend_options"),
+               "optimizer": ("optimizer.name", "optimizer"),
+               "solver": ("optimizer.name", "optimizer"), "loss": ("loss.name", "loss"),
+               "schedule": ("schedule.name", "schedule"), "dataset": ("data.name", "data")}
+
+
+def _option_fields(kind: str, record: object) -> dict[str, Any]:
+    """The pydantic fields of a plugin's options: a backend's ``options`` model (its
+    ``backend_options``), every other kind's ``params``."""
+    model = getattr(record, "options" if kind == "backend" else "params", None)
+    return dict(getattr(model, "model_fields", {}))
+
+
+def _default(field: Any) -> str:
+    if field.is_required():
+        return "required"
+    if field.default_factory is not None:
+        return repr(field.default_factory())
+    return repr(field.default)
+
+
+def _type(field: Any) -> str:
+    """The field's type as its annotation reads, with its bounds (``float, >= 0``)."""
+    ann = field.annotation
+    text = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
+    ops = {"Gt": ">", "Ge": ">=", "Lt": "<", "Le": "<="}
+    bounds = [f"{ops[type(m).__name__]} {getattr(m, type(m).__name__.lower())}"
+              for m in field.metadata if type(m).__name__ in ops]
+    return ", ".join([text, *bounds])
+
+
+def _options(kind: str, record: object) -> str:
+    return ", ".join(f"{name}={_default(f)}"
+                     for name, f in _option_fields(kind, record).items())
+
+
+def _status(kind: str, record: Any) -> str:
+    reason = record.unavailable_reason() if kind == "backend" else None
+    return "ok" if reason is None else f"unavailable: {reason}"
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     from smx.plugins import KINDS, get_plugins
 
     plugins = get_plugins()
+    if args.name is not None:
+        return _show_plugin(plugins, args.name)
     rows = []
     for kind in KINDS:
         for reg in plugins.registrations(kind):
-            if kind == "backend":
-                reason = reg.record.unavailable_reason()
-                status = "ok" if reason is None else f"unavailable: {reason}"
-                detail = reg.record.description
-            else:
-                status, detail = "ok", _options(reg.record)
-            rows.append([kind, reg.name, reg.plugin, reg.version, status, detail])
+            rows.append([kind, reg.name, reg.plugin, reg.version, _status(kind, reg.record),
+                         _options(kind, reg.record)])
     for name, dist, error in plugins.broken:
         rows.append(["(broken)", name, name, dist, f"failed to load: {error}", ""])
     print(_table(rows, ["kind", "name", "plugin", "version", "status", "options"],
                  width=_terminal_width()))
     return 0
+
+
+def _show_plugin(plugins: Any, name: str) -> int:
+    """``smx plugins NAME``: the plugin (of each kind that has one of that name) and a table
+    of its options; an unknown name is one error line listing the valid ones."""
+    from smx.plugins import KINDS
+
+    found = [(kind, reg) for kind in KINDS for reg in plugins.registrations(kind)
+             if reg.name == name]
+    broken = [b for b in plugins.broken if b[0] == name]
+    if not found and not broken:
+        valid = sorted({reg.name for kind in KINDS for reg in plugins.registrations(kind)})
+        raise PluginError(f"unknown plugin {name!r}; valid: {', '.join(valid)}")
+    blocks = [_plugin_block(kind, reg) for kind, reg in found]
+    blocks += [_about(plugin, [("kind", "(broken)"), ("plugin", plugin), ("version", dist),
+                               ("status", f"failed to load: {error}")])
+               for plugin, dist, error in broken]
+    print("\n\n".join(blocks))
+    return 0
+
+
+def _plugin_block(kind: str, reg: Any) -> str:
+    """One plugin: what it is, how a config picks it, and its options' table."""
+    fields = _option_fields(kind, reg.record)
+    chosen, section = CONFIG_KEYS.get(kind, (kind, kind))
+    example = f"smx run {chosen}={reg.name}"
+    if fields:
+        option, field = next(iter(fields.items()))
+        example += f" {section}.{option}={_override_value(field)}"
+    about = _about(reg.name, [
+        ("kind", kind), ("plugin", reg.plugin), ("version", reg.version),
+        ("status", _status(kind, reg.record)),
+        ("description", getattr(reg.record, "description", "") or "(none)"),
+        ("config", example)])
+    if not fields:
+        return f"{about}\n\nno options"
+    rows = [[o, _type(f), _default(f), f.description or ""] for o, f in fields.items()]
+    table = _table(rows, ["option", "type", "default", "description"], width=_terminal_width())
+    return f"{about}\n\n{table}"
+
+
+def _override_value(field: Any) -> str:
+    """A field's default as a ``key=value`` override writes it (YAML: null, false)."""
+    import json
+
+    if field.is_required():
+        return "..."
+    value = field.get_default(call_default_factory=True)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _about(title: str, items: list[tuple[str, str]]) -> str:
+    return "\n".join([title, *(f"  {key:<12} {value}" for key, value in items)])
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
@@ -415,7 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("plugins", help="list backends, optimizers, schedules and datasets")
+    what = "backends, optimizers, solvers, losses, schedules and datasets"
+    p = sub.add_parser("plugins", help=f"list the plugins ({what}) and their options",
+                       description=f"List every plugin: {what}, with their package, version, "
+                       "status and options; smx plugins NAME shows one plugin's options "
+                       "with their types, defaults and descriptions.")
+    p.add_argument("name", nargs="?", metavar="NAME",
+                   help="show this plugin and a table of its options")
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("configs", help="list the configs shipped with smx (smx run NAME)")
