@@ -445,6 +445,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bc.budget_s = args.budget or None
     if args.only:
         bc.parts = tuple(args.only)
+    if args.backends is not None:
+        bc.backends = _bench_backends(args.backends)
     out = Path(args.output)
     if out.exists() and not out.is_dir():  # refuse before minutes of timing, not after
         raise ConfigError("exists and is not a folder", where=str(out))
@@ -467,6 +469,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"results written to {out / 'RESULTS.md'} and {out / 'results.json'} "
           f"in {results['meta']['wall_s']:.0f} s")
     return 0
+
+
+def _bench_backends(text: str) -> tuple[str, ...]:
+    """``--backends a,b``: usable registered engines (any plugin's), checked before any
+    timing starts."""
+    from smx.plugins import get_plugins
+
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise ConfigError(f"expected comma-separated backend names, got {text!r}",
+                          where="--backends")
+    plugins = get_plugins()
+    for name in names:
+        plugins.backend(name, where="--backends")  # unknown or unusable: one line, exit 2
+    return tuple(dict.fromkeys(names))
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -566,6 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+",
                    choices=["sgd", "lbfgs", "memory", "e2e", "gpu", "sparse", "dask"],
                    help="run only these parts")
+    p.add_argument("--backends", metavar="NAME,...",
+                   help="comma-separated registered engines (smx plugins lists them, "
+                   "third-party ones too) whose SGD epoch and full-batch step the sgd part "
+                   "times beside NumPy's (default: the epochs of torch, jax and "
+                   "array-api-strict)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_bench)
     return parser

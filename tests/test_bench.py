@@ -10,14 +10,17 @@ import time
 import numpy as np
 import pytest
 
+import smx
+from smx.backends.numpy_backend import NumpyBackend
 from smx.bench import BenchConfig, cases, harness, report, run_bench
-from smx.cli import build_parser
+from smx.cli import build_parser, main
 from smx.errors import PluginError
 from smx.optimizers.transforms import tree_map
 from smx.plugins import Plugins
 from smx.types import PluginParams, SolverSpec
 
 from .conftest import assert_one_line_error, run_smx
+from .plugin_fixtures import install_fake_dist
 
 PLUGINS = Plugins(entry_points=False)
 
@@ -670,3 +673,124 @@ def test_the_load_probe_counts_the_benchs_helper_processes_as_its_own():
     finally:
         spin.kill()
         spin.wait()
+
+
+# --- --backends: any registered engine --------------------------------------------------------
+
+NUMPY_TWIN = '''
+    import smx
+    from smx.backends.numpy_backend import NumpyBackend
+
+    class NumpyTwin(NumpyBackend):
+        name = "numpy-twin"
+        description = "a third-party engine: NumPy under another name"
+
+    @smx.hookimpl
+    def smx_backends():
+        yield NumpyTwin()
+'''
+
+
+class CountingTwin(NumpyBackend):
+    """NumPy under another name, counting the epochs' batches it gathers."""
+
+    name = "counting-twin"
+    batches = 0
+
+    def batch(self, data, idx):
+        CountingTwin.batches += 1
+        return super().batch(data, idx)
+
+
+class TwinPlugin:
+    @smx.hookimpl
+    def smx_backends(self):
+        yield CountingTwin()
+
+
+def tiny(**kw) -> BenchConfig:
+    bc = BenchConfig.quick()
+    bc.rows, bc.features, bc.batch, bc.repeats = 600, 8, 100, 1
+    for k, v in kw.items():
+        setattr(bc, k, v)
+    return bc
+
+
+def test_named_engines_are_timed_each_with_its_full_batch_step():
+    plugins = Plugins(entry_points=False)
+    plugins.register(TwinPlugin(), name="twin-plugin")
+    CountingTwin.batches = 0
+    out = cases.bench_sgd(tiny(backends=("counting-twin", "array-api-strict")), plugins,
+                          log=lambda _: None)
+    assert CountingTwin.batches >= 2 * 6  # the warm-up and the timed epoch, 6 batches each
+    assert {"smx_numpy", "smx_numpy_full", "smx_counting_twin", "smx_counting_twin_full",
+            "smx_array_api_strict", "smx_array_api_strict_full"} <= out["cases"].keys()
+    assert not {"smx_jax", "smx_torch"} & out["cases"].keys()  # only the engines named
+    assert {"smx_counting_twin/smx_numpy", "smx_counting_twin_full/smx_numpy_full",
+            "smx_array_api_strict/smx_numpy_per_row"} <= out["ratios"].keys()
+    assert out["ratios"].keys() == out["min_ratios"].keys()
+
+
+def test_without_backends_the_default_engines_epochs_are_timed():
+    out = cases.bench_sgd(tiny(), PLUGINS, log=lambda _: None)
+    timed = out["cases"].keys() | out["skipped_cases"].keys()
+    assert {"smx_torch", "smx_jax", "smx_array_api_strict"} <= timed
+    assert not [c for c in out["cases"] if c.endswith("_full")]
+    assert "smx_jax/smx_numpy" in out["ratios"] or "smx_jax" in out["skipped_cases"]
+
+
+def test_bench_backends_times_a_third_party_engine(tmp_path):
+    site = install_fake_dist(tmp_path / "site", "smx-twin", "0.2", {"smx_twin": NUMPY_TWIN},
+                             {"twin": "smx_twin"})
+    proc = run_smx("bench", "--quick", "--only", "sgd", "--backends", "numpy-twin",
+                   "--threads", "1", "--repeats", "1", "--rows", "600", "--features", "8",
+                   "--batch", "100", "-o", "out", cwd=tmp_path, env={"PYTHONPATH": str(site)})
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    sgd = data["sgd"]["by_threads"]["1"]
+    assert {"smx_numpy_twin", "smx_numpy_twin_full", "smx_numpy_full"} <= sgd["cases"].keys()
+    assert "smx_numpy_twin/smx_numpy" in sgd["ratios"]
+    assert data["meta"]["config"]["backends"] == ["numpy-twin"]
+    assert "| smx_numpy_twin_full |" in (tmp_path / "out" / "RESULTS.md").read_text()
+
+
+@pytest.mark.parametrize("value, needles", [
+    ("numpy,tpu", ("--backends", "unknown backend 'tpu'", "valid:", "array-api-strict",
+                   "numpy")),
+    ("numpy,,jax", ("--backends", "comma-separated backend names")),
+])
+def test_bench_backends_refuses_a_bad_name_before_timing(tmp_path, capsys, value, needles):
+    code = main(["bench", "--quick", "--backends", value, "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("smx: error: --backends: ")
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert not (tmp_path / "out").exists()
+
+
+class Unusable(NumpyBackend):
+    name = "unusable"
+
+    def unavailable_reason(self):
+        return "its library is not installed"
+
+
+class UnusablePlugin:
+    @smx.hookimpl
+    def smx_backends(self):
+        yield Unusable()
+
+
+def test_bench_backends_refuses_an_unusable_engine_before_timing(tmp_path, capsys):
+    from smx.plugins import get_plugins
+
+    get_plugins.cache_clear()
+    get_plugins().register(UnusablePlugin(), name="unusable-plugin")
+    try:
+        code = main(["bench", "--quick", "--backends", "unusable", "-o", str(tmp_path / "o")])
+    finally:
+        get_plugins.cache_clear()
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "--backends: backend 'unusable' is unavailable: its library is not installed" in err
+    assert not (tmp_path / "o").exists()

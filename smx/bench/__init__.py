@@ -2,7 +2,8 @@
 
 - :mod:`smx.bench.harness` — interleaved timing, the load around each case, ratios, the
   time budget and BLAS thread settings;
-- :mod:`smx.bench.cases` — what is timed (GEMM floor, smx epoch, bare loop, PyTorch loops,
+- :mod:`smx.bench.cases` — what is timed (GEMM floor, smx epoch on each engine (any
+  registered one with ``--backends``, with its full-batch step), bare loop, PyTorch loops,
   L-BFGS against scikit-learn, sparse text-like data against LogisticRegression and
   SGDClassifier, memory, GPU, and ``smx run`` / ``smx --help`` end to end as whole
   processes), with every call into smx's core in one place;
@@ -66,6 +67,9 @@ class BenchConfig:
     dask_rows: int = 200_000  # the Dask part's rows (float32, read from .npy by the workers)
     dask_rounds: int = 1  # fits of each kind in the Dask part (one is minutes at full size)
     budget_s: float | None = 170.0  # seconds for the timed parts; None: no limit
+    # engines the SGD part times beside NumPy, each with its full-batch step too (any
+    # registered engine: --backends); None: the epochs of cases.DEFAULT_ENGINES
+    backends: tuple[str, ...] | None = None
     # the default leaves out the Dask part (its clusters and fits take a minute more than
     # the budget allows): --only dask at 200,000 rows, --full at 2,000,000
     parts: tuple[str, ...] = ("sgd", "lbfgs", "memory", "e2e", "gpu", "sparse")

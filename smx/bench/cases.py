@@ -9,9 +9,11 @@ core directly.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -28,7 +30,6 @@ from smx.bench.harness import (
     Timing,
     assess_load,
     interleaved,
-    paired_ratio,
     ratio_pair,
     ratio_tables,
     sample_load,
@@ -313,9 +314,71 @@ SGD_RATIOS = {
 }
 
 
+def smx_full_batch(bc: BenchConfig, X: np.ndarray, y: np.ndarray, backend_name: str,
+                   plugins: Any, device: str = "auto") -> Callable[[], Any]:
+    """One full-batch step through the Trainer: the objective and its gradient over every
+    row (the engine's fused kernel where it has one) and the update."""
+    return smx_epoch(dataclasses.replace(bc, batch=len(X)), X, y, backend_name, plugins,
+                     device)[0]
+
+
+#: the engines whose epoch the SGD part times beside NumPy's unless ``--backends`` names others
+DEFAULT_ENGINES = ("torch", "jax", "array-api-strict")
+
+
+def engine_case(engine: str) -> str:
+    """An engine's case name: ``smx_array_api_strict`` for ``array-api-strict``."""
+    return "smx_" + re.sub(r"\W", "_", engine)
+
+
+def engine_cases(bc: BenchConfig, X: np.ndarray, y: np.ndarray, plugins: Any
+                 ) -> tuple[dict[str, Callable[[], Any]], dict[str, str], dict[str, int]]:
+    """(cases, skipped cases, rows of each engine's case): each engine's epoch, on its CPU
+    when it has one; with ``bc.backends`` (``--backends``) also its full-batch step, NumPy's
+    included. array-api-strict, a conformance engine, runs on ``strict_rows`` rows."""
+    engines = DEFAULT_ENGINES if bc.backends is None else bc.backends
+    full = bc.backends is not None
+    cases: dict[str, Callable[[], Any]] = {}
+    skipped: dict[str, str] = {}
+    rows: dict[str, int] = {}
+    if full:
+        cases["smx_numpy_full"] = smx_full_batch(bc, X, y, "numpy", plugins)
+    for engine in dict.fromkeys(engines):
+        if engine == "numpy":  # timed in any case: the baseline of the others
+            continue
+        case, backend = engine_case(engine), plugins.get("backend", engine)
+        if reason := backend.unavailable_reason():
+            skipped[case] = reason
+            continue
+        m = min(bc.strict_rows, bc.rows) if engine == "array-api-strict" else bc.rows
+        device = "cpu" if "cpu" in backend.devices() else "auto"
+        cases[case] = smx_epoch(bc, X[:m], y[:m], engine, plugins, device=device)[0]
+        if full:
+            cases[f"{case}_full"] = smx_full_batch(bc, X[:m], y[:m], engine, plugins, device)
+        rows[case] = m
+    return cases, skipped, rows
+
+
+def engine_ratios(timings: dict[str, Timing], rows: dict[str, int], n: int
+                  ) -> tuple[dict[str, float], dict[str, float]]:
+    """Each engine's epoch (and full-batch step) over NumPy's; per row (``_per_row``) for
+    an engine timed on fewer rows than NumPy's ``n``, and always for array-api-strict's
+    (timed on at most ``strict_rows``)."""
+    ratios, mins = {}, {}
+    for case, m in rows.items():
+        per_row = m != n or case == engine_case("array-api-strict")
+        for a, b in ((case, "smx_numpy"), (f"{case}_full", "smx_numpy_full")):
+            r, best = ratio_pair(timings, a, b)
+            if r is not None and best is not None:
+                key = f"{a}/{b}_per_row" if per_row else f"{a}/{b}"
+                ratios[key], mins[key] = r * n / m, best * n / m
+    return ratios, mins
+
+
 def bench_sgd(bc: BenchConfig, plugins: Any, log: Log, *, threads: int = 1,
               budget: Budget | None = None) -> dict[str, Any]:
-    """One shuffled SGD epoch through smx beside the GEMM floor, a bare loop and PyTorch."""
+    """One shuffled SGD epoch through smx beside the GEMM floor, a bare loop and PyTorch,
+    and the other engines' epochs (:func:`engine_cases`)."""
     X, y = make_data(bc.rows, bc.features, bc.classes, bc.seed)
     cases: dict[str, Callable[[], Any]] = {
         "gemm_floor": gemm_floor(X, bc.classes, bc.batch),
@@ -331,29 +394,20 @@ def bench_sgd(bc: BenchConfig, plugins: Any, log: Log, *, threads: int = 1,
     else:
         cases["torch_cpu"] = torch_epoch(X, y, bc.classes, bc.batch, bc.lr,
                                          core_trainer_l2(trainer), bc.seed)
-    for engine in ("torch", "jax"):  # the other engines on the same rows and batches
-        reason = plugins.get("backend", engine).unavailable_reason()
-        if reason:
-            skipped[f"smx_{engine}"] = reason
-        else:
-            cases[f"smx_{engine}"] = smx_epoch(bc, X, y, engine, plugins, device="cpu")[0]
-    strict = plugins.get("backend", "array-api-strict")
-    m = min(bc.strict_rows, bc.rows)
-    if reason := strict.unavailable_reason():
-        skipped["smx_array_api_strict"] = reason
-    else:  # a smaller slice: strict is the conformance check, its speed is informational
-        cases["smx_array_api_strict"] = smx_epoch(bc, X[:m], y[:m], "array-api-strict",
-                                                  plugins)[0]
+    engines, engines_skipped, rows = engine_cases(bc, X, y, plugins)
+    cases.update(engines)
+    skipped.update(engines_skipped)
     log(f"sgd, {threads} BLAS thread{'s' * (threads > 1)}: {len(cases)} cases x up to "
         f"{bc.repeats} rounds on {bc.rows:,} x {bc.features}")
     timings = interleaved(cases, bc.repeats, deadline=budget.take(1.0) if budget else None)
     ratios, mins = ratio_tables(timings, SGD_RATIOS)
-    if "smx_array_api_strict" in timings:  # per row, since it ran on fewer rows
-        ratios["smx_array_api_strict/smx_numpy_per_row"] = (
-            paired_ratio(timings, "smx_array_api_strict", "smx_numpy") * bc.rows / m)
+    more, more_mins = engine_ratios(timings, rows, bc.rows)
+    for key in [k for k in more if k not in ratios]:  # smx_jax/smx_numpy: SGD_RATIOS has it
+        ratios[key], mins[key] = more[key], more_mins[key]
     return {
         "threads": threads, "rows": bc.rows, "features": bc.features, "classes": bc.classes,
-        "batch": bc.batch, "steps_per_epoch": -(-bc.rows // bc.batch), "strict_rows": m,
+        "batch": bc.batch, "steps_per_epoch": -(-bc.rows // bc.batch),
+        "strict_rows": rows.get("smx_array_api_strict", min(bc.strict_rows, bc.rows)),
         "cases": summaries(timings), "ratios": ratios, "min_ratios": mins, "skipped_cases": skipped,
         "load": assess_load(timings, threads),
     }

@@ -324,6 +324,9 @@ def _sgd_lines(sgd: dict[str, Any]) -> list[str]:
     lines += [f"- skipped {k}: {v}" for k, v in sgd["skipped_cases"].items()]
     if "smx_array_api_strict" in sgd["cases"]:
         lines.append(f"- smx_array_api_strict ran on the first {sgd['strict_rows']:,} rows")
+    if "smx_numpy_full" in sgd["cases"]:
+        lines.append("- a *_full case is one full-batch step through the Trainer: the objective "
+                     "and its gradient over every row, and the update")
     return lines
 
 
