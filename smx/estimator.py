@@ -186,11 +186,13 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         """Fit on (X, y), each row weighing ``sample_weight`` (default 1) times its
         class's weight (``class_weight``).
 
-        A PyTorch tensor, a JAX array, a CuPy array, a cupyx.scipy.sparse matrix or an
-        array of any library a registered engine runs on (array-api-strict...) trains on
-        that engine and its device (with ``backend="auto"`` or that engine's name) without
-        a trip through NumPy, and ``predict``/``predict_proba`` then answer in the input's
-        library, as scikit-learn's array-API dispatch does. scipy.sparse X trains
+        A PyTorch tensor, a JAX array, a CuPy array or a cupyx.scipy.sparse matrix trains
+        on that library and its device (with ``backend="auto"`` or that engine's name)
+        without a trip through NumPy; an array of any other library a registered engine
+        runs on (array-api-strict...) is checked where it lives and trains on that engine
+        (handed over as the NumPy copy ``Backend.place`` takes). ``predict`` and
+        ``predict_proba`` then answer in the input's library, as scikit-learn's array-API
+        dispatch does. scipy.sparse X trains
         on the NumPy engine (or CuPy's, which copies it to the GPU as cupyx CSR), never
         densified."""
         from smx.plugins import get_plugins

@@ -48,6 +48,10 @@ def native_engine(X: Any, prefer: str = "auto") -> tuple[str, str] | None:
     return known_engine(X) or registered_engine(X, prefer)
 
 
+#: the engines :func:`known_engine` tells by array-api-compat's checks
+KNOWN_ENGINES = ("torch", "jax", "cupy")
+
+
 def known_engine(X: Any) -> tuple[str, str] | None:
     """``(engine, device)`` for a PyTorch tensor, a JAX array, a CuPy array or a cupyx
     sparse matrix (never importing any of them: array-api-compat only looks at modules
@@ -71,18 +75,21 @@ def registered_engine(X: Any, prefer: str = "auto") -> tuple[str, str] | None:
     ``devices()`` X is on; None for NumPy and what is no Array API array.
 
     Engines whose name is the library's (``array-api-strict`` for ``array_api_strict``) are
-    asked first, so an input seldom makes another engine import its library."""
-    if is_numpy_array(X) or not hasattr(X, "__array_namespace__"):
+    asked first, so an input seldom makes another engine import its library; the built-in
+    engines :func:`known_engine` tells are not asked (X is none of theirs)."""
+    if is_numpy_array(X):
         return None
     try:
         xp = array_namespace(X)
-    except TypeError:
+    except TypeError:  # lists, data frames, scipy.sparse
         return None
     from smx.plugins import get_plugins
 
     plugins = get_plugins()
     for reg in _by_likeness(plugins.registrations("backend"), type(X).__module__, prefer):
         backend = reg.record
+        if reg.name in KNOWN_ENGINES:
+            continue
         try:
             if backend.unavailable_reason() is not None or not _same(backend.namespace(), xp):
                 continue

@@ -168,3 +168,14 @@ def test_inputs_no_engine_runs_on_take_the_numpy_path():
     assert native_engine(xps.asarray(X_NP)) == ("array-api-strict", "cpu")
     assert native_engine(xps.asarray(X_NP, device=xps.Device("device2")),
                          "numpy") == ("array-api-strict", "device2")
+
+
+def test_the_search_asks_no_engine_of_a_library_array_api_compat_tells(monkeypatch):
+    da = pytest.importorskip("dask.array")
+    asked = []
+    for name in ("torch", "jax", "cupy"):
+        backend = get_plugins().get("backend", name)
+        monkeypatch.setattr(type(backend), "namespace", lambda self: asked.append(self.name))
+    assert native_engine(da.from_array(X_NP)) is None  # no engine's: scikit-learn's path
+    assert native_engine(xps.asarray(X_NP)) == ("array-api-strict", "cpu")
+    assert asked == []
