@@ -1,9 +1,9 @@
 """The core never imports an array library: it gets its namespace from the arrays.
 
-The core is the model, the objective, the losses, the schedules and every optimizer: what
-runs unchanged on every engine. Any way of reaching a library counts: ``import numpy``,
-``from numpy import x``, an import inside a function, ``importlib.import_module("numpy")``,
-``__import__("numpy")`` and ``sys.modules["numpy"]``.
+The core is the model, the objective, the losses, the schedules, the training step and every
+optimizer: what runs unchanged on every engine. Any way of reaching a library counts:
+``import numpy``, ``from numpy import x``, an import inside a function,
+``importlib.import_module("numpy")``, ``__import__("numpy")`` and ``sys.modules["numpy"]``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SMX = ROOT / "smx"
 CORE = [SMX / "model.py", SMX / "objective.py", SMX / "losses.py", SMX / "schedules.py",
-        *sorted((SMX / "optimizers").glob("*.py"))]
+        SMX / "step.py", *sorted((SMX / "optimizers").glob("*.py"))]
 #: array libraries and the libraries that hand out their arrays (top-level module names)
 FORBIDDEN = {"numpy", "cupy", "cupyx", "torch", "jax", "jaxlib", "dask", "distributed",
              "array_api_strict", "tensorflow", "mlx", "scipy", "sklearn", "numba", "pandas",
@@ -87,7 +87,8 @@ def test_core_imports_no_array_library(path):
 
 def test_the_check_sees_the_whole_core():
     names = {p.relative_to(SMX).as_posix() for p in CORE}
-    assert {"model.py", "objective.py", "losses.py", "schedules.py", "optimizers/sgd.py",
+    assert {"model.py", "objective.py", "losses.py", "schedules.py", "step.py",
+            "optimizers/sgd.py",
             "optimizers/lbfgs.py", "optimizers/transforms.py"} <= names
     assert all(p.exists() for p in CORE)
 
