@@ -100,3 +100,45 @@ def test_backend_section_points_at_real_engines():
         for method in ("namespace", "devices", "from_host", "to_host", "synchronize",
                        "unavailable_reason", "versions"):
             assert method in type(backend).__dict__, (name, method)
+
+
+def doc_module(marker: str, name: str) -> types.ModuleType:
+    """The guide's python block holding ``marker``, run as a plugin module."""
+    module = types.ModuleType(name)
+    exec(compile(block_with(marker), str(DOC), "exec"), module.__dict__)
+    return module
+
+
+#: each kind's example in the guide: (marker in its block, module name, record name)
+EXAMPLES = {
+    "solver": ("class BarzilaiBorwein", "smx_bb_doc", "BB"),
+    "loss": ("class Brier", "smx_brier_doc", "BRIER"),
+    "schedule": ("def linear(", "smx_linear_doc", "LINEAR"),
+    "dataset": ("def moons(", "smx_moons_doc", "MOONS"),
+}
+
+
+def doc_plugins() -> Plugins:
+    plugins = Plugins(entry_points=False)
+    for marker, name, _ in EXAMPLES.values():
+        plugins.register(doc_module(marker, name), name)
+    return plugins
+
+
+@pytest.mark.parametrize("overrides", [
+    {"optimizer": {"name": "bb", "tol": 1e-8}, "epochs": 300},
+    {"loss": {"name": "brier"}, "optimizer": {"name": "sgd", "lr": 0.5}, "epochs": 20},
+    {"schedule": {"name": "linear"}, "optimizer": {"name": "sgd", "lr": 0.5}, "epochs": 20},
+])
+def test_the_documented_examples_train(overrides):
+    """The guide's solver, loss, schedule and dataset, registered as plugins, train the
+    documented dataset; the solver reaches its tol and says so."""
+    plugins = doc_plugins()
+    cfg = load_config({"data": {"name": "moons", "n": 200}, "dtype": "float64",
+                       "batch_size": 32, "model": {"l2": 1e-3}, **overrides}, plugins=plugins)
+    result = train(cfg, load_data(cfg, plugins), plugins.backend("numpy"), "cpu", plugins)
+    assert result.history[-1]["val_accuracy"] > 0.8
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    if overrides["optimizer"]["name"] == "bb":
+        reason = result.stop_reason
+        assert reason.startswith("converged: max|g|") and "≤ tol 1e-08" in reason
