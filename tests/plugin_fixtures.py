@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -19,6 +21,18 @@ def install_fake_dist(site: Path, dist: str, version: str, modules: dict[str, st
     (info / "entry_points.txt").write_text(f"[smx]\n{eps}\n")
     (info / "RECORD").write_text("")
     return site
+
+
+def pip_install_target(folder: Path, target: Path) -> Path:
+    """``pip install --no-deps --target``: a real wheel build of a plugin folder, as a user
+    installs it (pip may fetch the build backend)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-input",
+         "--target", str(target), str(folder)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return target
 
 
 HALVING_SGD = '''
