@@ -288,11 +288,12 @@ def test_checks_dispatches_on_the_kind_of_object():
     dataset = [name for name, _ in checks(PLUGINS.get("dataset", "iris"))]
     assert backend == rule_names("backend") and loss == rule_names("loss")
     assert dataset == rule_names("dataset")
-    assert rule_names() == backend + loss + dataset
+    assert set(backend + loss + dataset) <= set(rule_names())
+    assert len(set(rule_names())) == len(rule_names())
     assert all(n.startswith(k + ".") for k, names in (("backend", backend), ("loss", loss),
                                                        ("dataset", dataset)) for n in names)
-    with pytest.raises(TypeError, match="no rules for OptimizerSpec"):
-        list(checks(PLUGINS.get("optimizer", "sgd")))
+    with pytest.raises(TypeError, match="no rules for str objects"):
+        list(checks("cross_entropy"))
 
 
 def test_a_check_refuses_an_object_of_another_kind():
