@@ -181,6 +181,15 @@ class RandomOrder(NumpyBackend):
         return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
 
+class DropsARow(NumpyBackend):
+    """Gathers each batch without its last row: finite losses, another trajectory."""
+
+    name = "drops-a-row"
+
+    def batch(self, data, idx):
+        return super().batch(data, idx[:-1])
+
+
 class Unavailable(NumpyBackend):
     name = "unavailable"
 
@@ -207,6 +216,14 @@ def test_an_implicit_conversion_in_a_step_fails_no_host_read():
 def test_a_nondeterministic_engine_claiming_determinism_fails():
     breaks("backend.deterministic-claim-holds", RandomOrder())
     run("backend.training-matches-numpy", RandomOrder())  # right to rounding in float64
+
+
+def test_an_engine_taking_other_steps_fails_training_parity():
+    """Minibatches, not full batches: an engine is compared step by step (only one that
+    draws its own batches, overriding batch_order, is compared on full batches)."""
+    message = breaks("backend.training-matches-numpy", DropsARow())
+    assert "after 3 epochs vs the NumPy engine" in message
+    breaks("backend.batch-gathers-rows", DropsARow())
 
 
 def test_an_unavailable_engine_is_skipped_with_its_reason():

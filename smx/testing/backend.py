@@ -393,9 +393,9 @@ def _results(trainer: Any) -> dict[str, Any]:
 @KIND.rule("training-matches-numpy")
 def training_matches(backend: Backend, options: Mapping[str, Any]) -> None:
     """A short float64 run (synthetic data, SGD with momentum 0.9, 3 epochs of minibatches;
-    full batches for an engine that draws its own batches with `batch_order`) ends with the
-    NumPy engine's parameters to 1e-10 and its loss curves to 1e-10 relative: the engine
-    takes the same steps."""
+    full batches for an engine that draws its own batches, overriding `batch_order`) ends
+    with the NumPy engine's parameters to 1e-10 and its loss curves to 1e-10 relative: the
+    engine takes the same steps."""
     runs = Runs(configured(backend, options), options)
     extra = {"batch_size": TRAIN_ROWS} if runs.own_batches() else {}
     cfg = runs.config(**extra)

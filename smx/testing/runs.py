@@ -78,9 +78,11 @@ class Runs:
         return load_config(data, plugins=self.plugins)
 
     def own_batches(self) -> bool:
-        """The engine draws its own batches (``batch_order``, Dask's within chunks), so its
-        minibatch runs follow another sequence than NumPy's."""
-        return callable(getattr(self.backend, "batch_order", None))
+        """The engine draws its own batches (it overrides ``batch_order``, as Dask's does to
+        keep each batch within a chunk), so its minibatch runs follow another sequence than
+        NumPy's."""
+        mine = getattr(type(self.backend), "batch_order", None)
+        return mine is not None and mine is not getattr(Backend, "batch_order", None)
 
     def trainer(self, cfg: Any, *, reference: bool = False) -> Any:
         """A Trainer for ``cfg`` on this backend (``reference``: on NumPy)."""
