@@ -35,11 +35,11 @@ def test_installed_wheel_holds_the_package_and_its_entry_point(site):
     assert not (site / "tests").exists()
 
 
-def test_smx_plugins_lists_the_engine_with_its_dist_as_usable(env, tmp_path):
+def test_smx_plugins_lists_the_engine_with_its_dist_and_options(env, tmp_path):
     proc = run_smx("plugins", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     (row,) = [ln for ln in proc.stdout.splitlines() if ln.split()[:2] == ["backend", "chunked"]]
-    assert row.split()[2:6] == ["chunked", "smx-chunked", "0.1.0", "ok"]
+    assert row.split()[2:] == ["chunked", "smx-chunked", "0.1.0", "ok", "chunk_rows=4096"]
 
 
 def test_backend_chunked_trains_digits_as_numpy_does(env, tmp_path):
