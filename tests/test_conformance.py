@@ -12,7 +12,12 @@ from tests.conftest import ROOT
 
 PLUGINS = Plugins(entry_points=False)
 BUILTIN = {kind: {reg.name: reg.record for reg in PLUGINS.registrations(kind)}
-           for kind in ("backend", "loss", "dataset")}
+           for kind in ("backend", "loss", "dataset", "optimizer", "solver", "schedule")}
+OPTIMIZERS = list(BUILTIN["optimizer"].values())
+SOLVERS = list(BUILTIN["solver"].values())
+SCHEDULES = [*BUILTIN["schedule"].values(),
+             *(with_params(BUILTIN["schedule"][name], warmup_epochs=1.5)
+               for name in ("constant", "cosine"))]
 
 #: a real multi-process LocalCluster (started by the engine on first use, stopped below):
 #: two workers with a small memory limit, chunks of 40 rows (5 per training set)
@@ -51,7 +56,25 @@ def test_dataset(obj, check):
     check(obj)
 
 
+@parametrize_with_checks(OPTIMIZERS)
+def test_optimizer(obj, check):
+    check(obj)
+
+
+@parametrize_with_checks(SOLVERS)
+def test_solver(obj, check):
+    check(obj)
+
+
+@parametrize_with_checks(SCHEDULES)
+def test_schedule(obj, check):
+    check(obj)
+
+
 def test_every_builtin_is_checked():
     names = {kind: {getattr(o, "obj", o).name for o in objs}
-             for kind, objs in (("backend", BACKENDS), ("loss", LOSSES), ("dataset", DATASETS))}
+             for kind, objs in (("backend", BACKENDS), ("loss", LOSSES), ("dataset", DATASETS),
+                                ("optimizer", OPTIMIZERS), ("solver", SOLVERS),
+                                ("schedule", SCHEDULES))}
     assert names == {kind: set(found) for kind, found in BUILTIN.items()}
+    assert names["solver"] == {"lbfgs"} and len(OPTIMIZERS) >= 5

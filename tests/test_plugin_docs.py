@@ -142,3 +142,23 @@ def test_the_documented_examples_train(overrides):
     if overrides["optimizer"]["name"] == "bb":
         reason = result.stop_reason
         assert reason.startswith("converged: max|g|") and "≤ tol 1e-08" in reason
+
+
+@pytest.mark.parametrize("kind", EXAMPLES)
+def test_the_documented_examples_keep_the_contract(kind):
+    """Each example of the guide passes every rule of its kind in smx.testing."""
+    from smx.testing import run_all
+
+    marker, name, record = EXAMPLES[kind]
+    report = run_all(getattr(doc_module(marker, name), record), kind)
+    allowed = ("skipped: JAX", "skipped: the loss has no label_smoothing")
+    assert report and all(v == "passed" or v.startswith(allowed)
+                          for v in report.values()), report
+
+
+def test_the_documented_engine_keeps_the_contract():
+    from smx.testing import run_all, with_params
+
+    engine = chunked_module().ChunkedNumpy()
+    report = run_all(with_params(engine, chunk_rows=7), "backend")
+    assert all(v == "passed" or "deterministic" in v for v in report.values()), report

@@ -32,6 +32,9 @@ __all__ = [
     "check_backend",
     "check_dataset",
     "check_loss",
+    "check_schedule",
+    "check_solver",
+    "check_transform",
     "checks",
     "parametrize_with_checks",
     "rule_names",
@@ -63,3 +66,38 @@ def check_dataset(spec: Any) -> dict[str, str]:
     defaults or those :func:`with_params` gives (a loader with required options, such as a
     path, skips without them). Stops at the first broken rule (see :func:`check_backend`)."""
     return run_all(spec, "dataset")
+
+
+def check_transform(spec_or_factory: Any) -> dict[str, str]:
+    """Run every ``optimizer.*`` rule on an :class:`smx.OptimizerSpec` (or a bare factory
+    ``factory(lr=..., **options) -> Transform``, wrapped in a spec with no options model):
+    optax's shape, purity, the learning rate as a link, a state that checkpoints, ``chain``,
+    array-api-strict and ``jax.jit``. Stops at the first broken rule."""
+    return run_all(_as_optimizer(spec_or_factory), "optimizer")
+
+
+def check_solver(spec: Any) -> dict[str, str]:
+    """Run every ``solver.*`` rule on an :class:`smx.SolverSpec`: it decreases the objective,
+    honours its ``tol``, checkpoints, runs on array-api-strict. Stops at the first broken
+    rule."""
+    return run_all(spec, "solver")
+
+
+def check_schedule(spec: Any) -> dict[str, str]:
+    """Run every ``schedule.*`` rule on an :class:`smx.ScheduleSpec`: the same values from
+    numbers, NumPy, array-api-strict, integer and traced (``jax.jit``) counts. Stops at the
+    first broken rule."""
+    return run_all(spec, "schedule")
+
+
+def _as_optimizer(obj: Any) -> Any:
+    from smx.types import OptimizerSpec, PluginParams
+
+    if isinstance(obj, OptimizerSpec) or not callable(obj) or isinstance(obj, type):
+        return obj
+
+    class LrOnly(PluginParams):
+        lr: float = 0.01
+
+    return OptimizerSpec(name=getattr(obj, "__name__", "optimizer"), factory=obj,
+                         params=LrOnly)

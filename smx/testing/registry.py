@@ -15,7 +15,8 @@ from typing import Any
 from smx.testing.contract import Check, ContractError, Kind, Skipped, unwrap
 
 #: the modules that define the kinds, in the order ``checks`` tries them
-KIND_MODULES = ("smx.testing.backend", "smx.testing.loss", "smx.testing.dataset")
+KIND_MODULES = ("smx.testing.backend", "smx.testing.loss", "smx.testing.dataset",
+                "smx.testing.optimizer", "smx.testing.solver", "smx.testing.schedule")
 
 
 @cache

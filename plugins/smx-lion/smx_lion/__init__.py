@@ -91,10 +91,14 @@ def lion(lr: ScalarOrSchedule = 1e-4, beta1: float = 0.9, beta2: float = 0.99,
                  scale_by_learning_rate(lr))
 
 
+#: the registration: the hook yields it, and the plugin's conformance test checks it
+LION = smx.OptimizerSpec(
+    name="lion", factory=lion, params=LionParams,
+    description="Lion: sign of interpolated momentum (Chen et al. 2023)",
+)
+
+
 @smx.hookimpl
 def smx_optimizers():
     """The hook smx calls: yield one ``OptimizerSpec`` per optimizer this plugin adds."""
-    yield smx.OptimizerSpec(
-        name="lion", factory=lion, params=LionParams,
-        description="Lion: sign of interpolated momentum (Chen et al. 2023)",
-    )
+    yield LION
