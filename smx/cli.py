@@ -12,7 +12,8 @@ import shutil
 import signal
 import sys
 import textwrap
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
@@ -602,8 +603,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    held: list[warnings.WarningMessage] = []
     try:
-        code = args.func(args)
+        with _holding_warnings(held):
+            code = args.func(args)
+        _show_warnings(held)  # the command succeeded: what it warned about stands
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
     except BrokenPipeError:
@@ -628,6 +632,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.command == "run" else "")
         print(f"smx: interrupted{hint}", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _holding_warnings(held: list[warnings.WarningMessage]) -> Iterator[None]:
+    """Python warnings (NumPy's overflow, a library's deprecation) raised while a command
+    runs are held, not printed: a command that ends in an error prints only its one error
+    line (the warnings were symptoms of what it names), one that succeeds shows them after
+    its output. Held even under ``-W error``, which would turn a symptom into a traceback."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            held.extend(caught)
+
+
+def _show_warnings(held: list[warnings.WarningMessage]) -> None:
+    """Each distinct warning once, as Python would have shown it."""
+    seen: set[tuple[Any, ...]] = set()
+    for w in held:
+        key = (w.category, str(w.message), w.filename, w.lineno)
+        if key not in seen:
+            seen.add(key)
+            sys.stderr.write(warnings.formatwarning(w.message, w.category, w.filename,
+                                                    w.lineno, w.line))
 
 
 def _stdout_to_devnull() -> None:

@@ -36,8 +36,11 @@ MAX_DEFLATE_RATIO = 1100
 #: bytes per read of array data (see _read_npy)
 READ_CHUNK = 1 << 20
 
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+def kind_of(mode: int) -> str:
+    """What a path is ("a directory", "a FIFO (named pipe)"...), from its mode, for
+    messages that refuse it."""
+    for test, name in ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISFIFO, "a FIFO (named pipe)"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISSOCK, "a socket")):
         if test(mode):
@@ -64,7 +67,7 @@ def open_regular(path: str | Path, error: type[SmxError], *, missing: str = "fil
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise error(f"is {_kind(mode)}, expected {expected}", where=where)
+            raise error(f"is {kind_of(mode)}, expected {expected}", where=where)
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
         return os.fdopen(fd, "rb")

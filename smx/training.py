@@ -137,6 +137,17 @@ def class_weights(spec: Any, classes: np.ndarray, y_train: np.ndarray | None,
     return out
 
 
+def _check_init_range(params: dict[str, np.ndarray], cfg: RunConfig) -> None:
+    """Initial weights the run's dtype cannot hold would overflow to inf on placement and
+    diverge at the first step: refuse the setting that drew them."""
+    top = np.finfo(np.dtype(cfg.dtype)).max
+    big = max(float(np.max(np.abs(v), initial=0.0)) for v in params.values())
+    if not big < top:
+        raise ConfigError(f"{cfg.model.init_scale:g} draws initial weights up to {big:.3g}, "
+                          f"beyond what {cfg.dtype} holds ({top:.3g}); use a scale near 0.01",
+                          where="model.init_scale")
+
+
 def _host(backend: Backend, array: Any) -> np.ndarray | None:
     """``array`` as NumPy: as it is when it already is, else through the backend."""
     if array is None or isinstance(array, np.ndarray):
@@ -285,6 +296,8 @@ class Trainer:
         cfg, backend, device, dtype = self.cfg, self.backend, self.device, self.cfg.dtype
         host_init = initial if initial is not None else init_params(
             splits.n_features, splits.n_classes, cfg)
+        if initial is None:
+            _check_init_range(host_init, cfg)
         w_train, w_val = getattr(splits, "w_train", None), getattr(splits, "w_val", None)
         try:
             self.train_data = backend.place(splits.X_train, splits.y_train, w_train, device,

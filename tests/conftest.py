@@ -24,11 +24,12 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
 
 
 def run_smx(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300):
-    """The CLI in a subprocess, exactly as a user types it."""
+    """The CLI in a subprocess, exactly as a user types it, with Python's ``-W error``: a
+    warning escaping smx's handling would become a traceback, which the tests refuse."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "smx", *args], cwd=cwd, capture_output=True, text=True,
-        env=full_env, timeout=timeout,
+        [sys.executable, "-W", "error", "-m", "smx", *args], cwd=cwd, capture_output=True,
+        text=True, env=full_env, timeout=timeout,
     )
 
 
@@ -39,6 +40,8 @@ def assert_one_line_error(proc, *needles: str, code: int = 2) -> str:
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.startswith("smx: error:")]
     assert len(lines) == 1, err
+    # nothing but smx's own lines (notes, the error): no warning text before the error
+    assert all(line.startswith(("smx: ", "  ")) for line in err.splitlines()), err
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]

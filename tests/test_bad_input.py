@@ -15,8 +15,10 @@ import pytest
 
 from smx.cli import main
 from smx.datasets.split import Standardizer
+from smx.errors import DataError
 from smx.modelfile import FittedModel
 from smx.plugins import get_plugins
+from tests.conftest import assert_one_line_error, run_smx
 from tests.plugin_fixtures import install_fake_dist
 
 GOOD_CSV = "a,b,label\n" + "".join(f"{i % 7}.5,{i % 3},{i % 2}\n" for i in range(40))
@@ -707,3 +709,39 @@ def test_interrupt_suggests_resume_only_for_run(command, hint, monkeypatch, caps
     err = capsys.readouterr().err
     assert code == 130 and err.startswith("smx: interrupted")
     assert ("--resume" in err) is hint
+
+
+def test_a_warning_never_precedes_the_error_line(tmp_path):
+    """NumPy's overflow warning (float32 cannot hold the initial weights) was printed
+    before the error; now the setting is refused, and any warning a failing command
+    raises is held back (the test runs with -W error, as every CLI test does)."""
+    proc = run_smx("run", "data.name=iris", "model.init_scale=1e300", "dtype=float32",
+                   f"output={tmp_path / 'out'}", "-q", cwd=tmp_path)
+    line = assert_one_line_error(proc, "model.init_scale", "float32")
+    assert proc.stderr.strip() == line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fail", [True, False])
+def test_a_failing_command_holds_its_warnings_and_a_passing_one_shows_them(
+        fail, capsys, monkeypatch):
+    """The CLI's own handling, in process: held warnings go with an error (whose line names
+    the cause), and are shown once after a command that succeeds."""
+    import warnings
+
+    from smx import cli
+
+    def command(args):
+        for _ in range(3):
+            warnings.warn("a symptom", RuntimeWarning, stacklevel=1)
+        if fail:
+            raise DataError("the cause", where="data")
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_configs", command)
+    code = main(["configs"])
+    err = capsys.readouterr().err
+    if fail:
+        assert code == 2 and err.strip() == "smx: error: data: the cause"
+    else:
+        assert code == 0 and err.count("RuntimeWarning: a symptom") == 1

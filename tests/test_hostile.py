@@ -4,6 +4,8 @@ the same for PyTorch tensors and JAX arrays that train where they live."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -347,7 +349,78 @@ SOURCE_CASES = {
                             ["d.parquet: no feature columns (columns: label)"]),
     "zarr-string-features": (lambda p: _zarr_source(p, X=np.full((200, 3), "a")),
                              ["d.zarr (X): features must be real numbers"]),
+    # issue 22: every reader validated as the file readers are
+    "npy-nan-label-in-a-later-chunk": (
+        lambda p: _npy_source(p, y=np.r_[SY[:120].astype(float), np.nan, SY[121:]]),
+        ["y.npy: the labels hold NaN/inf; first at row 120"]),
+    "parquet-nan-label": (lambda p: _parquet_source(p, label=np.r_[SY[:130].astype(float),
+                                                                  np.inf, SY[131:]]),
+                          ["d.parquet (column 'label'): the labels hold NaN/inf; first at "
+                           "row 130"]),
+    "zarr-fractional-label": (lambda p: _zarr_source(p, y=np.r_[SY[:70] + 0.0, 1.5, SY[71:]]),
+                              ["d.zarr (y): labels look continuous (row 70 holds 1.5)"]),
+    "zarr-damaged-chunk": (lambda p: _damaged_zarr_chunk(p),
+                           ["d.zarr: rows 50..99 cannot be read: the chunk is damaged"]),
+    "zarr-missing-chunk": (lambda p: _missing_zarr_chunk(p),
+                           ["d.zarr (X): 1 of 4 chunks are missing from the store",
+                            "data.missing_chunks: fill"]),
+    "zarr-fifo-chunk": (lambda p: _fifo_in_zarr(p, "X/c/1/0"),
+                        ["X/c/1/0: is a FIFO (named pipe); a Zarr store holds only files"]),
+    "zarr-fifo-metadata": (lambda p: _fifo_in_zarr(p, "zarr.json"),
+                           ["zarr.json: is a FIFO (named pipe)"]),
+    "zarr-is-a-file": (lambda p: [(p / "d.zarr").write_text("x") and "data.path=d.zarr"],
+                       ["d.zarr: is a file, expected a Zarr group (a folder)"]),
+    "npy-fifo": (lambda p: _fifo_npy(p), ["X.npy: is a FIFO (named pipe), expected an .npy "
+                                          "file"]),
+    "parquet-is-a-directory": (lambda p: [(p / "d.parquet").mkdir() or "data.path=d.parquet",
+                                          "data.label_column=label"],
+                               ["d.parquet: is a directory, expected a Parquet file"]),
+    "parquet-damaged-page": (lambda p: _damaged_parquet_page(p),
+                             ["d.parquet: rows", "cannot be read"]),
 }
+
+
+def _damaged_zarr_chunk(tmp_path):
+    args = _zarr_source(tmp_path, X=SX, y=SY)
+    chunk = tmp_path / "d.zarr" / "X" / "c" / "1" / "0"
+    chunk.write_bytes(b"\x00garbage" * 8)  # not a valid compressed chunk
+    return args
+
+
+def _missing_zarr_chunk(tmp_path):
+    args = _zarr_source(tmp_path, X=SX, y=SY)
+    (tmp_path / "d.zarr" / "X" / "c" / "2" / "0").unlink()
+    return args
+
+
+def _fifo_in_zarr(tmp_path, entry):
+    args = _zarr_source(tmp_path, X=SX, y=SY)
+    target = tmp_path / "d.zarr" / entry
+    target.unlink()
+    os.mkfifo(target)
+    return args
+
+
+def _fifo_npy(tmp_path):
+    args = _npy_source(tmp_path)
+    (tmp_path / "X.npy").unlink()
+    os.mkfifo(tmp_path / "X.npy")
+    return args
+
+
+def _damaged_parquet_page(tmp_path):
+    """A data page whose bytes changed after writing: the page checksum catches it."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table({"f0": SX[:, 0], "f1": SX[:, 1], "label": SY}),
+                   tmp_path / "d.parquet", row_group_size=50, write_page_checksum=True,
+                   compression="none")
+    raw = bytearray((tmp_path / "d.parquet").read_bytes())
+    needle = np.asarray(SX[60:62, 0]).tobytes()  # values of row group 2, column f0
+    at = bytes(raw).index(needle)
+    raw[at:at + 8] = np.float64(3.0).tobytes()  # a plausible value, not a huge one
+    (tmp_path / "d.parquet").write_bytes(bytes(raw))
+    return ["data.path=d.parquet", "data.label_column=label"]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # zarr: no v3 spec for strings
@@ -396,3 +469,15 @@ def test_bytes_labels_are_predicted_as_text(tmp_path, monkeypatch, capsys):
     code, out, err = cli(["predict", "out/model.npz", "X.npy", "--proba"], capsys)
     assert code == 0, err
     assert "b'" not in out and out.splitlines()[0] == "prediction,p_ant,p_bee,p_\\xff"
+
+
+def test_a_missing_zarr_chunk_reads_as_fill_only_when_asked(tmp_path, monkeypatch, capsys):
+    """data.missing_chunks: fill reads a missing chunk as Zarr's fill value, as Zarr
+    does: the user asked for it, so the run trains (and says nothing is wrong)."""
+    monkeypatch.chdir(tmp_path)
+    args = _missing_zarr_chunk(tmp_path)
+    code, _, err = cli(["run", "data.name=partitioned", *args, "data.chunk_rows=50",
+                        "data.missing_chunks=fill", "backend=numpy", "epochs=1",
+                        "output=out", "--quiet"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "out" / "model.npz").is_file()

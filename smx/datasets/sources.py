@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -52,6 +54,9 @@ class SourceParams(PluginParams):
         "file (n numbers); .parquet: the weights column (not a feature); .zarr: the weights "
         "array's name")
     chunk_rows: int = Field(100_000, ge=1, description="rows per chunk (one task each)")
+    missing_chunks: Literal["error", "fill"] = Field(
+        "error", description=".zarr: a chunk missing from the store is an error, or (fill) "
+        "reads as the array's fill value, as Zarr does")
     persist: bool | str = Field(
         "auto", description="hold the chunks in the workers' memory (true), read them from the "
         "source at every evaluation (false), or persist when they fit in half the workers' "
@@ -122,9 +127,7 @@ class ParquetSource:
     @classmethod
     def open(cls, path: str, label_column: str, weight_column: str | None = None
              ) -> ParquetSource:
-        import pyarrow.parquet as pq
-
-        meta = pq.ParquetFile(path).metadata
+        meta = _parquet(path).metadata
         schema = meta.schema.to_arrow_schema()
         names = list(schema.names)
         for column, what in ((label_column, "labels"), (weight_column, "sample_weight")):
@@ -141,12 +144,10 @@ class ParquetSource:
                    weight_column=weight_column)
 
     def _read(self, start: int, stop: int, columns: list[str]) -> Any:
-        import pyarrow.parquet as pq
-
         first = int(np.searchsorted(self.offsets, start, side="right")) - 1
         last = int(np.searchsorted(self.offsets, stop, side="left"))
         groups = list(range(max(first, 0), min(last, len(self.offsets) - 1)))
-        table = pq.ParquetFile(self.path).read_row_groups(groups, columns=columns)
+        table = _parquet(self.path).read_row_groups(groups, columns=columns)
         return table.slice(start - self.offsets[groups[0]] if groups else 0, stop - start)
 
     def read_X(self, start: int, stop: int) -> np.ndarray:
@@ -186,10 +187,11 @@ class ZarrSource:
     weights: str | None = None  # the weights array's name
 
     @classmethod
-    def open(cls, path: str, features: str, labels: str, weights: str | None = None
-             ) -> ZarrSource:
+    def open(cls, path: str, features: str, labels: str, weights: str | None = None,
+             missing_chunks: str = "error") -> ZarrSource:
         import zarr
 
+        _check_store(path)
         names = (features, labels) + ((weights,) if weights else ())
         try:
             group = zarr.open_group(path, mode="r")
@@ -203,6 +205,9 @@ class ZarrSource:
                      f"{path} ({labels})")
         if w:
             _check_weights_shape(w[0], X.shape[0], f"{path} ({weights})")
+        if missing_chunks == "error":
+            for name, array in zip(names, (X, y, *w), strict=True):
+                _check_chunks_present(array, f"{path} ({name})")
         return cls(path, features, labels, int(X.shape[0]), int(X.shape[1]),
                    np.dtype(X.dtype).itemsize, weights)
 
@@ -273,9 +278,95 @@ def _check_parquet_types(schema: Any, label_column: str, where: str) -> None:
             raise DataError(f"column {field_.name!r}: {what}, got {field_.type}", where=where)
 
 
+def _check_regular(path: str, expected: str = "a file") -> None:
+    """A local path names a regular file, checked without opening it (opening a FIFO
+    blocks); a path that is something else is named as what it is."""
+    from smx.safe_read import kind_of
+
+    if "://" in path:  # a URL: the library reading it checks
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError("file not found", where=path) from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read: {getattr(exc, 'strerror', None) or exc}",
+                        where=path) from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"is {kind_of(mode)}, expected {expected}", where=path)
+
+
+def _check_store(path: str) -> None:
+    """A local Zarr store is a directory holding only folders and regular files: a FIFO
+    (a chunk, ``zarr.json``) would block Zarr's read forever, a device read garbage."""
+    from smx.safe_read import kind_of
+
+    if "://" in path:
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError("no such Zarr group", where=path) from None
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror or exc}", where=path) from None
+    if not stat.S_ISDIR(mode):
+        raise DataError(f"is {kind_of(mode)}, expected a Zarr group (a folder)", where=path)
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            entry = os.path.join(root, name)
+            try:
+                mode = os.stat(entry).st_mode
+            except OSError as exc:  # a dangling link
+                raise DataError(f"cannot read: {exc.strerror or exc}", where=entry) from None
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise DataError(f"is {kind_of(mode)}; a Zarr store holds only files and "
+                                "folders", where=entry)
+
+
+def _check_chunks_present(array: Any, where: str) -> None:
+    """Every chunk of a Zarr array is in the store: Zarr reads a missing one as the fill
+    value (zeros), which would train on data nobody wrote."""
+    total, present = int(array.nchunks), int(array.nchunks_initialized)
+    if present < total:
+        raise DataError(f"{total - present} of {total} chunks are missing from the store "
+                        "(Zarr would read them as its fill value); restore them, or set "
+                        "data.missing_chunks: fill to read them so", where=where)
+
+
+def _parquet(path: str) -> Any:
+    """A Parquet file opened with its page checksums verified where it has them."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path, page_checksum_verification=True)
+
+
+def _check_labels(y: np.ndarray, start: int, where: str) -> None:
+    """Labels read from a chunk are class names: integers or strings, so a float label must
+    be finite and whole (NaN is no class, 1.5 no integer)."""
+    if y.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(y)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise DataError(f"the labels hold NaN/inf; first at row {start + r}", where=where)
+    frac = y != np.floor(y)
+    if frac.any():
+        r = int(np.flatnonzero(frac)[0])
+        raise DataError(f"labels look continuous (row {start + r} holds {y[r]:g}); classes "
+                        "must be integers or strings", where=where)
+
+
+def labels_where(source: Source) -> str:
+    """Where a source's labels are, for messages: their file, column or array."""
+    if isinstance(source, NpySource):
+        return source.labels
+    if isinstance(source, ParquetSource):
+        return f"{source.path} (column {source.label_column!r})"
+    return f"{source.path} ({source.labels})"
+
+
 def _mmap(path: str) -> np.ndarray:
-    if not Path(path).is_file():
-        raise DataError("file not found", where=path)
+    _check_regular(path, "an .npy file")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -309,8 +400,8 @@ SOURCE_SETTINGS = {
 
 def open_source(path: str, labels: str | None = None, features: str = "X",
                 label_column: str | None = None, chunk_rows: int = 100_000,
-                persist: str | bool = "auto", sample_weight: str | None = None
-                ) -> Partitioned:
+                persist: str | bool = "auto", sample_weight: str | None = None,
+                missing_chunks: str = "error") -> Partitioned:
     """The ``partitioned`` dataset: the format from the path's suffix. Paths become
     absolute here: the workers that read them may run in another directory."""
     suffix = Path(path.rstrip("/")).suffix.lower()
@@ -330,11 +421,10 @@ def open_source(path: str, labels: str | None = None, features: str = "X",
     elif suffix in (".parquet", ".pq"):
         if label_column is None:
             raise DataError("a Parquet source needs data.label_column", where="data")
-        if not Path(path).is_file():
-            raise DataError("file not found", where=path)
+        _check_regular(path, "a Parquet file")
         source = ParquetSource.open(path, label_column, sample_weight)
     elif suffix == ".zarr":
-        source = ZarrSource.open(path, features, labels or "y", sample_weight)
+        source = ZarrSource.open(path, features, labels or "y", sample_weight, missing_chunks)
     else:
         raise DataError(f"unsupported source {suffix or '(none)'!r}; use .npy, .parquet or "
                         ".zarr", where=path)
@@ -402,11 +492,20 @@ def chunk_stats(i: int, bounds: Bounds, *, source: Source, rule: SplitRule) -> C
     start, stop = bounds
     try:
         X, y = source.read_X(start, stop), source.read_y(start, stop)
+        _check_labels(y, start, labels_where(source))
+        w = source.read_w(start, stop)
     except DataError as exc:
         return ChunkStats({}, None, error=(start, str(exc)))
     except (ValueError, TypeError, OverflowError) as exc:  # what the header could not tell
         return ChunkStats({}, None, error=(start, str(DataError(
             f"rows {start}..{stop - 1} cannot be read as numbers and labels "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
+            where=str(source.path)))))
+    except MemoryError:
+        raise
+    except Exception as exc:  # a damaged chunk: a decompression error, a truncated page
+        return ChunkStats({}, None, error=(start, str(DataError(
+            f"rows {start}..{stop - 1} cannot be read: the chunk is damaged "
             f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
             where=str(source.path)))))
     part = rule.parts(start, stop)
@@ -416,7 +515,6 @@ def chunk_stats(i: int, bounds: Bounds, *, source: Source, rule: SplitRule) -> C
         r = int(np.flatnonzero(~finite.all(axis=1))[0])
         bad = (start + r, int(np.flatnonzero(~finite[r])[0]))
     train = part == 0
-    w = source.read_w(start, stop)
     bad_weight = None
     if w is not None and not (ok := np.isfinite(w) & (w >= 0)).all():
         bad_weight = start + int(np.flatnonzero(~ok)[0])
@@ -431,9 +529,12 @@ def chunk_stats(i: int, bounds: Bounds, *, source: Source, rule: SplitRule) -> C
             for v, t in zip(values.tolist(), sums.tolist(), strict=True):
                 labels[v][2] += t
     counts = tuple(int(np.count_nonzero(part == p)) for p in range(3))
-    with np.errstate(invalid="ignore"):  # NaN rows are refused (bad) before these are used
+    # NaN rows are refused (bad) before these are used, and values too large to square are
+    # refused from lo/hi (_check_extremes): no warning on a worker's console meanwhile
+    with np.errstate(over="ignore", invalid="ignore"):
         lo, hi = X.min(axis=0, initial=np.inf), X.max(axis=0, initial=-np.inf)
-    return ChunkStats({i: counts}, Moments.of(X[train]) if train.any() else None, labels, bad,
+        train_moments = Moments.of(X[train]) if train.any() else None
+    return ChunkStats({i: counts}, train_moments, labels, bad,
                       bad_weight, float(len(y) if w is None else w.sum()), lo, hi)
 
 
