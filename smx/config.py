@@ -338,12 +338,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str],
 
     Switching a plugin (``optimizer.name=adam``) starts that section afresh, keeping
     only the keys every plugin of the kind shares: the file's options belong to
-    the plugin it named. Name switches apply first, so their order does not matter.
+    the plugin it named. Switching ``backend`` likewise starts ``backend_options``
+    afresh. Name switches apply first, so their order does not matter.
     Each option a switch drops (and no override gives again) is described in
     ``notes``, so that ``lr: 0.1`` silently becoming Adam's default cannot go unseen.
     """
     out = dict(data)
     parsed = [_parse_override(item) for item in overrides]
+    _switch_backend(out, parsed, notes)
     switches = [(k, v) for k, v in parsed if len(k) == 2 and k[1] == "name"
                 and k[0] in PLUGIN_SECTIONS]
     for (section, _), value in switches:
@@ -372,6 +374,25 @@ def apply_overrides(data: dict[str, Any], overrides: list[str],
             node = child
         node[parts[-1]] = value
     return out
+
+
+def _switch_backend(out: dict[str, Any], parsed: list[tuple[list[str], Any]],
+                    notes: list[str] | None) -> None:
+    """``backend=numpy`` on a config written for Dask: the file's ``backend_options``
+    belong to the engine it named (``cluster:`` means nothing to NumPy), so they go, with
+    a note naming them, and the new engine's defaults apply."""
+    names = [v for k, v in parsed if k == ["backend"]]
+    options = out.get("backend_options")
+    was = out.get("backend", RunConfig.model_fields["backend"].default)
+    if not names or not isinstance(options, dict) or not options or names[-1] == was:
+        return
+    out["backend_options"] = {}
+    given = {k[1] for k, _ in parsed if len(k) == 2 and k[0] == "backend_options"}
+    dropped = [f"{k}={_short(v)}" for k, v in options.items() if k not in given]
+    if dropped and notes is not None:
+        new, was = _plain(names[-1]), _plain(was)
+        notes.append(f"backend={new} replaces {was}: {was}'s backend_options "
+                     f"{', '.join(dropped)} are dropped and {new}'s defaults apply")
 
 
 def _refuse_nul(data: Any, path: str = "", seen: set[int] | None = None) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from smx.config import apply_overrides, load_config
 from smx.errors import ConfigError
-from tests.conftest import assert_one_line_error, run_smx, write_yaml
+from tests.conftest import ROOT, assert_one_line_error, run_smx, write_yaml
 
 CASES = [
     # (yaml text, overrides, words expected in the error line)
@@ -120,3 +120,31 @@ def test_switching_to_a_solver_notes_the_configs_schedule():
         load_config({"optimizer": {"name": "sgd"}, "schedule": {"name": "cosine"}}, overrides,
                     notes=notes)
         assert not any("schedule" in n for n in notes)
+
+
+def test_switching_the_backend_by_override_starts_backend_options_afresh():
+    """The file's options belong to the engine it named: ``backend=numpy`` on a Dask config
+    drops ``cluster``... with one note naming them; options given again are kept."""
+    base = {"backend": "dask", "backend_options": {"cluster": "local", "workers": 2}}
+    notes: list[str] = []
+    out = apply_overrides(base, ["backend=numpy"], notes)
+    assert out == {"backend": "numpy", "backend_options": {}}
+    assert notes == ["backend=numpy replaces dask: dask's backend_options cluster='local', "
+                     "workers=2 are dropped and numpy's defaults apply"]
+    out = apply_overrides(base, ["backend_options.workers=3", "backend=torch"])
+    assert out["backend_options"] == {"workers": 3}
+    assert apply_overrides(base, ["backend=dask"]) == base  # no switch, nothing dropped
+    # the default engine (numpy) named by no key is switched from too
+    assert apply_overrides({"backend_options": {"fused": True}},
+                           ["backend=jax"])["backend_options"] == {}
+
+
+def test_cli_switches_a_dask_config_to_numpy_with_a_note(tmp_path):
+    """`smx run configs/dask-local.yaml backend=numpy` trains instead of refusing
+    ``backend_options.cluster`` (issue 21, item 5)."""
+    proc = run_smx("run", str(ROOT / "configs" / "dask-local.yaml"), "backend=numpy",
+                   "epochs=2", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if "backend_options" in line]
+    assert len(notes) == 1 and "cluster='local'" in notes[0] and "dropped" in notes[0], notes
+    assert "numpy on cpu" in proc.stdout
