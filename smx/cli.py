@@ -531,7 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("parity", help="train one config on several backends and compare them "
                        "with a float64 reference")
     p.add_argument("config", help="YAML file or shipped config name")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    # default=[]: argparse counts a '*' positional without a default as required, and would
+    # name the optional overrides among the missing arguments
+    p.add_argument("overrides", nargs="*", default=[], metavar="key.sub=value",
+                   help="config overrides (optional)")
     p.add_argument("--backends", default="numpy,array-api-strict",
                    help="comma-separated backends, each optionally name@device "
                    "(default: numpy,array-api-strict)")

@@ -221,6 +221,8 @@ def test_predict_never_writes_over_what_it_reads(target, needle, named_model, tm
     (["bench", "--classes", "1"], ["--classes: must be at least 2, got 1"]),
     (["parity", "digits", "--dtype", "float16"], ["parity: argument --dtype: invalid choice"]),
     (["predict", "m.npz"], ["predict: the following arguments are required: data"]),
+    # the overrides are optional: only the config is named as missing (issue 21, item 11)
+    (["parity"], ["parity: the following arguments are required: config (see"]),
     (["frobnicate"], ["argument command: invalid choice: 'frobnicate'"]),
     (["run", "--resume"], ["run: argument --resume: expected one argument"]),
 ])
