@@ -3,13 +3,14 @@ order after CuPy by `backend: auto`, and one line naming what to install when un
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 
 from smx import hardware
-from smx.backends import cupy_backend
+from smx.backends import cupy_backend, probe
 from smx.backends.jax_backend import JaxBackend
 from smx.backends.torch_backend import TorchBackend
 from smx.config import load_config
@@ -38,6 +39,36 @@ def test_listing_and_auto_never_import_torch_or_jax():
     # on a machine with an accelerator the engines are imported to find it; not here
     if TorchBackend().accelerator_hint() and JaxBackend().accelerator_hint():
         assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+#: what `smx plugins` and `smx info` must not import to list an engine
+ENGINE_LIBRARIES = ("dask", "distributed", "torch", "jax", "jaxlib", "cupy")
+
+
+@pytest.mark.parametrize("command", ["plugins", "info"])
+def test_listing_imports_no_engine_library(command):
+    """`smx plugins` and `smx info` read what is installed and import none of the engines'
+    libraries: Dask's import alone made them take 2.0-2.3 s against 0.7-0.8 s (issue 21,
+    item 3). The command runs as the console script does, in a fresh process."""
+    if not probe.installed("distributed"):
+        pytest.skip("Dask is not installed (pip install 'smx[dask]'): nothing to import")
+    code = ("import contextlib, io, json, sys\n"
+            "from smx.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    code = main([{command!r}])\n"
+            "print(json.dumps([code, sorted({m.split('.')[0] for m in sys.modules})]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    status, loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert status == 0
+    # on a machine with an accelerator, PyTorch and JAX are imported to find it; not here
+    allowed = set()
+    if TorchBackend().accelerator_hint() is None:
+        allowed.add("torch")
+    if JaxBackend().accelerator_hint() is None:
+        allowed |= {"jax", "jaxlib"}
+    assert set(loaded) & set(ENGINE_LIBRARIES) - allowed == set()
 
 
 @pytest.fixture

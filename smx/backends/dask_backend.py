@@ -78,12 +78,17 @@ class DaskOptions(PluginParams):
 
 
 def _missing() -> str | None:
-    """Why dask/distributed cannot be imported (None: they can)."""
-    try:
-        import dask.array  # noqa: F401
-        import distributed  # noqa: F401
-    except ImportError as exc:
-        return f"Dask is not installed ({exc.name or exc}); {INSTALL_HINT}"
+    """Why dask.array or distributed cannot be imported (None: they can), read from the
+    installed files: importing them takes seconds that `smx plugins` and `smx info` must
+    not pay (find_spec of dask.array would import dask itself)."""
+    from smx.backends import probe
+
+    folder = probe.package_dir("dask") if probe.installed("dask") else None
+    for name, there in (("dask", folder is not None),
+                        ("dask.array", folder is not None and (folder / "array").is_dir()),
+                        ("distributed", probe.installed("distributed"))):
+        if not there:
+            return f"Dask is not installed ({name}); {INSTALL_HINT}"
     return None
 
 
@@ -236,12 +241,11 @@ class DaskBackend(Backend):
         return np.asarray(self._client_engine().to_host(array))
 
     def versions(self) -> dict[str, str]:
+        from smx.backends import probe
+
         if _missing():
             return {}
-        import dask
-        import distributed
-
-        return {"dask": dask.__version__, "distributed": distributed.__version__}
+        return {name: probe.version(name) or "?" for name in ("dask", "distributed")}
 
     # --- the cluster ------------------------------------------------------------------
 
