@@ -133,6 +133,12 @@ def capture(cfg: RunConfig, splits: Splits, backend: Backend, device: str,
 def _train_and_read(cfg: RunConfig, splits: Splits, backend: Backend, device: str,
                     plugins: Any) -> dict[str, np.ndarray]:
     trainer = Trainer(cfg, splits, backend, device, plugins)
+    with backend.run_context(cfg.dtype):  # the test split and its predictions, too
+        return _read(cfg, splits, backend, device, trainer)
+
+
+def _read(cfg: RunConfig, splits: Splits, backend: Backend, device: str,
+          trainer: Trainer) -> dict[str, np.ndarray]:
     data = trainer.train_data
     # the objective training calls (the backend's fused kernel, if any), not the portable
     # core: a kernel bug must show here too; unclipped, as the quantity is the gradient

@@ -99,6 +99,11 @@ def final_metrics(trainer: Trainer, splits: Splits) -> dict[str, Any]:
     The trainer's device copies of the training and validation data are reused: only
     the test split crosses to the device.
     """
+    with trainer.backend.run_context(trainer.cfg.dtype):  # outside the Trainer's methods
+        return _final_metrics(trainer, splits)
+
+
+def _final_metrics(trainer: Trainer, splits: Splits) -> dict[str, Any]:
     cfg, backend, device = trainer.cfg, trainer.backend, trainer.device
     test = backend.place(splits.X_test, splits.y_test, getattr(splits, "w_test", None), device,
                          cfg.dtype)

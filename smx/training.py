@@ -17,6 +17,7 @@ act on it between epochs without reaching into the hot loop.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -217,6 +218,18 @@ EpochCallback = Callable[[dict[str, Any]], None]
 LogCallback = Callable[[int, float], None]
 
 
+def _in_run_context(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` inside the engine's :meth:`~smx.types.Backend.run_context` (JAX: 64-bit
+    types in a float64 run): the loop's own arithmetic runs between the engine's calls, so
+    each of the Trainer's entry points holds it, and nothing outlives the call."""
+    @functools.wraps(method)
+    def scoped(self: Trainer, *args: Any, **kwargs: Any) -> Any:
+        with self.backend.run_context(self.cfg.dtype):
+            return method(self, *args, **kwargs)
+
+    return scoped
+
+
 class Trainer:
     """One run's loop and its state; :meth:`fit` drives it epoch by epoch."""
 
@@ -232,11 +245,12 @@ class Trainer:
     ) -> None:
         self.cfg, self.backend, self.device, self.plugins = cfg, backend, device, plugins
         backend.configure(backend.options.model_validate(check_backend_options(cfg, backend)))
-        plan = self._plan_weights(splits)
-        cw = self._place(splits, initial, plan.class_weight)
-        self._plan_objective(plan, cw)
-        self._plan_optimizer()
-        self._compile_step()
+        with backend.run_context(cfg.dtype):
+            plan = self._plan_weights(splits)
+            cw = self._place(splits, initial, plan.class_weight)
+            self._plan_objective(plan, cw)
+            self._plan_optimizer()
+            self._compile_step()
         self.step = 0
         self.threads: int | None = None  # the thread limit fit() applied (None: none)
         self.epoch = 0
@@ -388,6 +402,7 @@ class Trainer:
             self.full_value_and_grad = backend.compile(
                 lambda params, X, y, w: self.value_and_grad(params, Block(X, y, w)))
 
+    @_in_run_context
     def value_and_grad(self, params: Params, data: Block | None = None
                        ) -> tuple[Array, Params]:
         """The objective and its gradient over ``data`` (default: the whole training set),
@@ -412,6 +427,7 @@ class Trainer:
         """The learning rate of step ``step`` (0-based), on the host: what records show."""
         return float(self.base_lr * self.schedule(float(step)))
 
+    @_in_run_context
     def run_epoch(self, on_log: LogCallback | None = None) -> float:
         """One pass over the training set; returns its mean batch loss (one host read)."""
         cfg, backend, data = self.cfg, self.backend, self.train_data
@@ -541,6 +557,7 @@ class Trainer:
             where="train",
         )
 
+    @_in_run_context
     def end_epoch(self, train_loss: float, seconds: float) -> dict[str, Any]:
         self.epoch += 1
         self.elapsed += seconds
@@ -572,6 +589,7 @@ class Trainer:
         W = self.params["W"]
         return value - 0.5 * self.l2 * float(self.backend.to_host(self.xp.sum(W * W)))
 
+    @_in_run_context
     def should_stop(self) -> str | None:
         """A reason to stop before ``epochs`` (None: go on).
 
@@ -581,6 +599,7 @@ class Trainer:
         reasons = [reason for rule in self.stop_rules if (reason := rule(self))]
         return reasons[0] if reasons else None
 
+    @_in_run_context
     def restore_best(self) -> int | None:
         """With ``early_stopping.restore_best``, go back to the best epoch's parameters."""
         es = self.early_stopping
@@ -590,6 +609,7 @@ class Trainer:
         self.params_train_loss = self.history[es.best_epoch - 1]["train_loss"]
         return es.best_epoch
 
+    @_in_run_context
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run bit for bit, on the host (for checkpoints).
 
@@ -617,6 +637,7 @@ class Trainer:
                 "best_params": map_arrays(es.best_params, to_host, memo)},
         }
 
+    @_in_run_context
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output (each array keeps its saved dtype), after
         checking that it fits this run: its format, the parameters' shapes, and the
@@ -655,10 +676,12 @@ class Trainer:
             es.best, es.best_epoch, es.wait = saved["best"], saved["best_epoch"], saved["wait"]
             es.best_params = map_arrays(saved["best_params"], put, memo)
 
+    @_in_run_context
     def host_params(self) -> dict[str, np.ndarray]:
         """Host copies: a fused step (``Backend.fused_step``) goes on updating its own."""
         return {name: np.array(self.backend.to_host(v)) for name, v in self.params.items()}
 
+    @_in_run_context
     def fit(self, *, on_epoch: EpochCallback | None = None,
             on_log: LogCallback | None = None) -> TrainResult:
         """Train until a stop rule fires or ``epochs`` are done, with the run's ``threads``."""

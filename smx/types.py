@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, get_args
 
@@ -103,6 +104,14 @@ class Backend(ABC):
 
     def release(self, device: str) -> None:  # noqa: B027
         """Free cached device memory at the end of a run."""
+
+    def run_context(self, dtype: str) -> AbstractContextManager[Any]:
+        """A context a run's device work happens in: the Trainer holds it around each of its
+        entry points (construction, ``fit``, ``run_epoch``, ``value_and_grad``...), so the
+        library settings a run needs cover its own arithmetic between the engine's calls,
+        without changing the process's defaults. None by default; JAX: 64-bit types in a
+        float64 run."""
+        return nullcontext()
 
     def resolve_device(self, device: str) -> str:
         """Map a config's ``device`` (auto, cpu, cuda, cuda:N) to one of ``devices()``."""

@@ -130,6 +130,47 @@ def test_jax_step_is_traced_once_and_reused():
     assert len(traces) == after_first
 
 
+@pytest.fixture
+def jax_32_bit_default():
+    """JAX as a user's process starts: 32-bit defaults, whatever earlier tests set."""
+    import jax
+
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)
+    yield
+    jax.config.update("jax_enable_x64", before)
+
+
+@pytest.mark.skipif(JAX_REASON is not None, reason=f"jax engine unusable: {JAX_REASON}")
+def test_a_float64_jax_fit_leaves_jaxs_defaults_as_they_were(jax_32_bit_default):
+    """A float64 run enables 64-bit types for its own work only: after it, the user's
+    ``jnp.ones`` and ``jnp.arange`` are 32-bit again (issue 21, item 8), and the run is
+    still float64 and NumPy's to 1e-10, through train() and the estimator alike."""
+    import jax.numpy as jnp
+
+    from smx import SoftmaxRegression
+
+    def defaults():
+        return jnp.ones(1).dtype, jnp.arange(3).dtype
+
+    assert defaults() == (jnp.float32, jnp.int32)
+    cfg = config(dtype="float64", optimizer={"name": "lbfgs"})
+    ours, ref = fit(cfg, JaxBackend()), fit(cfg, PLUGINS.backend("numpy"))
+    assert defaults() == (jnp.float32, jnp.int32)
+    assert ours.params["W"].dtype == np.float64
+    np.testing.assert_allclose(ours.params["W"], ref.params["W"], rtol=0, atol=1e-10)
+    # a Trainer that is never closed leaves nothing on either
+    again = Trainer(cfg, load_data(cfg, PLUGINS), JaxBackend(), "cpu", PLUGINS).fit()
+    assert defaults() == (jnp.float32, jnp.int32)
+    np.testing.assert_array_equal(again.params["W"], ours.params["W"])
+    X, y = load_data(cfg, PLUGINS).X_train, load_data(cfg, PLUGINS).y_train
+    fitted = {engine: SoftmaxRegression(backend=engine, standardize=True, epochs=10).fit(X, y)
+              for engine in ("jax", "numpy")}
+    assert fitted["jax"].dtype == "float64"  # the estimator's default
+    assert defaults() == (jnp.float32, jnp.int32)
+    np.testing.assert_allclose(fitted["jax"].coef_, fitted["numpy"].coef_, rtol=0, atol=1e-10)
+
+
 @pytest.mark.skipif(TORCH_REASON is not None, reason=f"torch engine unusable: {TORCH_REASON}")
 def test_torch_compile_option_gives_the_same_run():
     cfg = config(backend="torch", backend_options={"compile": True}, dtype="float64",

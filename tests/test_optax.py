@@ -39,22 +39,22 @@ def test_the_adapter_takes_optax_s_own_steps():
     from smx.backends.jax_optax import from_optax
     from smx.optimizers import apply_updates
 
-    jax.config.update("jax_enable_x64", True)
-    rng = np.random.default_rng(0)
-    grads = [{"W": jnp.asarray(rng.normal(size=(4, 3))), "b": jnp.asarray(rng.normal(size=3))}
-             for _ in range(5)]
-    params = {"W": jnp.zeros((4, 3)), "b": jnp.zeros(3)}
-    schedule = optax.cosine_decay_schedule(0.1, 5)
-    ours, theirs = from_optax(optax.adamw(schedule)), optax.adamw(schedule)
-    p1, s1 = params, ours.init(params)
-    p2, s2 = params, theirs.init(params)
-    assert isinstance(s1, tuple)  # leaves only: a checkpoint stores it
-    for g in grads:
-        u1, s1 = jax.jit(ours.update)(g, s1, p1)
-        u2, s2 = jax.jit(theirs.update)(g, s2, p2)
-        p1, p2 = apply_updates(p1, u1), optax.apply_updates(p2, u2)
-    for k in params:
-        np.testing.assert_array_equal(np.asarray(p1[k]), np.asarray(p2[k]))
+    with jax.enable_x64(True):  # float64 for this test only, not the rest of the session
+        rng = np.random.default_rng(0)
+        grads = [{"W": jnp.asarray(rng.normal(size=(4, 3))), "b": jnp.asarray(rng.normal(size=3))}
+                 for _ in range(5)]
+        params = {"W": jnp.zeros((4, 3)), "b": jnp.zeros(3)}
+        schedule = optax.cosine_decay_schedule(0.1, 5)
+        ours, theirs = from_optax(optax.adamw(schedule)), optax.adamw(schedule)
+        p1, s1 = params, ours.init(params)
+        p2, s2 = params, theirs.init(params)
+        assert isinstance(s1, tuple)  # leaves only: a checkpoint stores it
+        for g in grads:
+            u1, s1 = jax.jit(ours.update)(g, s1, p1)
+            u2, s2 = jax.jit(theirs.update)(g, s2, p2)
+            p1, p2 = apply_updates(p1, u1), optax.apply_updates(p2, u2)
+        for k in params:
+            np.testing.assert_array_equal(np.asarray(p1[k]), np.asarray(p2[k]))
 
 
 def build(optimizer: str, epochs: int = 3) -> Trainer:

@@ -25,16 +25,25 @@ How the core's step becomes one XLA program, compiled once per run:
   iteration) over a jitted full-batch value-and-gradient (:meth:`Trainer.value_and_grad`
   goes through :meth:`compile`).
 
-Float64: JAX computes in 32 bits unless ``jax_enable_x64`` is set. The engine sets it
-(``jax.config.update('jax_enable_x64', True)``) when a float64 run first places its
-data, and only then: a float32-only process never changes JAX's default. Once set it
-stays on for the process (a context manager cannot span a run whose loop the Trainer
-drives); float32 runs afterwards are unaffected because every array smx creates has an
-explicit dtype.
+Float64: JAX computes in 32 bits unless 64-bit types are enabled, and that setting is
+read at every operation, not only when an array is made: a float64 array times a Python
+float is float32 outside it, and a jitted function is traced (and cached) per setting.
+So it must hold for all of a run's work, including the Trainer's and the optimizers' own
+arithmetic between the engine's calls. :meth:`JaxBackend.run_context` is
+``jax.enable_x64(True)`` for a float64 run (thread-local), and the Trainer holds it around
+each of its entry points (construction, ``fit``, ``run_epoch``, ``value_and_grad``,
+checkpoints; ``smx run``'s final metrics and ``smx parity``'s predictions too), so it
+never outlives a call, even for a Trainer never closed: after a fit the process's default
+is the user's again (``jnp.ones(1)`` float32 unless they enabled 64-bit types
+themselves); only the Trainer's callbacks (``on_epoch``, ``on_log``), which run inside
+``fit``, see 64-bit types on. Driven directly, outside any run (``from_host(x, device,
+"float64")``, as smx.testing does), the engine has no run to scope, so it falls back to
+JAX's process-wide switch, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -120,10 +129,26 @@ class JaxBackend(Backend):
     def cheap_report(self) -> dict[str, Any] | None:
         return probe.cheap_report(self, "jax", "jax")
 
+    def run_context(self, dtype: str) -> contextlib.AbstractContextManager[Any]:
+        """64-bit types for a float64 run, in this thread only (module doc)."""
+        if dtype != "float64":
+            return contextlib.nullcontext()
+        jax = self._jax()
+        scoped = getattr(jax, "enable_x64", None)
+        if scoped is not None:  # jax >= 0.8: the config state is its own context manager
+            return scoped(True)
+        from jax.experimental import enable_x64  # older jax: the same thread-local setting
+
+        return enable_x64()
+
     def _enable_x64(self, dtype: str | None) -> None:
-        if dtype in ("float64", "int64"):
+        """Outside a run (the engine driven directly, e.g. by smx.testing): JAX's process-wide
+        switch, the only way a float64 array stays float64 through the caller's own
+        operations. Inside a float64 run its :meth:`run_context` already holds 64-bit
+        types, so nothing changes here."""
+        if dtype == "float64":
             jax = self._jax()
-            if dtype == "float64" and not jax.config.jax_enable_x64:
+            if not jax.config.jax_enable_x64:
                 jax.config.update("jax_enable_x64", True)
 
     def place(self, X: Any, y: Any, w: Any | None, device: str, dtype: str) -> Block:
