@@ -27,6 +27,24 @@ def extras() -> dict[str, list[str]]:
     return tomllib.loads(text)["project"]["optional-dependencies"]
 
 
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def test_torch_advice_is_true_on_the_public_index():
+    """From PyPI alone, torch==2.13.0 on Linux is the CUDA build (15 nvidia-* packages,
+    cuda-toolkit, triton): the install hint, the README and pyproject.toml name PyTorch's
+    CPU index for the CPU build, and none calls the pin itself the CPU wheel."""
+    from smx.backends.torch_backend import INSTALL_HINT
+
+    texts = {"INSTALL_HINT": INSTALL_HINT, "README.md": (ROOT / "README.md").read_text(),
+             "pyproject.toml": (ROOT / "pyproject.toml").read_text()}
+    for name, text in texts.items():
+        assert CPU_INDEX in text, name
+        flat = " ".join(text.split())
+        assert not re.search(r"2\.13\.0[^.;]{0,30}(the|is) (the )?CPU(-only)? (wheel|build)",
+                             flat), name
+
+
 def test_dask_extra_pins_distributed_to_dask():
     """distributed comes through dask's own extra, which pins it to dask's version: listed
     apart, pip took the newest dask and backtracked through 36 distributed versions."""

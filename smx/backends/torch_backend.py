@@ -23,8 +23,12 @@ import smx
 from smx.backends import probe
 from smx.types import Array, Backend, Block, PluginParams
 
-INSTALL_HINT = ("pip install 'smx[torch]' (torch==2.13.0, the CPU wheel; other versions "
-                "pull CUDA and ~20 nvidia packages)")
+#: from PyPI alone, torch==2.13.0 on Linux is the CUDA build (15 nvidia-* packages,
+#: cuda-toolkit, triton); the CPU build comes from PyTorch's own index, and an installed
+#: torch==2.13.0+cpu satisfies the extra's pin
+INSTALL_HINT = ("pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu "
+                "(the CPU build; from PyPI, torch on Linux is the CUDA build with its nvidia "
+                "packages), then pip install 'smx[torch]'")
 
 
 class TorchOptions(PluginParams):

@@ -663,7 +663,7 @@ def bench_gpu(bc: BenchConfig, plugins: Any, log: Log, *,
                                               core_trainer_l2(trainer), bc.seed, device="cuda")
             sync = lambda: (core_sync(backend, "cuda:0"), torch.cuda.synchronize())  # noqa: E731
         else:
-            skipped["torch_cuda"] = f"torch {tv} has no CUDA (the pinned wheel is CPU-only)"
+            skipped["torch_cuda"] = f"torch {tv} has no usable CUDA (a CPU-only build or no GPU)"
     log(f"gpu: {len(cases)} cases on {out['card']}")
     timings = interleaved(cases, bc.repeats, sync=sync,
                           deadline=budget.take(1.0) if budget else None)
