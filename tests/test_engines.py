@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,10 +176,15 @@ def test_a_float64_jax_fit_leaves_jaxs_defaults_as_they_were(jax_32_bit_default)
 def test_torch_compile_option_gives_the_same_run():
     cfg = config(backend="torch", backend_options={"compile": True}, dtype="float64",
                  epochs=2, optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9})
-    ours = fit(cfg, TorchBackend())
+    backend = TorchBackend()
+    ours = fit(cfg, backend)
     ref = fit(cfg.model_copy(update={"backend": "numpy", "backend_options": {}}),
               PLUGINS.backend("numpy"))
     np.testing.assert_allclose(ours.params["W"], ref.params["W"], rtol=0, atol=1e-10)
+    # the compiled code is cached in Inductor's folder, which summary.json names (issue 21,
+    # item 11): not in the run folder, where each run would compile afresh
+    cache = Path(backend.run_report()["torch_compile"]["cache_dir"])
+    assert cache.is_dir() and any(cache.iterdir())
 
 
 @pytest.mark.parametrize(("engine", "module", "words"), [

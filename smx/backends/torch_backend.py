@@ -7,12 +7,16 @@ and ``backend: auto`` on a machine without an accelerator never import it (they 
 The step is the core's closed-form gradient, so no autograd graph is ever built;
 ``compile`` still wraps it in ``torch.no_grad()`` so a tensor that did require grad
 (a user's, through the estimator) cannot make it record one. With
-``backend_options: {compile: true}`` the step also goes through ``torch.compile``.
+``backend_options: {compile: true}`` the step also goes through ``torch.compile``, whose
+Inductor cache outlives the run: in a run folder every run would compile afresh (most of
+a first run's time) and keep its own ~150 MB, so smx leaves it in Inductor's own folder
+and names it in the run's ``summary.json`` (:func:`compile_cache`).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +38,29 @@ INSTALL_HINT = ("pip install torch==2.13.0 --index-url https://download.pytorch.
 class TorchOptions(PluginParams):
     compile: bool = Field(
         False, description="torch.compile the training step (Inductor; needs a C compiler on "
-                           "CPU; the first steps pay the compilation)")
+                           "CPU; the first steps pay the compilation; its cache folder is "
+                           "named in summary.json)")
+
+
+def compile_cache() -> dict[str, str]:
+    """Where Inductor keeps what ``torch.compile`` builds: its cache folder
+    (``TORCHINDUCTOR_CACHE_DIR``, by default ``<tempdir>/torchinductor_<user>``) and the
+    precompiled headers (~150 MB on the CPU), which torch 2.13 keeps under the default
+    folder whatever ``TORCHINDUCTOR_CACHE_DIR`` says (only ``TMPDIR`` moves them)."""
+    default = _inductor_default_dir()
+    return {"cache_dir": os.path.abspath(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default),
+            "precompiled_headers": os.path.join(default, "precompiled_headers")}
+
+
+def _inductor_default_dir() -> str:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # another layout: the default Inductor documents
+        import getpass
+        import tempfile
+
+        return os.path.join(tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}")
+    return default_cache_dir()
 
 
 class TorchBackend(Backend):
@@ -176,6 +202,10 @@ class TorchBackend(Backend):
             torch.cuda.empty_cache()
         elif device == "mps":
             torch.mps.empty_cache()
+
+    def run_report(self) -> dict[str, Any]:
+        """With ``compile: true``: where its cache is (a run pays ~150 MB there once)."""
+        return {"torch_compile": compile_cache()} if self._options.compile else {}
 
     def versions(self) -> dict[str, str]:
         torch = self._torch()
