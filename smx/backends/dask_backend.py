@@ -421,7 +421,7 @@ class DaskBackend(Backend):
 
         def scatter(a: Any, kind: str | None) -> tuple[list[Any], Any]:
             host = np.asarray(a, dtype=kind, order="C")
-            futures = client.scatter([host[s:e] for s, e in bounds], hash=False)
+            futures = self._scatter(client, [host[s:e] for s, e in bounds])
             if self.settings.on_gpu:  # each chunk to the GPU of the worker it went to
                 futures = client.map(_to_gpu, futures, pure=False)
             return futures, _concatenate(futures, [e - s for s, e in bounds], host.shape[1:],
@@ -432,6 +432,22 @@ class DaskBackend(Backend):
         ws, dw = (None, None) if w is None else scatter(w, dtype)
         self._chunks[dX.name] = (xs, ys, ws)
         return Block(dX, dy, dw)
+
+    def _scatter(self, client: Any, parts: list[Any]) -> list[Any]:
+        """``client.scatter``, whose "No valid workers found" (every worker paused for
+        memory, or none left) becomes smx's one line about the workers' memory."""
+        try:
+            return client.scatter(parts, hash=False)
+        except TimeoutError:
+            workers = client.scheduler_info(n_workers=-1)["workers"]
+            if workers and all(w.get("status") == "paused" for w in workers.values()):
+                raise _paused(workers, self.settings.timeout) from None
+            from smx.errors import BackendUnavailable
+
+            raise BackendUnavailable(
+                f"no Dask worker took the data ({len(workers)} connected, none running); "
+                "check the workers' logs and backend_options.memory_limit",
+                where="backend_options.cluster") from None
 
     def place_npy(self, X_path: str, y_path: str, dtype: str, w_path: str | None = None
                   ) -> Block:
