@@ -14,8 +14,12 @@ estimator reports ``coef_ = w1 − w0``, ``intercept_ = b1 − b0``.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import numbers
+import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -65,12 +69,41 @@ _OVERFLOW = ("X holds values so large that the scores (X @ coef_.T + intercept_)
              "rescale X as it was at fit time")
 
 
+_SMX = str(Path(__file__).resolve().parent) + os.sep
+
+
+def callers_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning issued by the calling function at the first
+    frame outside smx: the line of the user's code that called the estimator."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_SMX):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def warns_at_callers_line(method: Any) -> Any:
+    """Re-issue the warnings ``method`` raises (smx's own and those of the scikit-learn
+    helpers it calls) at the caller's line, where a scikit-learn user looks for them."""
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                return method(*args, **kwargs)
+        finally:
+            level = callers_stacklevel()
+            for w in caught:
+                warnings.warn(w.message, w.category, stacklevel=level)
+    return wrapper
+
+
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     """Multinomial logistic regression: weighted mean loss (cross-entropy unless ``loss``
     names another loss plugin) + l2/2·‖W‖².
 
     ``C`` (scikit-learn's convention, l2 = 1/(C·Σ sample weights)) overrides ``l2``
-    when given. ``max_iter`` and ``tol`` are scikit-learn's names for ``epochs``
+    when given; ``C=np.inf`` is no penalty (l2 = 0). ``max_iter`` and ``tol`` are scikit-learn's names for ``epochs``
     (L-BFGS: iterations) and L-BFGS's gradient tolerance; they win when given.
     ``loss_params``, ``optimizer_params``, ``schedule_params`` and ``backend_options`` are
     the plugins' own options, validated exactly as in a YAML config. Training starts from
@@ -154,6 +187,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         factor = 2.0 if binary else 1.0
         self._check_params()
         C, l2 = self.C, self.l2  # numbers scale; anything else goes to the config to refuse
+        if isinstance(C, numbers.Real) and not isinstance(C, bool) and math.isinf(C) and C > 0:
+            C, l2 = None, 0.0  # scikit-learn's C=np.inf: no penalty
         if isinstance(C, numbers.Real) and not isinstance(C, bool):
             C = C / factor
         if isinstance(l2, numbers.Real) and not isinstance(l2, bool):
@@ -182,6 +217,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         except ConfigError as exc:
             raise InvalidParameter(str(exc)) from None
 
+    @warns_at_callers_line
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> SoftmaxRegression:
         """Fit on (X, y), each row weighing ``sample_weight`` (default 1) times its
         class's weight (``class_weight``).
@@ -294,7 +330,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 warnings.warn(
                     f"{cfg.optimizer.name} stopped at its iteration limit ({cfg.epochs}) "
                     "before converging; raise max_iter (or epochs), or scale the data "
-                    "(StandardScaler, or standardize=True)", ConvergenceWarning, stacklevel=2)
+                    "(StandardScaler, or standardize=True)", ConvergenceWarning,
+                    stacklevel=callers_stacklevel())
         else:
             self.n_iter_ = len(result.history)  # epochs, as SGDClassifier
 
@@ -413,6 +450,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     # --- prediction ------------------------------------------------------------------------
 
+    @warns_at_callers_line
     def decision_function(self, X: Any) -> np.ndarray:
         """``X @ coef_.T + intercept_``: (n, K), or (n,) for two classes (the score of
         ``classes_[1]``), as ``LogisticRegression``; in the input's library and on its
@@ -443,6 +481,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             raise ValueError(_OVERFLOW)
         return scores.ravel() if scores.shape[1] == 1 else scores
 
+    @warns_at_callers_line
     def predict_log_proba(self, X: Any) -> np.ndarray:
         scores = self.decision_function(X)
         if native_engine(scores, self.backend) is not None:
@@ -455,10 +494,12 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             return np.column_stack([log_expit(-scores), log_expit(scores)])
         return log_softmax(scores, axis=1)
 
+    @warns_at_callers_line
     def predict_proba(self, X: Any) -> np.ndarray:
         logp = self.predict_log_proba(X)
         return array_namespace(logp).exp(logp)
 
+    @warns_at_callers_line
     def predict(self, X: Any) -> np.ndarray:
         scores = self.decision_function(X)
         if (native := native_engine(scores, self.backend)) is not None:

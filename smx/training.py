@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -121,10 +122,13 @@ def class_weights(spec: Any, classes: np.ndarray, y_train: np.ndarray | None,
         counts = (np.asarray(totals, np.float64) if totals is not None else
                   np.bincount(y_train, weights=w_train, minlength=k).astype(np.float64))
         return counts.sum() / (k * np.where(counts > 0, counts, 1.0))
-    known = {_label_key(c): i for i, c in enumerate(classes.tolist())}
+    known: dict[Any, int] = {}
+    for i, c in enumerate(classes.tolist()):
+        for key in _label_keys(c):
+            known.setdefault(key, i)
     out = np.ones(k)
     for label, weight in spec.items():
-        i = known.get(_label_key(label))
+        i = next((known[key] for key in _label_keys(label) if key in known), None)
         if i is None:
             shown = ", ".join(repr(c) for c in classes.tolist()[:10])
             raise ConfigError(f"class {label!r} is not among the labels ({shown}"
@@ -156,9 +160,15 @@ def _host(backend: Backend, array: Any) -> np.ndarray | None:
     return np.asarray(backend.to_host(array))
 
 
-def _label_key(label: Any) -> Any:
-    """Labels compare as text when the YAML key and the data disagree on type (1 vs "1")."""
-    return str(label.item() if hasattr(label, "item") else label)
+def _label_keys(label: Any) -> list[tuple[str, Any]]:
+    """What a label matches by, in order: its value, as scikit-learn matches class_weight
+    keys (1 == 1.0 == np.int64(1); booleans and text have none), then its text, for a YAML
+    key whose type the data does not share (1 vs "1")."""
+    value = label.item() if hasattr(label, "item") else label
+    keys: list[tuple[str, Any]] = [("text", str(value))]
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        keys.insert(0, ("value", float(value)))
+    return keys
 
 
 def evaluate(backend: Backend, objective: Objective, params: Params, data: Block, *,
