@@ -32,6 +32,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.extmath import safe_sparse_dot
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     _check_sample_weight,
@@ -41,7 +42,7 @@ from sklearn.utils.validation import (
 
 from smx.config import load_config
 from smx.datasets.split import Splits, Standardizer, check_standardized
-from smx.errors import ConfigError, DataError, PluginError
+from smx.errors import ConfigError, DataError, ModelFileError, PluginError
 from smx.estimator_input import (
     InvalidData,
     InvalidParameter,
@@ -54,8 +55,10 @@ from smx.estimator_input import (
     native_engine,
     native_labels,
     native_weights,
+    to_numpy,
 )
 from smx.modelfile import FittedModel, load_model
+from smx.types import SolverSpec
 
 #: what fit and predict accept: float64 stays float64, float32 is not copied to float64
 FLOAT_DTYPES = (np.float64, np.float32)
@@ -98,17 +101,32 @@ def warns_at_callers_line(method: Any) -> Any:
     return wrapper
 
 
+def _minibatch(est: SoftmaxRegression) -> bool:
+    """``partial_fit`` exists for a minibatch optimizer (a gradient transformation), not
+    for a full-batch solver such as L-BFGS; an unknown name keeps it, for fit's error."""
+    from smx.plugins import get_plugins
+
+    try:
+        spec = get_plugins().get("optimizer", est.optimizer)
+    except Exception:
+        return True
+    return not isinstance(spec, SolverSpec)
+
+
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     """Multinomial logistic regression: weighted mean loss (cross-entropy unless ``loss``
     names another loss plugin) + l2/2·‖W‖².
 
     ``C`` (scikit-learn's convention, l2 = 1/(C·Σ sample weights)) overrides ``l2``
-    when given; ``C=np.inf`` is no penalty (l2 = 0). ``max_iter`` and ``tol`` are scikit-learn's names for ``epochs``
-    (L-BFGS: iterations) and L-BFGS's gradient tolerance; they win when given.
+    when given; ``C=np.inf`` is no penalty (l2 = 0). ``max_iter`` and ``tol`` are
+    scikit-learn's names for ``epochs`` (L-BFGS: iterations) and L-BFGS's gradient
+    tolerance; they win when given.
     ``loss_params``, ``optimizer_params``, ``schedule_params`` and ``backend_options`` are
     the plugins' own options, validated exactly as in a YAML config. Training starts from
     zero weights, as scikit-learn does; ``random_state`` seeds the batch order of minibatch
-    optimizers.
+    optimizers. ``warm_start=True`` starts each fit from the previous fit's coefficients;
+    ``partial_fit`` (minibatch optimizers) runs one epoch over the data it is given, keeping
+    the optimizer's state between calls, as ``SGDClassifier.partial_fit`` does.
     """
 
     def __init__(
@@ -134,6 +152,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         fallback: str = "none",
         dtype: str = "float64",
         standardize: bool = False,
+        warm_start: bool = False,
         random_state: int | np.random.RandomState | None = None,
     ) -> None:
         self.l2 = l2
@@ -156,6 +175,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.fallback = fallback
         self.dtype = dtype
         self.standardize = standardize
+        self.warm_start = warm_start
         self.random_state = random_state
 
     # --- fitting ---------------------------------------------------------------------------
@@ -169,7 +189,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def _check_params(self) -> None:
         """What the config cannot tell apart: flags that are not booleans, plugin options
         that are not dicts, and loss options that are the estimator's own parameters."""
-        for name in ("fit_intercept", "standardize"):  # truthiness would read "no" as True
+        # truthiness would read "no" as True
+        for name in ("fit_intercept", "standardize", "warm_start"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise InvalidParameter(f"{name} must be True or False, got "
                                        f"{getattr(self, name)!r}")
@@ -231,8 +252,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         dispatch does. scipy.sparse X trains
         on the NumPy engine (or CuPy's, which copies it to the GPU as cupyx CSR), never
         densified."""
-        from smx.plugins import get_plugins
-        from smx.training import Trainer
 
         native = native_engine(X, self.backend)
         if native is not None and self.backend in ("auto", native[0]):
@@ -262,11 +281,22 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 f"the data contains only one class: {present[0]!r}" if len(present) else
                 "every sample weight is zero: there is no class to learn")
 
+        cfg = self._host_config(X, classes)
+        self._train(cfg, self._host_splits(X, y_idx, w, classes, cfg))
+        return self
+
+    def _host_config(self, X: Any, classes: np.ndarray) -> Any:
         cfg = self._config(binary=len(classes) == 2)
         if sp.issparse(X):
             cfg = cfg.model_copy(update={"backend": self._sparse_backend()})
+        return cfg
+
+    def _host_splits(self, X: Any, y_idx: np.ndarray, w: np.ndarray | None,
+                     classes: np.ndarray, cfg: Any) -> Splits:
+        """The training split of host data (NumPy or scipy.sparse), standardized when asked,
+        after refusing values whose logits would overflow the training dtype."""
         std = _standardizer(X, w) if self.standardize else Standardizer.identity(X.shape[1])
-        if not sp.issparse(X):  # values whose logits would overflow the training dtype
+        if not sp.issparse(X):
             try:
                 check_standardized(std(X) if self.standardize else X, np.arange(len(X)),
                                    dtype=cfg.dtype, where="fit", columns=None, raw=X,
@@ -277,24 +307,103 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             check_sparse_magnitudes(X, cfg.dtype)
         empty = np.empty((0, X.shape[1]))
         none = np.empty(0, np.int64)
-        splits = Splits(classes=classes, X_train=std(X) if self.standardize else X,
-                        y_train=y_idx, X_val=empty, y_val=none, X_test=empty, y_test=none,
-                        standardizer=std, w_train=w)
+        return Splits(classes=classes, X_train=std(X) if self.standardize else X,
+                      y_train=y_idx, X_val=empty, y_val=none, X_test=empty, y_test=none,
+                      standardizer=std, w_train=w)
+
+    @available_if(_minibatch)
+    @warns_at_callers_line
+    def partial_fit(self, X: Any, y: Any, classes: Any = None,
+                    sample_weight: Any = None) -> SoftmaxRegression:
+        """One epoch of the minibatch optimizer over (X, y), continuing from the previous
+        call (its coefficients, optimizer state, step count and batch order) or from
+        ``fit``'s coefficients: data too large for one fit streams through in pieces, as
+        through ``SGDClassifier.partial_fit``.
+
+        ``classes`` (every label the stream holds) is required on the first call, and must
+        not change. A schedule runs over ``max_iter`` (``epochs``) calls; ``C`` is read per
+        call (l2 = 1/(C·Σ weights of the call's rows)), so streams usually set ``l2``.
+        Arrays of other libraries train through their NumPy copy."""
+        if self.standardize:
+            raise ValueError("standardize=True needs the whole data's statistics, which "
+                             "partial_fit never sees; scale the stream instead (e.g. "
+                             "StandardScaler().partial_fit on each piece first)")
+        if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+            raise ValueError("class_weight='balanced' needs every class's count, which "
+                             "partial_fit never sees; pass class_weight as a dict")
+        first = not hasattr(self, "model_")
+        X, y, w = self._host_inputs(X, y, sample_weight, reset=first)
+        classes = _stream_classes(classes, None if first else self.model_.classes, y)
+        y_idx = np.searchsorted(classes, y).astype(np.int64).reshape(-1)
+        cfg = self._host_config(X, classes)
+        stream = getattr(self, "_stream", None) or {}
+        self._train(cfg, self._host_splits(X, y_idx, w, classes, cfg), stream=stream)
+        return self
+
+    def _host_inputs(self, X: Any, y: Any, sample_weight: Any, *, reset: bool
+                     ) -> tuple[Any, np.ndarray, np.ndarray | None]:
+        """(X, y, sample_weight) as NumPy (or scipy.sparse CSR) through scikit-learn's
+        validation, whatever library they came in."""
+        X, y, sample_weight = (to_numpy(a) for a in (X, y, sample_weight))
+        X, y = validate_data(self, X, y, accept_sparse=SPARSE, dtype=FLOAT_DTYPES,
+                             reset=reset)
+        if sp.issparse(X):
+            X = X.tocsr()
+        check_classification_targets(y)
+        w = None if sample_weight is None else _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        return X, y, w
+
+    def _train(self, cfg: Any, splits: Splits, engine: str | None = None,
+               stream: dict[str, Any] | None = None) -> None:
+        """Place, train and set the fitted attributes: from zero, from the previous fit
+        (``warm_start``, and ``partial_fit``), or continuing a ``partial_fit`` stream (its
+        optimizer state, step count and batch RNG), which runs one epoch."""
+        from smx.plugins import get_plugins
+        from smx.training import Trainer
+
         plugins = get_plugins()
         placement = _select(cfg, plugins)
+        initial = self._initial(cfg, splits, stream is not None)
         try:
-            trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
-        except (ConfigError, DataError) as exc:  # e.g. a class_weight naming no label
-            placement.backend.release(placement.device)
+            trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins,
+                              initial=initial)
+            if stream and stream.get("opt_state") is not None:
+                _resume(trainer, stream)
+        except (ConfigError, DataError, ModelFileError) as exc:  # a class_weight naming no
+            placement.backend.release(placement.device)  # label; another optimizer's state
             raise InvalidParameter(str(exc)) from None
         try:
-            result = trainer.fit()
+            result = trainer.fit(epochs=1 if stream is not None else None)
+            state = trainer.state_dict() if stream is not None else None
         finally:
             trainer.close()  # drop the device arrays first: release can then free them
             placement.backend.release(placement.device)
+        self._finish_fit(result, trainer, engine or placement.backend.name, cfg,
+                         splits.classes, splits.standardizer)
+        self._stream = None if state is None else {
+            "opt_state": state["opt_state"], "step": state["step"], "rng": state["rng"],
+            "epochs": stream.get("epochs", 0) + 1}
+        if state is not None:
+            self.n_iter_ = self._stream["epochs"]
 
-        self._finish_fit(result, trainer, placement.backend.name, cfg, classes, std)
-        return self
+    def _initial(self, cfg: Any, splits: Splits, continuing: bool) -> dict[str, Any] | None:
+        """The previous fit's parameters in this fit's (standardized) units, when
+        ``warm_start`` (or ``partial_fit``) continues from them; None: start from zero."""
+        if not (self.warm_start or continuing) or not hasattr(self, "model_"):
+            return None
+        m, std = self.model_, splits.standardizer
+        if m.n_features != splits.n_features or not np.array_equal(m.classes, splits.classes):
+            raise ValueError(
+                f"warm_start=True continues the previous fit ({m.n_features} features, classes "
+                f"{m.classes.tolist()[:10]}), which this data does not fit ({splits.n_features} "
+                f"features, classes {splits.classes.tolist()[:10]}); pass warm_start=False")
+        W_raw = m.W.astype(np.float64) / m.standardizer.scale[:, None]  # caller's units
+        b_raw = (0.0 if m.b is None else m.b.astype(np.float64)) - m.standardizer.mean @ W_raw
+        initial = {"W": W_raw * std.scale[:, None]}
+        if cfg.model.fit_intercept:
+            initial["b"] = b_raw + std.mean @ W_raw
+        return initial
 
     def _sparse_backend(self) -> str:
         """The engine for sparse X: ``auto`` takes CuPy when it is usable (and the device is
@@ -342,7 +451,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         ``standardize``) the statistics run in its own namespace; only the class list and
         the fitted parameters (small) come to the host."""
         from smx.plugins import get_plugins
-        from smx.training import Trainer
 
         sparse = cupyx_sparse(X)  # its checks run on the stored values, X.data
         if sparse and self.standardize:
@@ -412,20 +520,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         none = xp.zeros((0,), dtype=y_idx.dtype, device=on)
         splits = Splits(classes=classes, X_train=X, y_train=y_idx, X_val=empty, y_val=none,
                         X_test=empty, y_test=none, standardizer=std, w_train=w)
-        plugins = get_plugins()
-        placement = _select(cfg, plugins)
-        try:
-            trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
-        except (ConfigError, DataError) as exc:
-            placement.backend.release(placement.device)
-            raise InvalidParameter(str(exc)) from None
-        try:
-            result = trainer.fit()
-        finally:
-            trainer.close()
-            placement.backend.release(placement.device)
         self.n_features_in_ = int(X.shape[1])
-        self._finish_fit(result, trainer, engine, cfg, classes, std)
+        self._train(cfg, splits, engine)
         return self
 
     def _set_coefficients(self) -> None:
@@ -541,6 +637,34 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if "feature_names_in" in fitted.meta:
             est.feature_names_in_ = np.asarray(fitted.meta["feature_names_in"], dtype=object)
         return est
+
+
+def _stream_classes(classes: Any, fitted: np.ndarray | None, y: np.ndarray) -> np.ndarray:
+    """The labels of a ``partial_fit`` stream: ``classes`` on the first call (then the fitted
+    ones, which a later ``classes`` must repeat), every label of y among them."""
+    if classes is None and fitted is None:
+        raise ValueError("classes must be passed on the first call to partial_fit (every "
+                         "label the stream holds)")
+    given = None if classes is None else np.unique(to_numpy(classes))
+    if fitted is not None and given is not None and not np.array_equal(given, fitted):
+        raise ValueError(f"classes={given.tolist()} is not the same as on the first call to "
+                         f"partial_fit, {fitted.tolist()}")
+    known = fitted if fitted is not None else given
+    if len(known) < 2:
+        raise ValueError(f"classes must name at least 2 labels, got {known.tolist()}")
+    unknown = np.setdiff1d(y, known)
+    if len(unknown):
+        raise ValueError(f"y holds labels {unknown.tolist()[:10]} that are not in classes "
+                         f"{known.tolist()[:10]}")
+    return known
+
+
+def _resume(trainer: Any, stream: dict[str, Any]) -> None:
+    """Continue a ``partial_fit`` stream in a fresh Trainer: the optimizer's state, the step
+    count (schedules) and the batch RNG of the previous call."""
+    state = trainer.state_dict()
+    state.update(opt_state=stream["opt_state"], step=stream["step"], rng=stream["rng"])
+    trainer.load_state_dict(state)
 
 
 def _select(cfg: Any, plugins: Any) -> Any:

@@ -139,6 +139,21 @@ def host_values(a: Any) -> Any:
     return a.numpy()
 
 
+def to_numpy(a: Any) -> Any:
+    """An array of any library as NumPy (CuPy's copied from the GPU, PyTorch's as
+    :func:`host_values` reads it); anything else (NumPy, lists, scipy.sparse, data frames,
+    None) unchanged, for scikit-learn's validation."""
+    if a is None or isinstance(a, np.ndarray):
+        return a
+    if is_cupy_array(a):
+        return a.get()
+    if cupyx_sparse(a):
+        return a.get()
+    if known_engine(a) is not None or registered_engine(a) is not None:
+        return np.asarray(host_values(a))
+    return a
+
+
 def native_labels(y: Any, xp: Any, backend: Any, on: Any) -> tuple[np.ndarray, Any]:
     """(classes on the host, class indices on X's device), with scikit-learn's checks: y
     1-D (or one column), finite, discrete. Labels given on the host (strings too) are

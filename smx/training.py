@@ -693,14 +693,17 @@ class Trainer:
 
     @_in_run_context
     def fit(self, *, on_epoch: EpochCallback | None = None,
-            on_log: LogCallback | None = None) -> TrainResult:
-        """Train until a stop rule fires or ``epochs`` are done, with the run's ``threads``."""
+            on_log: LogCallback | None = None, epochs: int | None = None) -> TrainResult:
+        """Train until a stop rule fires or ``epochs`` are done (default: the config's; fewer
+        for a caller that runs a longer schedule a slice at a time, as the estimator's
+        ``partial_fit`` does), with the run's ``threads``."""
         self.threads = hardware.resolve_threads(self.cfg.threads)
         with hardware.thread_limit(self.threads):
-            return self._fit(on_epoch, on_log)
+            return self._fit(on_epoch, on_log, self.cfg.epochs if epochs is None else epochs)
 
-    def _fit(self, on_epoch: EpochCallback | None, on_log: LogCallback | None) -> TrainResult:
-        while self.stop_reason is None and self.epoch < self.cfg.epochs:
+    def _fit(self, on_epoch: EpochCallback | None, on_log: LogCallback | None,
+             epochs: int) -> TrainResult:
+        while self.stop_reason is None and self.epoch < epochs:
             t0 = time.perf_counter()
             train_loss = self.run_epoch(on_log)
             record = self.end_epoch(train_loss, time.perf_counter() - t0)

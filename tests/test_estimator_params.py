@@ -93,3 +93,135 @@ def test_a_warning_turned_into_an_error_still_raises():
         warnings.simplefilter("error", ConvergenceWarning)
         with pytest.raises(ConvergenceWarning):
             SoftmaxRegression(max_iter=2).fit(X_IRIS, Y_IRIS)
+
+
+# --- warm_start ----------------------------------------------------------------------------
+
+
+def test_warm_start_lbfgs_continues_from_the_previous_fit():
+    X, y = noisy()
+    kw = {"C": 1.0, "tol": 1e-8, "warm_start": True}
+    with pytest.warns(ConvergenceWarning):
+        est = SoftmaxRegression(max_iter=3, **kw).fit(X, y)
+    est.set_params(max_iter=1000).fit(X, y)
+    cold = SoftmaxRegression(max_iter=1000, **{**kw, "warm_start": False}).fit(X, y)
+    np.testing.assert_allclose(est.coef_, cold.coef_, atol=1e-6)
+    again = est.n_iter_[0]
+    est.fit(X, y)  # from the optimum: nothing left to do
+    assert est.n_iter_[0] <= 1 < again
+    est.set_params(warm_start=False).fit(X, y)
+    assert est.n_iter_[0] == cold.n_iter_[0]
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_warm_start_minibatch_starts_at_the_previous_coefficients(standardize):
+    X, y = noisy()
+    est = SoftmaxRegression(optimizer="adam", optimizer_params={"lr": 0.05}, max_iter=5,
+                            standardize=standardize, random_state=0).fit(X, y)
+    before = est.coef_.copy(), est.intercept_.copy()
+    # other rows (so other statistics when standardized); a step too small to move
+    est.set_params(warm_start=True, optimizer="sgd", optimizer_params={"lr": 1e-12},
+                   max_iter=1).fit(X[:150] * 2.0 + 1.0, y[:150])
+    np.testing.assert_allclose(est.coef_, before[0], atol=1e-9)  # in the caller's units
+    np.testing.assert_allclose(est.intercept_, before[1], atol=1e-9)
+
+
+def test_warm_start_on_other_classes_is_a_value_error_naming_it():
+    X, y = noisy()
+    est = SoftmaxRegression(warm_start=True).fit(X, y)
+    with pytest.raises(ValueError, match="warm_start"):
+        est.fit(X, y % 2)
+    with pytest.raises(ValueError, match="warm_start"):
+        est.fit(X[:, :3], y)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_warm_start_must_be_a_boolean(value):
+    with pytest.raises(ValueError, match="warm_start must be True or False"):
+        SoftmaxRegression(warm_start=value).fit(X_IRIS, Y_IRIS)
+
+
+# --- partial_fit ---------------------------------------------------------------------------
+
+
+def sgd(**kw) -> SoftmaxRegression:
+    return SoftmaxRegression(**{"optimizer": "sgd", "optimizer_params": {"lr": 0.1},
+                                "batch_size": 16, "random_state": 0, **kw})
+
+
+def test_partial_fit_is_only_there_for_minibatch_optimizers():
+    assert not hasattr(SoftmaxRegression(), "partial_fit")
+    assert hasattr(sgd(), "partial_fit")
+    assert hasattr(SoftmaxRegression(optimizer="adam"), "partial_fit")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_partial_fit_calls_are_epochs_of_one_fit(optimizer):
+    """One epoch per call, the optimizer's state, step count and batch order kept."""
+    params = {"optimizer": optimizer, "optimizer_params": {"lr": 0.01}, "l2": 1e-3}
+    est = sgd(**params, max_iter=3)
+    for _ in range(3):
+        est.partial_fit(X_IRIS, Y_IRIS, classes=[0, 1, 2])
+    one = sgd(**params, max_iter=3).fit(X_IRIS, Y_IRIS)
+    np.testing.assert_allclose(est.coef_, one.coef_, rtol=1e-12, atol=1e-12)
+    assert est.n_iter_ == 3
+
+
+def test_streaming_in_pieces_reaches_the_accuracy_of_one_fit():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(y))  # pieces alike, as in a stream
+    X, y = X[order] / 16.0, y[order]
+    X_test, y_test, X, y = X[:400], y[:400], X[400:], y[400:]
+    kw = {"optimizer": "adam", "optimizer_params": {"lr": 0.01}, "l2": 1e-4,
+          "batch_size": 32, "random_state": 0}
+    one = SoftmaxRegression(max_iter=10, **kw).fit(X, y)
+    stream = SoftmaxRegression(max_iter=10, **kw)
+    for _ in range(10):
+        for piece in np.array_split(np.arange(len(y)), 7):  # 7 pieces of ~200 rows
+            stream.partial_fit(X[piece], y[piece], classes=np.arange(10))
+    acc_one, acc_stream = one.score(X_test, y_test), stream.score(X_test, y_test)
+    assert acc_one > 0.95
+    assert acc_stream >= acc_one - 0.01, (acc_stream, acc_one)
+
+
+def test_partial_fit_continues_from_fit():
+    X, y = noisy()
+    est = sgd(max_iter=5).fit(X, y)
+    before = est.coef_.copy()
+    est.set_params(optimizer_params={"lr": 1e-12}).partial_fit(X, y)  # classes: fit's
+    np.testing.assert_allclose(est.coef_, before, atol=1e-9)
+
+
+def test_partial_fit_refuses_what_it_cannot_do():
+    X, y = noisy()
+    with pytest.raises(ValueError, match="classes must be passed on the first call"):
+        sgd().partial_fit(X, y)
+    est = sgd().partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="is not the same as on the first call"):
+        est.partial_fit(X, y, classes=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="not in classes"):
+        sgd().partial_fit(X, y, classes=[0, 1])
+    with pytest.raises(ValueError, match="features"):
+        est.partial_fit(X[:, :3], y)
+    with pytest.raises(ValueError, match="standardize"):
+        sgd(standardize=True).partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="balanced"):
+        sgd(class_weight="balanced").partial_fit(X, y, classes=[0, 1, 2])
+
+
+def test_partial_fit_takes_a_piece_holding_one_class():
+    X, y = noisy()
+    est = sgd().partial_fit(X[y == 0], y[y == 0], classes=[0, 1, 2])
+    est.partial_fit(X, y)
+    np.testing.assert_array_equal(est.classes_, [0, 1, 2])
+    assert est.score(X, y) > 0.4
+
+
+def test_fit_after_partial_fit_starts_afresh():
+    X, y = noisy()
+    est = sgd(max_iter=2)
+    est.partial_fit(X, y, classes=[0, 1, 2])
+    est.fit(X, y)
+    np.testing.assert_array_equal(est.coef_, sgd(max_iter=2).fit(X, y).coef_)
