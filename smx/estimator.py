@@ -27,9 +27,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from array_api_compat import array_namespace
+from array_api_compat import device as array_device
 from scipy.special import log_expit, log_softmax
+from sklearn import get_config
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score
 from sklearn.utils import check_random_state
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.metaestimators import available_if
@@ -46,15 +49,19 @@ from smx.errors import ConfigError, DataError, ModelFileError, PluginError
 from smx.estimator_input import (
     InvalidData,
     InvalidParameter,
+    Where,
+    array_place,
     check_native_magnitudes,
     check_row,
     check_sparse_magnitudes,
     cupyx_sparse,
     host_values,
+    input_namespace,
     known_engine,
     native_engine,
     native_labels,
     native_weights,
+    to_namespace,
     to_numpy,
 )
 from smx.modelfile import FittedModel, load_model
@@ -254,6 +261,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         densified."""
 
         native = native_engine(X, self.backend)
+        where = input_namespace(X)  # the fitted attributes' namespace and device
         if native is not None and self.backend in ("auto", native[0]):
             return self._fit_native(X, y, sample_weight, *native)
         if native is not None and native[0] == "cupy":  # NumPy cannot read GPU memory
@@ -282,7 +290,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 "every sample weight is zero: there is no class to learn")
 
         cfg = self._host_config(X, classes)
-        self._train(cfg, self._host_splits(X, y_idx, w, classes, cfg))
+        self._train(cfg, self._host_splits(X, y_idx, w, classes, cfg), where=where)
         return self
 
     def _host_config(self, X: Any, classes: np.ndarray) -> Any:
@@ -332,12 +340,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             raise ValueError("class_weight='balanced' needs every class's count, which "
                              "partial_fit never sees; pass class_weight as a dict")
         first = not hasattr(self, "model_")
+        where = input_namespace(X)
         X, y, w = self._host_inputs(X, y, sample_weight, reset=first)
         classes = _stream_classes(classes, None if first else self.model_.classes, y)
         y_idx = np.searchsorted(classes, y).astype(np.int64).reshape(-1)
         cfg = self._host_config(X, classes)
         stream = getattr(self, "_stream", None) or {}
-        self._train(cfg, self._host_splits(X, y_idx, w, classes, cfg), stream=stream)
+        self._train(cfg, self._host_splits(X, y_idx, w, classes, cfg), stream=stream,
+                    where=where)
         return self
 
     def _host_inputs(self, X: Any, y: Any, sample_weight: Any, *, reset: bool
@@ -355,7 +365,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return X, y, w
 
     def _train(self, cfg: Any, splits: Splits, engine: str | None = None,
-               stream: dict[str, Any] | None = None) -> None:
+               stream: dict[str, Any] | None = None, where: Where = None) -> None:
         """Place, train and set the fitted attributes: from zero, from the previous fit
         (``warm_start``, and ``partial_fit``), or continuing a ``partial_fit`` stream (its
         optimizer state, step count and batch RNG), which runs one epoch."""
@@ -380,7 +390,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             trainer.close()  # drop the device arrays first: release can then free them
             placement.backend.release(placement.device)
         self._finish_fit(result, trainer, engine or placement.backend.name, cfg,
-                         splits.classes, splits.standardizer)
+                         splits.classes, splits.standardizer, where)
         self._stream = None if state is None else {
             "opt_state": state["opt_state"], "step": state["step"], "rng": state["rng"],
             "epochs": stream.get("epochs", 0) + 1}
@@ -426,15 +436,15 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return self.backend
 
     def _finish_fit(self, result: Any, trainer: Any, backend: str, cfg: Any,
-                    classes: np.ndarray, std: Standardizer) -> None:
+                    classes: np.ndarray, std: Standardizer, where: Where) -> None:
         W, b = result.params["W"], result.params.get("b")
         meta = {"backend": backend, "dtype": cfg.dtype}
-        self.model_ = FittedModel(W, b, classes, std, meta)
-        self._set_coefficients()
+        self.model_ = FittedModel(W, b, classes, std, meta)  # the host copy: files, CLI
+        self._set_coefficients(where)
         self.history_ = result.history
         self.stop_reason_ = result.stop_reason
-        if trainer.solver is not None:
-            self.n_iter_ = np.array([result.steps], dtype=np.int32)  # as LogisticRegression
+        if trainer.solver is not None:  # as LogisticRegression: where coef_ is
+            self.n_iter_ = to_namespace(np.array([result.steps], dtype=np.int32), where)
             if result.stop_reason == "max_epochs":
                 warnings.warn(
                     f"{cfg.optimizer.name} stopped at its iteration limit ({cfg.epochs}) "
@@ -452,6 +462,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         the fitted parameters (small) come to the host."""
         from smx.plugins import get_plugins
 
+        where = input_namespace(X)
         sparse = cupyx_sparse(X)  # its checks run on the stored values, X.data
         if sparse and self.standardize:
             raise ValueError(DENSIFY)
@@ -521,65 +532,100 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         splits = Splits(classes=classes, X_train=X, y_train=y_idx, X_val=empty, y_val=none,
                         X_test=empty, y_test=none, standardizer=std, w_train=w)
         self.n_features_in_ = int(X.shape[1])
-        self._train(cfg, splits, engine)
+        self._train(cfg, splits, engine, where=where)
         return self
 
-    def _set_coefficients(self) -> None:
+    def _set_coefficients(self, where: Where = None) -> None:
         """``coef_``/``intercept_`` in the caller's feature units from the trained
-        (standardized) model: x·W' + b' == ((x − mean)/scale)·W + b."""
+        (standardized) model: x·W' + b' == ((x − mean)/scale)·W + b; in the training
+        dtype, and (scikit-learn's array-API convention) in the namespace and on the
+        device of the training input, as numeric ``classes_`` are."""
         m = self.model_
         W = m.W.astype(np.float64) / m.standardizer.scale[:, None]
         b = (np.zeros(W.shape[1]) if m.b is None else m.b.astype(np.float64)) \
             - m.standardizer.mean @ W
         if len(m.classes) == 2:
-            self.coef_ = (W[:, 1] - W[:, 0])[None, :]
-            self.intercept_ = np.array([b[1] - b[0]])
+            coef, intercept = (W[:, 1] - W[:, 0])[None, :], np.array([b[1] - b[0]])
         else:
-            self.coef_ = np.ascontiguousarray(W.T)
-            self.intercept_ = b
-        self.classes_ = m.classes
+            coef, intercept = np.ascontiguousarray(W.T), b
+        dtype = np.dtype(m.meta.get("dtype", "float64"))
+        self.coef_ = to_namespace(coef.astype(dtype), where)
+        self.intercept_ = to_namespace(intercept.astype(dtype), where)
+        self.classes_ = to_namespace(m.classes, where) if m.classes.dtype.kind in "iuf" \
+            else m.classes
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
+        tags.array_api_support = True
         return tags
 
     # --- prediction ------------------------------------------------------------------------
 
     @warns_at_callers_line
-    def decision_function(self, X: Any) -> np.ndarray:
+    def decision_function(self, X: Any) -> Any:
         """``X @ coef_.T + intercept_``: (n, K), or (n,) for two classes (the score of
         ``classes_[1]``), as ``LogisticRegression``; in the input's library and on its
         device for an array of another library than NumPy (:func:`native_engine`)."""
+        return self._scores(X, "decision_function")
+
+    def _scores(self, X: Any, method: str) -> Any:
         check_is_fitted(self)
+        self._check_namespace(X, method)
         if native_engine(X, self.backend) is not None:
-            sparse = cupyx_sparse(X)  # cupyx: a cuSPARSE product, X never densified
-            xp = array_namespace(X.data if sparse else X)
-            if len(X.shape) != 2:
-                raise ValueError(f"Expected 2D array, got {len(X.shape)}D array instead")
-            if not bool(xp.all(xp.isfinite(X.data if sparse else X))):
-                raise ValueError("Input X contains NaN or infinity.")
-            if X.shape[1] != self.coef_.shape[1]:
-                raise ValueError(f"X has {X.shape[-1]} features, but {type(self).__name__} "
-                                 f"is expecting {self.coef_.shape[1]} features as input")
-            dt = X.dtype if xp.isdtype(X.dtype, "real floating") else xp.float32
-            device = (X.data if sparse else X).device
-            coef_t = xp.asarray(np.ascontiguousarray(self.coef_.T), dtype=dt, device=device)
-            Xd = X.astype(dt) if sparse else xp.astype(X, dt)
-            scores = Xd @ coef_t + xp.asarray(self.intercept_, dtype=dt, device=device)
-            if not bool(xp.all(xp.isfinite(scores))):
-                raise ValueError(_OVERFLOW)
-            return scores[:, 0] if scores.shape[1] == 1 else scores
+            return self._native_scores(X)
         X = validate_data(self, X, reset=False, accept_sparse=SPARSE, dtype=FLOAT_DTYPES)
+        coef, intercept = to_numpy(self.coef_), to_numpy(self.intercept_)
         with np.errstate(over="ignore", invalid="ignore"):
-            scores = safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_
+            scores = safe_sparse_dot(X, coef.T, dense_output=True) + intercept
         if not np.isfinite(scores).all():
             raise ValueError(_OVERFLOW)
         return scores.ravel() if scores.shape[1] == 1 else scores
 
+    def _native_scores(self, X: Any) -> Any:
+        """The scores where X lives, in the dtype X and ``coef_`` promote to (NumPy's)."""
+        sparse = cupyx_sparse(X)  # cupyx: a cuSPARSE product, X never densified
+        values = X.data if sparse else X
+        xp, device = array_namespace(values), array_device(values)
+        if len(X.shape) != 2:
+            raise ValueError(f"Expected 2D array, got {len(X.shape)}D array instead")
+        if not bool(xp.all(xp.isfinite(values))):
+            raise ValueError("Input X contains NaN or infinity.")
+        n_features = self.coef_.shape[1]
+        if X.shape[1] != n_features:
+            raise ValueError(f"X has {X.shape[-1]} features, but {type(self).__name__} "
+                             f"is expecting {n_features} features as input")
+        coef = to_namespace(to_numpy(self.coef_), (xp, device), like=self.coef_)
+        intercept = to_namespace(to_numpy(self.intercept_), (xp, device), like=self.intercept_)
+        dt = (xp.result_type(values.dtype, coef.dtype)
+              if xp.isdtype(values.dtype, "real floating") else coef.dtype)
+        Xd = X.astype(dt) if sparse else xp.astype(X, dt)
+        scores = Xd @ xp.astype(coef, dt).T + xp.astype(intercept, dt)
+        if not bool(xp.all(xp.isfinite(scores))):
+            raise ValueError(_OVERFLOW)
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def _check_namespace(self, X: Any, method: str) -> None:
+        """Under ``array_api_dispatch``, scikit-learn's rule: X in the namespace and on the
+        device of the fitted ``coef_`` (else the ValueError of ``check_same_namespace``).
+        Without it, any input is taken and answered in its own library."""
+        if not get_config().get("array_api_dispatch", False):
+            return
+        fitted, given = array_place(self.coef_), array_place(X)
+        if fitted == given:
+            return
+        raise ValueError(
+            f"Inputs passed to {type(self).__name__}.{method}() must use the same namespace "
+            f"and the same device as those passed to fit(). Array namespaces and devices used "
+            f"during fit ({fitted[0]}, {fitted[1]}) and {method} ({given[0]}, {given[1]}) "
+            "differ. Fit on this input's library, or move X there.")
+
     @warns_at_callers_line
-    def predict_log_proba(self, X: Any) -> np.ndarray:
-        scores = self.decision_function(X)
+    def predict_log_proba(self, X: Any) -> Any:
+        return self._log_proba(X, "predict_log_proba")
+
+    def _log_proba(self, X: Any, method: str) -> Any:
+        scores = self._scores(X, method)
         if native_engine(scores, self.backend) is not None:
             xp = array_namespace(scores)
             if scores.ndim == 1:
@@ -591,24 +637,36 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return log_softmax(scores, axis=1)
 
     @warns_at_callers_line
-    def predict_proba(self, X: Any) -> np.ndarray:
-        logp = self.predict_log_proba(X)
+    def predict_proba(self, X: Any) -> Any:
+        logp = self._log_proba(X, "predict_proba")
         return array_namespace(logp).exp(logp)
 
     @warns_at_callers_line
-    def predict(self, X: Any) -> np.ndarray:
-        scores = self.decision_function(X)
+    def predict(self, X: Any) -> Any:
+        scores = self._scores(X, "predict")
         if (native := native_engine(scores, self.backend)) is not None:
             xp = array_namespace(scores)
             idx = (xp.astype(scores > 0, xp.int64) if scores.ndim == 1
                    else xp.argmax(scores, axis=1))
-            if self.classes_.dtype.kind in "iuf":  # numeric labels stay in the input's library
-                return xp.take(xp.asarray(self.classes_, device=scores.device), idx, axis=0)
+            classes = to_numpy(self.classes_)
+            if classes.dtype.kind in "iuf":  # numeric labels stay in the input's library
+                where = (xp, array_device(scores))
+                return xp.take(to_namespace(classes, where, like=self.classes_), idx, axis=0)
             from smx.plugins import get_plugins
 
-            return self.classes_[np.asarray(get_plugins().backend(native[0]).to_host(idx))]
+            return classes[np.asarray(get_plugins().backend(native[0]).to_host(idx))]
         idx = (scores > 0).astype(np.intp) if scores.ndim == 1 else np.argmax(scores, axis=1)
-        return self.classes_[idx]
+        return to_numpy(self.classes_)[idx]
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy, as ``ClassifierMixin.score``. Without ``array_api_dispatch``,
+        scikit-learn's metric reads its inputs through NumPy, which arrays on some devices
+        refuse: those are compared on the host."""
+        if get_config().get("array_api_dispatch", False) or native_engine(X) is None:
+            return super().score(X, y, sample_weight)
+        pred = self.predict(X)
+        return float(accuracy_score(to_numpy(y), to_numpy(pred),
+                                    sample_weight=to_numpy(sample_weight)))
 
     # --- the model file --------------------------------------------------------------------
 

@@ -21,6 +21,9 @@ from array_api_compat import (
     is_numpy_array,
     is_torch_array,
 )
+from array_api_compat import (
+    device as array_device,
+)
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _assert_all_finite, _check_sample_weight, column_or_1d
 
@@ -154,12 +157,68 @@ def to_numpy(a: Any) -> Any:
     return a
 
 
+#: an input's (Array API namespace, device), or None for NumPy and what scikit-learn takes
+Where = tuple[Any, Any] | None
+
+
+def input_namespace(X: Any) -> Where:
+    """(namespace, device) of an array of a library smx answers in (PyTorch, JAX, CuPy and
+    cupyx sparse, any registered engine's); None for NumPy, lists, scipy.sparse, frames."""
+    if native_engine(X) is None:
+        return None
+    values = X.data if cupyx_sparse(X) else X
+    return array_namespace(values), array_device(values)
+
+
+def array_place(a: Any) -> tuple[str, Any]:
+    """(namespace name, device) of an array as scikit-learn's ``check_same_namespace``
+    compares them; NumPy arrays and anything that is no array (lists, scipy.sparse) are
+    NumPy's on the CPU."""
+    if native_engine(a) is None:
+        return "numpy", "cpu"
+    values = a.data if cupyx_sparse(a) else a
+    return array_namespace(values).__name__, array_device(values)
+
+
+def _has_float64(xp: Any, device: Any) -> bool:
+    try:
+        return "float64" in xp.__array_namespace_info__().dtypes(kind="real floating",
+                                                                   device=device)
+    except Exception:  # a library without the inspection API: assume it has
+        return True
+
+
+def to_namespace(a: np.ndarray, where: Where, like: Any = None) -> Any:
+    """A host array in ``where``'s namespace and on its device (float64 as float32 on a
+    device without float64, as scikit-learn does); unchanged when ``where`` is None or
+    ``like`` (the attribute it came from) is already there."""
+    if where is None:
+        return a
+    xp, device = where
+    if like is not None and native_engine(like) is not None and _same(
+            array_namespace(like), xp) and array_device(like) == device:
+        return like
+    if a.dtype == np.float64 and not _has_float64(xp, device):
+        a = a.astype(np.float32)
+    return xp.asarray(a, device=device)
+
+
+def foreign(a: Any, xp: Any, on: Any) -> bool:
+    """Not an array of namespace ``xp`` on device ``on`` (NumPy, a list, another library's
+    array, another device): scikit-learn's "everything follows X" moves it through the
+    host."""
+    if native_engine(a) is None:
+        return True
+    return not _same(array_namespace(a), xp) or array_device(a) != on
+
+
 def native_labels(y: Any, xp: Any, backend: Any, on: Any) -> tuple[np.ndarray, Any]:
     """(classes on the host, class indices on X's device), with scikit-learn's checks: y
     1-D (or one column), finite, discrete. Labels given on the host (strings too) are
-    checked and encoded there; only the indices travel."""
-    if native_engine(y) is None:
-        y = column_or_1d(np.asarray(host_values(y)), warn=True)
+    checked and encoded there (as are labels of another library or device); only the
+    indices travel."""
+    if foreign(y, xp, on):
+        y = column_or_1d(np.asarray(to_numpy(y)), warn=True)
         if y.dtype.kind in "fc":
             _assert_all_finite(y, input_name="y")
         check_classification_targets(y)
@@ -188,8 +247,8 @@ def native_weights(sample_weight: Any, n: int, xp: Any, on: Any, dtype: Any) -> 
     given on the host, scikit-learn's own check runs there."""
     if sample_weight is None:
         return None
-    if native_engine(sample_weight) is None:
-        w = _check_sample_weight(host_values(sample_weight), np.empty((n, 0)),
+    if foreign(sample_weight, xp, on):
+        w = _check_sample_weight(to_numpy(sample_weight), np.empty((n, 0)),
                                  dtype=np.float64, ensure_non_negative=True)
         return xp.asarray(w, dtype=dtype, device=on)
     w = sample_weight

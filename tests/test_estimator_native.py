@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 import smx
 from smx import SoftmaxRegression
 from smx.backends.strict_backend import StrictBackend
-from smx.estimator_input import native_engine
+from smx.estimator_input import native_engine, to_numpy
 from smx.plugins import get_plugins
 
 X_NP, Y_NP = load_iris(return_X_y=True)
@@ -101,8 +101,9 @@ def test_array_api_strict_input_stays_on_its_device():
     est = SoftmaxRegression(backend="array-api-strict", C=1.0).fit(
         X, y, sample_weight=xps.asarray(w, device=X.device))
     ref = SoftmaxRegression(C=1.0).fit(X_NP, Y_NP, sample_weight=w)
-    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(to_numpy(est.coef_), ref.coef_, rtol=0, atol=1e-8)
     assert est.predict_proba(X).device == X.device == est.predict(X).device
+    assert est.coef_.device == est.intercept_.device == est.classes_.device == X.device
 
 
 def test_array_api_strict_input_with_host_labels_and_string_classes():
@@ -131,7 +132,8 @@ def test_a_named_other_backend_takes_array_api_strict_input_through_its_host_cop
     est = SoftmaxRegression(backend="numpy", C=1.0).fit(X, y)
     assert est.model_.meta["backend"] == "numpy"
     ref = SoftmaxRegression(C=1.0).fit(X_NP, Y_NP)
-    np.testing.assert_array_equal(est.coef_, ref.coef_)
+    np.testing.assert_array_equal(to_numpy(est.coef_), ref.coef_)
+    assert est.coef_.device == X.device  # trained on the host, fitted where X lives
 
 
 class StrictTwin(StrictBackend):
