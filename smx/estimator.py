@@ -221,6 +221,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             C = C / factor
         if isinstance(l2, numbers.Real) and not isinstance(l2, bool):
             l2 = l2 * factor
+        if isinstance(self.max_iter, numbers.Integral) and self.max_iter < 1:
+            raise InvalidParameter(f"max_iter must be at least 1 (smx runs at least one "
+                                   f"iteration), got {self.max_iter}")
         optimizer = {"name": self.optimizer, **(self.optimizer_params or {})}
         if self.tol is not None:
             optimizer["tol"] = self.tol
