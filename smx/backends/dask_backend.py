@@ -92,9 +92,47 @@ def _missing() -> str | None:
     return None
 
 
+def _aligned(a: Any) -> Any:
+    """``a``, or a copy of it when its address is not a multiple of its item size.
+
+    A chunk that arrived over the network (scattered, moved to the worker that steals its
+    task, read back after spilling to disk) may start at any byte; NumPy then takes its
+    unaligned loops, which sum in another order than the aligned ones: the same rows gave
+    other bits from run to run. Device (CuPy) arrays are left as they are."""
+    flags = getattr(a, "flags", None)
+    if flags is None or flags.aligned or type(a).__module__ != "numpy":
+        return a
+    return a.copy()
+
+
+def _widen(part: Any) -> Any:
+    """A float32 :class:`~smx.objective.Partial` in float64: partials are added in float64
+    and cast back once, so the sum of many float32 chunks loses no more than one rounding."""
+    if not isinstance(part, Partial):
+        return part
+
+    def up(a: Any) -> Any:
+        return a.astype("float64") if str(getattr(a, "dtype", "")) == "float32" else a
+
+    grads = None if part.grads is None else {k: up(v) for k, v in part.grads.items()}
+    return Partial(up(part.loss), up(part.weight), grads)
+
+
+def _narrow(part: Any, dtype: Any) -> Any:
+    """:func:`_widen` undone on the client: the total back in the chunks' ``dtype``."""
+    if not isinstance(part, Partial) or str(dtype) != "float32":
+        return part
+
+    def down(a: Any) -> Any:
+        return a.astype(dtype) if str(getattr(a, "dtype", "")) == "float64" else a
+
+    grads = None if part.grads is None else {k: down(v) for k, v in part.grads.items()}
+    return Partial(down(part.loss), down(part.weight), grads)
+
+
 def _chunk_partial(X: Any, y: Any, w: Any, *, fn: Callable[[Block], Any]) -> Any:
-    """One chunk's partial, on the worker that holds it."""
-    return fn(Block(X, y, w))
+    """One chunk's partial, on the worker that holds it (widened for the tree of sums)."""
+    return _widen(fn(Block(_aligned(X), _aligned(y), _aligned(w))))
 
 
 def _to_gpu(a: Any, gpu: bool = True) -> Any:
@@ -129,7 +167,7 @@ def _read_block(i: int, rows: Any, labels: Any, weights: Any, dtype: str, gpu: b
 def _stream_partial(i: int, *, rows: Any, labels: Any, weights: Any = None, dtype: str,
                     fn: Callable[[Block], Any], gpu: bool = False) -> Any:
     """Read chunk ``i`` from its source and return its partial: nothing stays behind."""
-    return fn(_read_block(i, rows, labels, weights, dtype, gpu))
+    return _widen(fn(_read_block(i, rows, labels, weights, dtype, gpu)))
 
 
 def _chunk_step(X: Any, y: Any, w: Any, idx: Any, params: Any, state: Any, *,
@@ -189,6 +227,8 @@ def _paused(workers: dict[str, Any], seconds: float) -> Exception:
 
 
 def _add(*parts: Any) -> Any:
+    """The sum of ``parts`` in the order given: the order of the chunks, whatever order
+    their tasks finished in."""
     total = parts[0]
     for p in parts[1:]:
         total = total + p
@@ -198,7 +238,9 @@ def _add(*parts: Any) -> Any:
 class DaskBackend(Backend):
     name = "dask"
     description = "Dask distributed: chunks of rows on a cluster's workers (local or remote)"
-    deterministic = True  # the reduction tree's shape and order depend only on the chunks
+    # the reduction tree's shape and order depend only on the chunks, each chunk is summed
+    # from an aligned copy, and float32 partials are added in float64 (_aligned, _widen)
+    deterministic = True
     options = DaskOptions
 
     def __init__(self) -> None:
@@ -345,6 +387,8 @@ class DaskBackend(Backend):
                 raise _paused(workers, now - paused_since)
 
     def _tree_sum(self, parts: list[Any]) -> Any:
+        """The parts summed by tasks of ``FAN_IN`` neighbours, level by level: the same
+        additions in the same order (the chunks') however the tasks are scheduled."""
         client = self._connected()
         while len(parts) > 1:
             parts = [client.submit(_add, *parts[i:i + FAN_IN], pure=False)
@@ -421,6 +465,8 @@ class DaskBackend(Backend):
 
         def scatter(a: Any, kind: str | None) -> tuple[list[Any], Any]:
             host = np.asarray(a, dtype=kind, order="C")
+            # a chunk lands at any byte of the message that brought it: each task that sums
+            # it copies it when it is unaligned (_aligned)
             futures = self._scatter(client, [host[s:e] for s, e in bounds])
             if self.settings.on_gpu:  # each chunk to the GPU of the worker it went to
                 futures = client.map(_to_gpu, futures, pure=False)
@@ -512,7 +558,7 @@ class DaskBackend(Backend):
             xs, ys, ws = self._chunk_futures(data)
             parts = client.map(_chunk_partial, xs, ys, ws or [None] * len(xs), fn=fn,
                                pure=False)
-        total = self._result(self._tree_sum(parts))
+        total = _narrow(self._result(self._tree_sum(parts)), data.X.dtype)
         import numpy as np
 
         if isinstance(total, Partial) and isinstance(total.loss, np.generic):

@@ -1,0 +1,107 @@
+"""backend: dask at its edges, on real multi-process LocalClusters (no mocks): runs that
+give the same bytes however their chunks landed on the workers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dask.array", reason="Dask is not installed (pip install 'smx[dask]')")
+distributed = pytest.importorskip(
+    "distributed", reason="distributed is not installed (pip install 'smx[dask]')")
+
+from smx.backends.dask_backend import FAN_IN, DaskBackend, DaskOptions  # noqa: E402
+from smx.datasets.load import load_data  # noqa: E402
+from smx.losses import CrossEntropy  # noqa: E402
+from smx.objective import Objective, Partial  # noqa: E402
+from smx.training import Trainer  # noqa: E402
+from smx.types import Block  # noqa: E402
+from tests.test_dask import PLUGINS, config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """2 worker processes of 1 GiB (see tests/test_dask.py for why not less)."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  memory_limit="1GiB", dashboard_address=":0") as cluster:
+        yield cluster
+
+
+def connected(scheduler, **options) -> DaskBackend:
+    backend = DaskBackend()
+    backend.configure(DaskOptions(cluster=scheduler.scheduler_address, **options))
+    backend._connected()
+    return backend
+
+
+# --- 9. the same bytes, run after run ---------------------------------------------------------
+
+def misaligned(a: np.ndarray) -> np.ndarray:
+    """``a`` at an odd address, as a chunk lands from a message (a scatter, a steal, a read
+    back from disk); run on a worker, where the result then stays as it is."""
+    buf = bytearray(a.nbytes + 1)
+    out = np.frombuffer(buf, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def test_float32_lbfgs_twice_gives_the_same_bytes_wherever_the_chunks_landed(scheduler):
+    """The same float32 L-BFGS twice on the same cluster and chunking, the second with every
+    chunk at an unaligned address: the same iterations and the same parameter bytes."""
+    cfg = config("dask", scheduler, dtype="float32", epochs=15,
+                 data={"name": "synthetic", "n": 1200, "d": 20, "k": 4, "val_fraction": 0,
+                       "test_fraction": 0},
+                 backend_options={"cluster": scheduler.scheduler_address, "chunk_rows": 200})
+
+    def run(unaligned: bool):
+        backend = DaskBackend()
+        trainer = Trainer(cfg, load_data(cfg, PLUGINS), backend, "cpu", PLUGINS)
+        try:
+            if unaligned:
+                name = trainer.train_data.X.name
+                xs, ys, ws = backend._chunks[name]
+                xs = backend.client.map(misaligned, xs, pure=False)
+                assert not any(backend.client.gather(backend.client.map(
+                    lambda a: a.flags.aligned, xs, pure=False)))
+                backend._chunks[name] = (xs, ys, ws)
+            return trainer.fit()
+        finally:
+            trainer.close()
+            backend.release("cpu")
+
+    first, second = run(False), run(True)
+    assert len(first.history) == len(second.history) > 5
+    for name in ("W", "b"):
+        assert first.params[name].dtype == np.float32
+        assert first.params[name].tobytes() == second.params[name].tobytes()
+
+
+def test_float32_partials_are_summed_in_float64_in_the_chunks_order(scheduler):
+    """20 float32 chunks: each chunk's partial widened to float64, summed by the tree (groups
+    of FAN_IN, in the chunks' order) and cast back once: those exact bytes."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(1000, 6)).astype(np.float32)
+    y = rng.integers(0, 3, size=1000)
+    params = {"W": rng.normal(size=(6, 3)).astype(np.float32), "b": np.zeros(3, np.float32)}
+    objective = Objective(CrossEntropy(), 0.0)
+    backend = connected(scheduler, chunk_rows=50)
+    try:
+        data = backend.place(X, y, None, "cpu", "float32")
+        got = backend.partial(lambda b: objective.partial(params, b), data)
+    finally:
+        backend.release("cpu")
+
+    def wide(p: Partial) -> Partial:
+        return Partial(np.float64(p.loss), p.weight,
+                       {k: v.astype(np.float64) for k, v in p.grads.items()})
+
+    parts = [wide(objective.partial(params, Block(X[a:a + 50], y[a:a + 50])))
+             for a in range(0, 1000, 50)]
+    while len(parts) > 1:
+        groups = [parts[i:i + FAN_IN] for i in range(0, len(parts), FAN_IN)]
+        parts = [sum(g[1:], g[0]) for g in groups]
+    want = parts[0]
+    assert got.grads["W"].dtype == np.float32 and got.weight == 1000
+    assert np.asarray(got.loss).tobytes() == np.float32(want.loss).tobytes()
+    for k in ("W", "b"):
+        assert got.grads[k].tobytes() == want.grads[k].astype(np.float32).tobytes()
