@@ -1,5 +1,6 @@
-"""backend: dask at its edges, on real multi-process LocalClusters (no mocks): runs that
-give the same bytes however their chunks landed on the workers."""
+"""backend: dask at its edges, on real multi-process LocalClusters (no mocks): the run's own
+peak memory, and runs that give the same bytes however their chunks landed on the
+workers."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ pytest.importorskip("dask.array", reason="Dask is not installed (pip install 'sm
 distributed = pytest.importorskip(
     "distributed", reason="distributed is not installed (pip install 'smx[dask]')")
 
-from smx.backends.dask_backend import FAN_IN, DaskBackend, DaskOptions  # noqa: E402
+from smx.backends.dask_backend import FAN_IN, DaskBackend, DaskOptions, _peak_rss  # noqa: E402
 from smx.datasets.load import load_data  # noqa: E402
 from smx.losses import CrossEntropy  # noqa: E402
 from smx.objective import Objective, Partial  # noqa: E402
-from smx.training import Trainer  # noqa: E402
+from smx.training import Trainer, train  # noqa: E402
 from smx.types import Block  # noqa: E402
 from tests.test_dask import PLUGINS, config  # noqa: E402
+
+MiB = 2**20
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +35,29 @@ def connected(scheduler, **options) -> DaskBackend:
     backend.configure(DaskOptions(cluster=scheduler.scheduler_address, **options))
     backend._connected()
     return backend
+
+
+# --- 6. the run's own peak memory -------------------------------------------------------------
+
+def test_the_summary_reports_the_runs_own_peak_not_the_workers_lifetime(scheduler):
+    """A worker that once held 250 MiB more (an earlier run) reports this small run's peak,
+    and says since when it measures."""
+    def hold(nbytes):
+        return float(np.ones(nbytes // 8).sum())  # touched, then freed (mmap: given back)
+
+    with distributed.Client(scheduler.scheduler_address, set_as_default=False) as client:
+        client.run(hold, 250 * MiB)
+        lifetime = max(client.run(_peak_rss).values())
+    assert lifetime > 250 * MiB
+    cfg = config("dask", scheduler, epochs=2)
+    backend = DaskBackend()
+    try:
+        train(cfg, load_data(cfg, PLUGINS), backend, "cpu", PLUGINS)
+        report = backend.run_report()["dask"]
+    finally:
+        backend.release("cpu")
+    assert 0 < report["peak_rss_max"] < lifetime - 150 * MiB
+    assert report["peak_rss_since"] == "run start"
 
 
 # --- 9. the same bytes, run after run ---------------------------------------------------------

@@ -183,21 +183,45 @@ def _stream_step(i: int, idx: Any, params: Any, state: Any, *, rows: Any,
     return step(params, state, Block(X[idx], y[idx], None if w is None else w[idx]))
 
 
-def _peak_rss() -> int:
-    """This process's peak resident memory in bytes (run on each worker): Linux's VmHWM,
-    which starts afresh at exec (``ru_maxrss`` keeps the forking parent's level)."""
-    import resource
-    import sys
-
+def _status_kib(field: str) -> int | None:
+    """A ``VmXXX`` line of Linux's /proc/self/status, in bytes (None elsewhere)."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes (run on each worker): Linux's VmHWM,
+    which starts afresh at exec and at :func:`_run_start` (``ru_maxrss`` keeps the
+    forking parent's level, and never starts afresh)."""
+    import resource
+    import sys
+
+    peak = _status_kib("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _run_start() -> tuple[int, bool]:
+    """On each worker as a run starts: its resident memory now, and whether its peak was
+    reset to it (Linux >= 4.0: writing 5 to /proc/self/clear_refs), so that the run's
+    summary reports this run's peak, not that of the runs the worker served before."""
+    import psutil
+
+    rss = int(psutil.Process().memory_info().rss)
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return rss, False
+    return rss, _status_kib("VmHWM") is not None
 
 
 def _concatenate(futures: list[Any], sizes: list[int], tail: tuple[int, ...], dtype: Any
@@ -252,6 +276,9 @@ class DaskBackend(Backend):
         # streamed parts of a source (by dask name) -> (rows, labels, weights, dtype)
         self._streams: dict[str, tuple[Any, Any, Any, str]] = {}
         self._persisted: dict[str, bool] = {}
+        # each worker as the run started: its resident memory, whether its peak was reset,
+        # and its memory_limit
+        self._start: dict[str, tuple[int, bool, int]] = {}
 
     # --- the plain backend interface --------------------------------------------------
     # parameters and optimizer state stay on the client: NumPy arrays, or CuPy arrays on
@@ -298,9 +325,16 @@ class DaskBackend(Backend):
         self.settings = options
 
     def _connected(self) -> Any:
-        """The client, starting the local cluster or connecting on first use."""
-        if self.client is not None:
-            return self.client
+        """The client, starting the local cluster or connecting on first use; the run
+        starts there (each worker's memory now, its peak reset: :func:`_run_start`)."""
+        if self.client is None:
+            self.client = self._connect()
+            limits = {a: int(w.get("memory_limit") or 0) for a, w in self._workers().items()}
+            self._start = {a: (rss, reset, limits.get(a, 0))
+                           for a, (rss, reset) in self.client.run(_run_start).items()}
+        return self.client
+
+    def _connect(self) -> Any:
         from smx.errors import BackendUnavailable
 
         if (why := _missing()) is not None:
@@ -320,8 +354,8 @@ class DaskBackend(Backend):
                 # a free port: None does not turn the dashboard off (dask/distributed#8136), and
                 # a second run beside another cluster would warn that 8787 is taken
                 dashboard_address=":0", silence_logs=logging.ERROR)
-            self.client = Client(self.cluster, set_as_default=False)
-        elif opts.cluster == "local-cuda":
+            return Client(self.cluster, set_as_default=False)
+        if opts.cluster == "local-cuda":
             try:
                 from dask_cuda import LocalCUDACluster
             except ImportError as exc:
@@ -332,16 +366,18 @@ class DaskBackend(Backend):
                 CUDA_VISIBLE_DEVICES=opts.gpus, threads_per_worker=opts.threads_per_worker,
                 memory_limit=opts.memory_limit, dashboard_address=":0",
                 silence_logs=logging.ERROR)
-            self.client = Client(self.cluster, set_as_default=False)
-        else:
-            try:
-                self.client = Client(opts.cluster, timeout=opts.timeout, set_as_default=False)
-            except (OSError, TimeoutError) as exc:
-                raise BackendUnavailable(
-                    f"cannot reach the Dask scheduler at {opts.cluster} within {opts.timeout:g} "
-                    f"s ({type(exc).__name__}); start it (dask scheduler) or fix the address",
-                    where="backend_options.cluster") from None
-        return self.client
+            return Client(self.cluster, set_as_default=False)
+        try:
+            return Client(opts.cluster, timeout=opts.timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise BackendUnavailable(
+                f"cannot reach the Dask scheduler at {opts.cluster} within {opts.timeout:g} "
+                f"s ({type(exc).__name__}); start it (dask scheduler) or fix the address",
+                where="backend_options.cluster") from None
+
+    def _workers(self) -> dict[str, Any]:
+        """The scheduler's view of every worker (memory_limit, nthreads...)."""
+        return self._connected().scheduler_info(n_workers=-1)["workers"]
 
     def release(self, device: str) -> None:
         """Drop the chunks; close the client, and the cluster when smx started it."""
@@ -396,17 +432,22 @@ class DaskBackend(Backend):
         return parts[0]
 
     def worker_memory(self) -> dict[str, Any]:
-        """The workers' ``memory_limit`` (total) and each one's peak resident memory so far."""
+        """The workers' ``memory_limit`` (total) and each one's peak resident memory since
+        the run started (``peak_rss_since: run start``; ``worker start`` where its peak
+        could not be reset, so an earlier run's peak may show)."""
         client = self._connected()
-        workers = client.scheduler_info(n_workers=-1)["workers"]
+        workers = self._workers()
         peaks = client.run(_peak_rss)
+        # a worker that joined (or was restarted) during the run started within it
+        reset = all(self._start.get(addr, (0, True, 0))[1] for addr in peaks)
         return {"workers": len(workers),
                 "memory_limit_total": int(sum(w["memory_limit"] or 0 for w in workers.values())),
-                "peak_rss": {addr: int(v) for addr, v in sorted(peaks.items())}}
+                "peak_rss": {addr: int(v) for addr, v in sorted(peaks.items())},
+                "peak_rss_since": "run start" if reset else "worker start"}
 
     def run_report(self) -> dict[str, Any]:
         """What a run's summary records about the cluster: whether the training data was
-        persisted or streamed, and the workers' memory."""
+        persisted or streamed, and the workers' memory during the run."""
         if self.client is None:
             return {}
         memory = self.worker_memory()
