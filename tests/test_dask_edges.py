@@ -1,6 +1,6 @@
-"""backend: dask at its edges, on real multi-process LocalClusters (no mocks): the run's own
-peak memory, and runs that give the same bytes however their chunks landed on the
-workers."""
+"""backend: dask at its edges, on real multi-process LocalClusters (no mocks): a worker
+killed for memory as one line, the run's own peak memory, and runs that give the same bytes
+however their chunks landed on the workers."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ distributed = pytest.importorskip(
 
 from smx.backends.dask_backend import FAN_IN, DaskBackend, DaskOptions, _peak_rss  # noqa: E402
 from smx.datasets.load import load_data  # noqa: E402
+from smx.errors import BackendUnavailable  # noqa: E402
 from smx.losses import CrossEntropy  # noqa: E402
 from smx.objective import Objective, Partial  # noqa: E402
 from smx.training import Trainer, train  # noqa: E402
 from smx.types import Block  # noqa: E402
+from tests.conftest import assert_one_line_error  # noqa: E402
 from tests.test_dask import PLUGINS, config  # noqa: E402
 
 MiB = 2**20
@@ -35,6 +37,63 @@ def connected(scheduler, **options) -> DaskBackend:
     backend.configure(DaskOptions(cluster=scheduler.scheduler_address, **options))
     backend._connected()
     return backend
+
+
+# --- 4. a worker killed for memory ------------------------------------------------------------
+
+def test_a_worker_killed_for_memory_is_one_line():
+    """A task that outgrows its worker's memory_limit: the nanny restarts the worker and
+    the scheduler gives up on the task (KilledWorker; allowed-failures 0 here, so at the
+    first death); smx raises one line naming memory_limit and chunk_rows, no traceback."""
+    import time
+
+    import dask
+
+    def outgrow(i):
+        held = []
+        for _ in range(400):  # up to 4 GB, 10 MB at a time: the nanny ends it first
+            held.append(np.ones(10 * 2**20 // 8))
+            time.sleep(0.005)
+        return len(held)
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                     memory_limit="400MiB", dashboard_address=":0") as cluster:
+        backend = connected(cluster)
+        try:
+            with pytest.raises(BackendUnavailable) as info:
+                backend.map_reduce(outgrow, [0])  # the data preparation's hook
+        finally:
+            backend.release("cpu")
+    text = str(info.value)
+    assert "\n" not in text and "died" in text and "memory_limit per worker: 400 MiB" in text
+    assert "backend_options.chunk_rows" in text
+
+
+@pytest.mark.slow
+def test_a_worker_killed_for_memory_while_preparing_the_data_is_one_cli_line(tmp_path):
+    """smx run on a Parquet source of one 2,000,000-row group (130 MB), which every chunk's
+    task reads whole, on one 400 MiB worker: its nanny restarts it (allowed-failures 0, so
+    the scheduler gives up at the first death) and smx prints one line, exit 2, and leaves
+    no run folder. Slow: about 10 s (writing the file, a cluster, a death)."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from tests.conftest import run_smx
+
+    n, rng = 2_000_000, np.random.default_rng(0)
+    table = pa.table({**{f"f{j}": rng.normal(size=n) for j in range(8)},
+                      "label": rng.integers(0, 3, n)})
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=n)
+    del table
+    proc = run_smx("run", "data.name=partitioned", "data.path=d.parquet",
+                   "data.label_column=label", "backend=dask", "backend_options.workers=1",
+                   "backend_options.memory_limit=400MiB", "backend_options.chunk_rows=10000",
+                   "epochs=1", "output=out", "--quiet", cwd=tmp_path,
+                   env={"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"})
+    assert_one_line_error(proc, "chunk_stats (preparing the data) died",
+                          "memory_limit per worker: 400 MiB")
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 # --- 6. the run's own peak memory -------------------------------------------------------------

@@ -250,6 +250,30 @@ def _paused(workers: dict[str, Any], seconds: float) -> Exception:
         "--memory-limit)", where="backend_options.memory_limit")
 
 
+PASSES = {"chunk_stats": "preparing the data", "_read_part": "reading the chunks",
+          "_read_rows": "reading the chunks", "_chunk_partial": "evaluating the objective",
+          "_stream_partial": "evaluating the objective", "_add": "summing the partials",
+          "_chunk_step": "a mini-batch step", "_stream_step": "a mini-batch step"}
+
+
+def _killed(exc: Any, limits: list[int]) -> Exception:
+    """The one-line error for distributed's ``KilledWorker``: every worker that ran the task
+    died (most often its nanny restarted it for going over its memory_limit, whose values
+    as the run started are ``limits``)."""
+    from dask.utils import key_split
+
+    from smx.errors import BackendUnavailable
+
+    name = key_split(exc.task)
+    shown = ", ".join(f"{v / 2**20:,.0f} MiB" for v in sorted(set(limits)) if v) or "none"
+    times = exc.allowed_failures + 1
+    return BackendUnavailable(
+        f"every Dask worker that ran {name} ({PASSES.get(name, 'a task')}) died ({times} in "
+        f"all), most likely out of memory (memory_limit per worker: {shown}); lower "
+        "backend_options.chunk_rows or raise the workers' memory_limit",
+        where="backend_options.chunk_rows")
+
+
 def _add(*parts: Any) -> Any:
     """The sum of ``parts`` in the order given: the order of the chunks, whatever order
     their tasks finished in."""
@@ -347,13 +371,16 @@ class DaskBackend(Backend):
         if opts.on_gpu and (why := self._client_engine().unavailable_reason()) is not None:
             raise BackendUnavailable(f"chunks on GPUs need CuPy: {why}",
                                      where="backend_options.chunks")
+        # the scheduler of a cluster smx starts runs in this process: its failures reach the
+        # user as smx's one line, not as log records after it (a task "marked as failed")
+        quiet = logging.CRITICAL
         if opts.cluster == "local":
             self.cluster = LocalCluster(
                 n_workers=opts.workers, threads_per_worker=opts.threads_per_worker,
                 memory_limit=opts.memory_limit, processes=True,
                 # a free port: None does not turn the dashboard off (dask/distributed#8136), and
                 # a second run beside another cluster would warn that 8787 is taken
-                dashboard_address=":0", silence_logs=logging.ERROR)
+                dashboard_address=":0", silence_logs=quiet)
             return Client(self.cluster, set_as_default=False)
         if opts.cluster == "local-cuda":
             try:
@@ -365,7 +392,7 @@ class DaskBackend(Backend):
             self.cluster = LocalCUDACluster(
                 CUDA_VISIBLE_DEVICES=opts.gpus, threads_per_worker=opts.threads_per_worker,
                 memory_limit=opts.memory_limit, dashboard_address=":0",
-                silence_logs=logging.ERROR)
+                silence_logs=quiet)
             return Client(self.cluster, set_as_default=False)
         try:
             return Client(opts.cluster, timeout=opts.timeout, set_as_default=False)
@@ -399,21 +426,32 @@ class DaskBackend(Backend):
         parts = client.map(fn, *items, pure=False)
         return self._result(self._tree_sum(parts))
 
+    def _compute(self, *arrays: Any) -> list[Any]:
+        """Dask collections computed on the cluster, with the one-line errors of
+        :meth:`_result`."""
+        return [self._result(f) for f in self._connected().compute(list(arrays))]
+
     def _result(self, future: Any) -> Any:
-        """``future.result()``, unless every worker stays paused for ``timeout`` seconds:
-        a worker whose memory is over Dask's pause threshold (80% of its memory_limit) runs
+        """``future.result()``, as one line when the task's workers kept dying
+        (``KilledWorker``) or when every worker stays paused for ``timeout`` seconds: a
+        worker whose memory is over Dask's pause threshold (80% of its memory_limit) runs
         no task, and one that holds only imported libraries never resumes, so smx would
         wait forever; it says so in one line instead."""
         import time
 
+        from distributed.scheduler import KilledWorker
+
         paused_since: float | None = None
         while True:
             try:
-                return future.result(timeout=min(WATCH_S, self.settings.timeout))
-            except TimeoutError:
-                if future.done():  # the task itself raised TimeoutError
-                    return future.result()
-            workers = self.client.scheduler_info(n_workers=-1)["workers"]
+                try:
+                    return future.result(timeout=min(WATCH_S, self.settings.timeout))
+                except TimeoutError:
+                    if future.done():  # the task itself raised TimeoutError
+                        return future.result()
+            except KilledWorker as exc:
+                raise _killed(exc, [limit for _, _, limit in self._start.values()]) from None
+            workers = self._workers()
             if not workers or any(w.get("status") != "paused" for w in workers.values()):
                 paused_since = None
                 continue
@@ -672,11 +710,9 @@ class DaskBackend(Backend):
 
         if len(idx) == data.n:
             return data
-
-        client = self._connected()
         order = np.asarray(idx)
         wanted = [data.X[order], data.y[order]] + ([] if data.w is None else [data.w[order]])
-        got = client.compute(wanted, sync=True)
+        got = self._compute(*wanted)
         return Block(got[0], got[1], got[2] if data.w is not None else None)
 
     def kernel(self, loss: Any) -> Any:
