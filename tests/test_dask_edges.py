@@ -1,6 +1,6 @@
 """backend: dask at its edges, on real multi-process LocalClusters (no mocks): a worker
-killed for memory as one line, the run's own peak memory, and runs that give the same bytes
-however their chunks landed on the workers."""
+killed for memory as one line, the run's own peak memory, one chunk_rows setting, and runs
+that give the same bytes however their chunks landed on the workers."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ distributed = pytest.importorskip(
 
 from smx.backends.dask_backend import FAN_IN, DaskBackend, DaskOptions, _peak_rss  # noqa: E402
 from smx.datasets.load import load_data  # noqa: E402
-from smx.errors import BackendUnavailable  # noqa: E402
+from smx.errors import BackendUnavailable, ConfigError  # noqa: E402
 from smx.losses import CrossEntropy  # noqa: E402
 from smx.objective import Objective, Partial  # noqa: E402
 from smx.training import Trainer, train  # noqa: E402
 from smx.types import Block  # noqa: E402
 from tests.conftest import assert_one_line_error  # noqa: E402
-from tests.test_dask import PLUGINS, config  # noqa: E402
+from tests.test_dask import PLUGINS, config, source_config, task_names, write_source  # noqa: E402
 
 MiB = 2**20
 
@@ -117,6 +117,36 @@ def test_the_summary_reports_the_runs_own_peak_not_the_workers_lifetime(schedule
         backend.release("cpu")
     assert 0 < report["peak_rss_max"] < lifetime - 150 * MiB
     assert report["peak_rss_since"] == "run start"
+
+
+# --- 7. one chunk_rows setting ----------------------------------------------------------------
+
+def test_data_chunk_rows_on_dask_is_refused_naming_the_setting_that_counts(scheduler, tmp_path):
+    source = write_source(tmp_path, "npy")
+    cfg = config("dask", scheduler, data={"name": "partitioned", **source, "chunk_rows": 100})
+    backend = DaskBackend()
+    try:
+        with pytest.raises(ConfigError) as info:
+            load_data(cfg, PLUGINS, backend=backend)
+    finally:
+        backend.release("cpu")
+    text = str(info.value)
+    assert "\n" not in text and text.startswith("data.chunk_rows:")
+    assert "backend_options.chunk_rows" in text
+
+
+def test_backend_options_chunk_rows_cuts_a_partitioned_source(scheduler, tmp_path):
+    """900 rows in chunks of 150: six tasks in the preparing pass, six chunks placed."""
+    cfg = source_config("dask", write_source(tmp_path, "npy"), scheduler, chunk_rows=150)
+    backend = DaskBackend()
+    try:
+        backend.configure(backend.options.model_validate(cfg.backend_options))
+        with distributed.get_task_stream(backend._connected()) as ts:
+            splits = load_data(cfg, PLUGINS, backend=backend)
+        assert splits.X_train.bounds == tuple((a, a + 150) for a in range(0, 900, 150))
+        assert task_names(ts).count("chunk_stats") == 6
+    finally:
+        backend.release("cpu")
 
 
 # --- 9. the same bytes, run after run ---------------------------------------------------------

@@ -55,7 +55,8 @@ class DaskOptions(PluginParams):
     threads_per_worker: int = Field(1, ge=1, description="threads per local worker")
     memory_limit: str | int = Field("auto", description="per local worker: bytes, '2GiB', "
                                     "or auto (the machine's memory shared among workers)")
-    chunk_rows: int = Field(100_000, ge=1, description="rows per chunk")
+    chunk_rows: int = Field(100_000, ge=1, description="rows per chunk, for every kind of "
+                            "data (in memory, a partitioned source)")
     timeout: float = Field(30.0, gt=0, description="seconds to wait for the scheduler")
     chunks: Literal["auto", "numpy", "cupy"] = Field(
         "auto", description="the chunks' arrays on the workers: numpy, cupy (on each worker's "
@@ -418,6 +419,11 @@ class DaskBackend(Backend):
             cluster.close()
 
     # --- engine hooks -----------------------------------------------------------------
+
+    def source_chunk_rows(self, n_rows: int, n_features: int) -> int:
+        """A partitioned source's chunks: ``backend_options.chunk_rows``, the one setting
+        for every kind of data (``data.chunk_rows`` is then refused)."""
+        return self.settings.chunk_rows
 
     def map_reduce(self, fn: Callable[..., Any], *items: Any) -> Any:
         """``fn`` over the items, one task each, summed by a tree of tasks on the workers;
