@@ -1,6 +1,7 @@
-"""backend: dask at its edges, on real multi-process LocalClusters (no mocks): a worker
-killed for memory as one line, the run's own peak memory, one chunk_rows setting, and runs
-that give the same bytes however their chunks landed on the workers."""
+"""backend: dask at its edges, on real multi-process LocalClusters (no mocks): chunks sized
+to the workers' memory and refused before any task when they cannot fit, a worker killed
+for memory as one line, the run's own peak memory, one chunk_rows setting, and runs that
+give the same bytes however their chunks landed on the workers."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ pytest.importorskip("dask.array", reason="Dask is not installed (pip install 'sm
 distributed = pytest.importorskip(
     "distributed", reason="distributed is not installed (pip install 'smx[dask]')")
 
-from smx.backends.dask_backend import FAN_IN, DaskBackend, DaskOptions, _peak_rss  # noqa: E402
+from smx.backends.dask_backend import (  # noqa: E402
+    AUTO_SHARE,
+    FAN_IN,
+    SOURCE_COPIES,
+    DaskBackend,
+    DaskOptions,
+    _peak_rss,
+)
 from smx.datasets.load import load_data  # noqa: E402
 from smx.errors import BackendUnavailable, ConfigError  # noqa: E402
 from smx.losses import CrossEntropy  # noqa: E402
@@ -39,7 +47,64 @@ def connected(scheduler, **options) -> DaskBackend:
     return backend
 
 
-# --- 4. a worker killed for memory ------------------------------------------------------------
+# --- 4. chunks sized to the workers ---------------------------------------------------------
+
+def test_chunk_rows_is_auto_by_default_and_sized_to_the_workers_memory(scheduler):
+    """auto: a quarter of what a worker thread may hold for a large source's task, and a
+    chunk per worker thread for small data."""
+    assert DaskOptions().chunk_rows == "auto"
+    backend = connected(scheduler)
+    try:
+        room, threads, (limit, used, _) = backend._task_room()
+        assert threads == 2 and limit == 2**30 and 0 < used < limit
+        assert room == pytest.approx(0.95 * limit - used)
+        rows = backend.chunk_rows_for(10**9, 100, source=True)
+        per_row = 100 * SOURCE_COPIES * 8
+        assert rows * per_row <= AUTO_SHARE * room < (rows + 1) * per_row
+        assert backend.chunk_rows_for(320, 5) == 160
+    finally:
+        backend.release("cpu")
+
+
+def sparse_source(tmp_path, n: int, d: int) -> dict:
+    """A .npy source of n x d float32 that takes no disk (never written: zeros)."""
+    for name, shape, dtype in (("X", (n, d), np.float32), ("y", (n,), np.int64)):
+        a = np.lib.format.open_memmap(tmp_path / f"{name}.npy", mode="w+", dtype=dtype,
+                                      shape=shape)
+        del a
+    return {"path": str(tmp_path / "X.npy"), "labels": str(tmp_path / "y.npy")}
+
+
+def test_a_chunk_that_cannot_fit_is_refused_before_any_task_runs(scheduler, tmp_path,
+                                                                 capfd):
+    """2,000,000 rows x 64 in one chunk: 4 GiB at a task's peak on a 1 GiB worker. smx run
+    says so in one line (the worker's limit, the most rows that fit, what auto picks), exit
+    2, before any task runs and before any run folder exists."""
+    from smx.cli import main
+
+    source = sparse_source(tmp_path, 2_000_000, 64)
+    args = ["run", "data.name=partitioned", f"data.path={source['path']}",
+            f"data.labels={source['labels']}", "backend=dask",
+            f"backend_options.cluster={scheduler.scheduler_address}",
+            "backend_options.chunk_rows=2000000", f"output={tmp_path / 'out'}", "--quiet"]
+    with distributed.Client(scheduler.scheduler_address, set_as_default=False) as client, \
+            distributed.get_task_stream(client) as ts:
+        code = main(args)
+    captured = capfd.readouterr()
+    proc = type("Proc", (), {"returncode": code, "stderr": captured.err,
+                             "stdout": captured.out})
+    line = assert_one_line_error(proc, "backend_options.chunk_rows", "memory_limit is 1,024 MiB")
+    assert not ts.data and not (tmp_path / "out").exists()
+    fits, auto = (int(v.replace(",", "")) for v in
+                  (line.split("at most ")[1].split(" rows")[0], line.split("picks ")[1]))
+    per_row = 64 * SOURCE_COPIES * 8
+    backend = connected(scheduler)
+    try:
+        room = backend._task_room()[0]
+    finally:
+        backend.release("cpu")
+    assert fits * per_row <= room * 1.05 and auto <= AUTO_SHARE * fits + 1
+
 
 def test_a_worker_killed_for_memory_is_one_line():
     """A task that outgrows its worker's memory_limit: the nanny restarts the worker and

@@ -43,6 +43,13 @@ INSTALL_HINT = "pip install 'smx[dask]'"
 FAN_IN = 8
 #: seconds between looks, while smx waits on a result, at whether the workers can run it
 WATCH_S = 5.0
+#: bytes a task holds at its peak per byte of its chunk: a partitioned source's chunk is
+#: read as float64, split, standardised and cast (measured 3.4x the float64 rows for .npy,
+#: 3.8x for Parquet); a chunk in memory is its rows and, at most, one aligned copy
+SOURCE_COPIES, MEMORY_COPIES = 4, 2
+#: chunk_rows: auto keeps a task within this share of what a worker thread may hold, and a
+#: chunk within dask's own default chunk size (array.chunk-size)
+AUTO_SHARE, AUTO_CHUNK_BYTES = 0.25, 128 * 2**20
 
 
 class DaskOptions(PluginParams):
@@ -55,14 +62,24 @@ class DaskOptions(PluginParams):
     threads_per_worker: int = Field(1, ge=1, description="threads per local worker")
     memory_limit: str | int = Field("auto", description="per local worker: bytes, '2GiB', "
                                     "or auto (the machine's memory shared among workers)")
-    chunk_rows: int = Field(100_000, ge=1, description="rows per chunk, for every kind of "
-                            "data (in memory, a partitioned source)")
+    chunk_rows: int | Literal["auto"] = Field(
+        "auto", description="rows per chunk, for every kind of data (in memory, a partitioned "
+        "source): auto sizes them to the workers' memory_limit; a number that cannot fit a "
+        "worker is refused before any task runs")
     timeout: float = Field(30.0, gt=0, description="seconds to wait for the scheduler")
     chunks: Literal["auto", "numpy", "cupy"] = Field(
         "auto", description="the chunks' arrays on the workers: numpy, cupy (on each worker's "
         "GPU; the parameters on the client's first GPU) or auto (cupy with local-cuda)")
     gpus: str | None = Field(None, description="local-cuda: the GPUs to use, as "
                              "CUDA_VISIBLE_DEVICES (e.g. 0,1); default: all, one worker each")
+
+    @field_validator("chunk_rows", mode="before")
+    @classmethod
+    def _rows(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                               and value >= 1):
+            return value
+        raise ValueError("expected auto or a number of rows >= 1")
 
     @field_validator("cluster")
     @classmethod
@@ -251,6 +268,7 @@ def _paused(workers: dict[str, Any], seconds: float) -> Exception:
         "--memory-limit)", where="backend_options.memory_limit")
 
 
+#: what a task was doing, by its function's name (the key's prefix), for the error line
 PASSES = {"chunk_stats": "preparing the data", "_read_part": "reading the chunks",
           "_read_rows": "reading the chunks", "_chunk_partial": "evaluating the objective",
           "_stream_partial": "evaluating the objective", "_add": "summing the partials",
@@ -271,7 +289,7 @@ def _killed(exc: Any, limits: list[int]) -> Exception:
     return BackendUnavailable(
         f"every Dask worker that ran {name} ({PASSES.get(name, 'a task')}) died ({times} in "
         f"all), most likely out of memory (memory_limit per worker: {shown}); lower "
-        "backend_options.chunk_rows or raise the workers' memory_limit",
+        "backend_options.chunk_rows (or set it to auto) or raise the workers' memory_limit",
         where="backend_options.chunk_rows")
 
 
@@ -304,6 +322,7 @@ class DaskBackend(Backend):
         # each worker as the run started: its resident memory, whether its peak was reset,
         # and its memory_limit
         self._start: dict[str, tuple[int, bool, int]] = {}
+        self._chunk_rows: int | None = None  # the rows per chunk this run placed
 
     # --- the plain backend interface --------------------------------------------------
     # parameters and optimizer state stay on the client: NumPy arrays, or CuPy arrays on
@@ -418,12 +437,95 @@ class DaskBackend(Backend):
         if cluster is not None:
             cluster.close()
 
-    # --- engine hooks -----------------------------------------------------------------
+    # --- chunks sized to the workers ----------------------------------------------------
+
+    def chunk_rows_for(self, n_rows: int, n_features: int, *, source: bool = False,
+                       itemsize: int = 8) -> int:
+        """Rows per chunk for ``n_rows`` x ``n_features`` data: a partitioned ``source`` (read
+        as float64 and prepared on the workers) or rows of ``itemsize`` bytes in memory.
+
+        ``backend_options.chunk_rows``, checked against the workers before any task runs: a
+        task holds a few copies of its chunk (``SOURCE_COPIES``, ``MEMORY_COPIES``) and a
+        worker over its memory_limit is restarted by its nanny, so a chunk that cannot fit
+        is refused in one line naming the limit and a size that fits. ``auto``: the most
+        rows whose task takes a quarter of what a worker thread may hold, at most 128 MiB
+        of float64 rows, and no more than a chunk per worker thread needs."""
+        per_row = self._per_row(n_features, source, itemsize)
+        auto, fits, tightest = self._plan(n_rows, n_features, per_row)
+        rows = self.settings.chunk_rows
+        if rows == "auto":
+            rows = auto
+        elif fits is not None and min(rows, n_rows) > fits:
+            raise self._too_big(rows, n_features, per_row, fits, tightest, auto)
+        self._chunk_rows = rows
+        return rows
 
     def source_chunk_rows(self, n_rows: int, n_features: int) -> int:
-        """A partitioned source's chunks: ``backend_options.chunk_rows``, the one setting
-        for every kind of data (``data.chunk_rows`` is then refused)."""
-        return self.settings.chunk_rows
+        """A partitioned source's chunks: :meth:`chunk_rows_for` its rows, read as float64
+        and prepared on the workers."""
+        return self.chunk_rows_for(n_rows, n_features, source=True)
+
+    @staticmethod
+    def _per_row(n_features: int, source: bool, itemsize: int) -> int:
+        """A task's peak bytes per row of its chunk."""
+        return max(n_features, 1) * (SOURCE_COPIES * 8 if source else MEMORY_COPIES * itemsize)
+
+    def _plan(self, n_rows: int, n_features: int, per_row: int
+              ) -> tuple[int, int | None, tuple[int, int, int]]:
+        """(auto's rows, the most rows a task can hold (None: no memory_limit), the tightest
+        worker); one line when not even a row fits."""
+        room, threads, tightest = self._task_room()
+        fits = None if room is None else int(room // per_row)
+        if fits is not None and fits < 1:
+            raise self._too_big(1, n_features, per_row, fits, tightest)
+        auto = min(AUTO_CHUNK_BYTES // (8 * max(n_features, 1)), -(-max(n_rows, 1) // threads))
+        if fits is not None:
+            auto = min(auto, int(AUTO_SHARE * fits))
+        return max(auto, 1), fits, tightest
+
+    def _task_room(self) -> tuple[float | None, int, tuple[int, int, int]]:
+        """The bytes one task may take on the tightest worker: its memory_limit up to the
+        nanny's terminate threshold, less what it held as the run started, shared among its
+        threads (None: no worker has a limit); the worker threads in all; and that worker's
+        (limit, memory in use, threads)."""
+        import dask
+
+        workers = self._workers()
+        share = dask.config.get("distributed.worker.memory.terminate", 0.95) or 1.0
+        threads = sum(int(w.get("nthreads") or 1) for w in workers.values()) or 1
+        room: float | None = None
+        tightest = (0, 0, 1)
+        for addr, w in workers.items():
+            limit = int(w.get("memory_limit") or 0)
+            if not limit:
+                continue
+            used = self._start.get(addr, (int(w.get("metrics", {}).get("memory") or 0),))[0]
+            n = int(w.get("nthreads") or 1)
+            each = (share * limit - used) / n
+            if room is None or each < room:
+                room, tightest = each, (limit, used, n)
+        return room, threads, tightest
+
+    @staticmethod
+    def _too_big(rows: int, d: int, per_row: int, fits: int, tightest: tuple[int, int, int],
+                 auto: int = 1) -> Exception:
+        from smx.errors import BackendUnavailable
+
+        limit, used, threads = tightest
+        mib = 2**20
+        worker = (f"a worker's memory_limit is {limit / mib:,.0f} MiB, {used / mib:,.0f} MiB of "
+                  f"it in use before any data, with {threads} thread(s)")
+        if fits < 1:
+            return BackendUnavailable(
+                f"no chunk fits the Dask workers ({worker}); raise their memory_limit",
+                where="backend_options.memory_limit")
+        return BackendUnavailable(
+            f"a chunk of {rows:,} rows x {d} features needs about {rows * per_row / mib:,.0f} "
+            f"MiB on a worker at its peak, more than one task can have there ({worker}): at "
+            f"most {fits:,} rows fit, and chunk_rows: auto picks {auto:,}",
+            where="backend_options.chunk_rows")
+
+    # --- engine hooks -----------------------------------------------------------------
 
     def map_reduce(self, fn: Callable[..., Any], *items: Any) -> Any:
         """``fn`` over the items, one task each, summed by a tree of tasks on the workers;
@@ -490,13 +592,13 @@ class DaskBackend(Backend):
                 "peak_rss_since": "run start" if reset else "worker start"}
 
     def run_report(self) -> dict[str, Any]:
-        """What a run's summary records about the cluster: whether the training data was
-        persisted or streamed, and the workers' memory during the run."""
+        """What a run's summary records about the cluster: the rows per chunk, whether the
+        training data was persisted or streamed, and the workers' memory during the run."""
         if self.client is None:
             return {}
         memory = self.worker_memory()
         return {"dask": {**memory, "peak_rss_max": max(memory["peak_rss"].values(), default=0),
-                         "persisted": dict(self._persisted)}}
+                         "chunk_rows": self._chunk_rows, "persisted": dict(self._persisted)}}
 
     def _place_part(self, X: Any, y: Any, w: Any, dtype: str) -> Block:
         """A part of a partitioned source: each chunk read by a task on a worker (its rows,
@@ -546,7 +648,8 @@ class DaskBackend(Backend):
             return self._place_part(X, y, w, dtype)
         client = self._connected()
         n = int(X.shape[0])
-        bounds = self._bounds(n)
+        bounds = self._bounds(n, np.shape(X)[1] if np.ndim(X) == 2 else 1,
+                              itemsize=np.dtype(dtype).itemsize)
 
         def scatter(a: Any, kind: str | None) -> tuple[list[Any], Any]:
             host = np.asarray(a, dtype=kind, order="C")
@@ -594,7 +697,7 @@ class DaskBackend(Backend):
             from smx.errors import DataError
 
             raise DataError(f"the files' row counts differ: {shapes}", where="data")
-        bounds = self._bounds(n)
+        bounds = self._bounds(n, int(np.prod(shapes[X_path][1:])))
 
         def read(path: str, kind: str) -> tuple[list[Any], Any]:
             futures = client.map(_read_rows, [path] * len(bounds), bounds, dtype=kind,
@@ -608,10 +711,12 @@ class DaskBackend(Backend):
         self._chunks[dX.name] = (xs, ys, ws)
         return Block(dX, dy, dw)
 
-    def _bounds(self, n: int) -> list[tuple[int, int]]:
-        """Row ranges of ``chunk_rows`` rows (one empty range for no rows)."""
-        step = self.settings.chunk_rows
-        return [(a, min(a + step, n)) for a in range(0, n, step)] or [(0, 0)]
+    def _bounds(self, n: int, d: int, itemsize: int = 8) -> list[tuple[int, int]]:
+        """Row ranges of :meth:`chunk_rows_for` rows (one empty range for no rows)."""
+        if n == 0:
+            return [(0, 0)]
+        step = self.chunk_rows_for(n, d, itemsize=itemsize)
+        return [(a, min(a + step, n)) for a in range(0, n, step)]
 
     def _chunk_futures(self, data: Block) -> tuple[list[Any], list[Any], list[Any] | None]:
         """The futures of ``data``'s chunks: the placed ones, or (for another dask array,

@@ -780,6 +780,6 @@ def _engine_chunks(data: Partitioned, backend: Any) -> Partitioned:
         from smx.errors import ConfigError
 
         raise ConfigError(f"does nothing with backend {backend.name}, whose chunks are "
-                          "backend_options.chunk_rows; set that instead",
-                          where="data.chunk_rows")
+                          "backend_options.chunk_rows (auto: sized to the workers' memory); "
+                          "set that instead", where="data.chunk_rows")
     return replace(data, chunk_rows=rows)
