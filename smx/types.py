@@ -210,6 +210,13 @@ class Backend(ABC):
     #: when a partitioned source is prepared for a run on this engine (Dask defines it).
     map_reduce: Callable[..., Any] | None = None
 
+    def source_chunk_rows(self, n_rows: int, n_features: int) -> int | None:
+        """Rows per chunk of a partitioned source prepared for a run on this engine, sized
+        to its workers (Dask: ``backend_options.chunk_rows``, auto from their memory), or
+        None (the default: ``data.chunk_rows``). An engine that answers owns the setting:
+        ``data.chunk_rows``, which would then do nothing, is refused naming its own."""
+        return None
+
     # --- what smx reports: summaries, `smx info`, `device: auto` ---------------------------
 
     def run_report(self) -> dict[str, Any]:

@@ -321,9 +321,14 @@ def write_source(tmp_path, fmt: str, n: int = 900, d: int = 5, seed: int = 0,
 
 
 def source_config(backend, source, scheduler=None, chunk_rows=100, **extra):
-    data = {"name": "partitioned", **source, "chunk_rows": chunk_rows,
-            "val_fraction": 0.2, "test_fraction": 0.1}
-    return config(backend, scheduler, data=data, **extra)
+    """On Dask the chunks are backend_options.chunk_rows; on NumPy, data.chunk_rows."""
+    data = {"name": "partitioned", **source, "val_fraction": 0.2, "test_fraction": 0.1}
+    if backend != "dask":
+        return config(backend, data={**data, "chunk_rows": chunk_rows}, **extra)
+    options = {"chunk_rows": chunk_rows}
+    if scheduler is not None:
+        options["cluster"] = scheduler.scheduler_address
+    return config(backend, data=data, backend_options=options, **extra)
 
 
 def task_names(ts) -> list[str]:
@@ -392,8 +397,9 @@ def test_weighted_sources_fit_like_numpy_in_memory(scheduler, tmp_path, monkeypa
     ref = train(ref_cfg, load_data(ref_cfg, PLUGINS), PLUGINS.backend("numpy"), "cpu", PLUGINS)
     source = write_source(tmp_path, fmt, weights=True)
     forbid_client_reads(monkeypatch, labels=True)
-    cfg = config("dask", scheduler, data={"name": "partitioned", **source, "chunk_rows": 100,
-                                          "persist": persist, **data}, **loss)
+    cfg = config("dask", data={"name": "partitioned", **source, "persist": persist, **data},
+                 backend_options={"cluster": scheduler.scheduler_address, "chunk_rows": 100},
+                 **loss)
     backend = DaskBackend()
     try:
         backend.configure(backend.options.model_validate(cfg.backend_options))
@@ -511,13 +517,13 @@ def test_out_of_core_data_is_streamed_and_fits_like_numpy(tmp_path):
     size = (tmp_path / "X.npy").stat().st_size
     assert size >= 3 * limit
     source = {"path": str(tmp_path / "X.npy"), "labels": str(tmp_path / "y.npy")}
-    data = {"name": "partitioned", **source, "chunk_rows": 20_000, "val_fraction": 0,
-            "test_fraction": 0, "standardize": False}
+    data = {"name": "partitioned", **source, "val_fraction": 0, "test_fraction": 0,
+            "standardize": False}
     base = {"data": data, "epochs": 2, "dtype": "float64", "optimizer": {"name": "lbfgs"}}
     ref_cfg = load_config({**base, "backend": "numpy"}, plugins=PLUGINS)
     ref = train(ref_cfg, load_data(ref_cfg, PLUGINS), PLUGINS.backend("numpy"), "cpu", PLUGINS)
     cfg = load_config({**base, "backend": "dask", "backend_options": {
-        "workers": 1, "memory_limit": limit}}, plugins=PLUGINS)
+        "workers": 1, "memory_limit": limit, "chunk_rows": 20_000}}, plugins=PLUGINS)
     backend = DaskBackend()
     try:
         got = train(cfg, load_data(cfg, PLUGINS, backend=backend), backend, "cpu", PLUGINS)

@@ -445,7 +445,7 @@ def test_a_chunk_a_dask_worker_cannot_read_is_one_line_and_no_worker_traceback(
     pytest.importorskip("distributed")
     monkeypatch.chdir(tmp_path)
     args = _parquet_source(tmp_path, label=[0, 1, 2] * 40 + [None] * 80)
-    code = main_cli(["run", "data.name=partitioned", *args, "data.chunk_rows=50",
+    code = main_cli(["run", "data.name=partitioned", *args, "backend_options.chunk_rows=50",
                      "backend=dask", "backend_options.cluster=local", "backend_options.workers=2",
                      "backend_options.memory_limit=400MiB", "epochs=1", "output=out",
                      "--quiet"])

@@ -43,6 +43,13 @@ INSTALL_HINT = "pip install 'smx[dask]'"
 FAN_IN = 8
 #: seconds between looks, while smx waits on a result, at whether the workers can run it
 WATCH_S = 5.0
+#: bytes a task holds at its peak per byte of its chunk: a partitioned source's chunk is
+#: read as float64, split, standardised and cast (measured 3.4x the float64 rows for .npy,
+#: 3.8x for Parquet); a chunk in memory is its rows and, at most, one aligned copy
+SOURCE_COPIES, MEMORY_COPIES = 4, 2
+#: chunk_rows: auto keeps a task within this share of what a worker thread may hold, and a
+#: chunk within dask's own default chunk size (array.chunk-size)
+AUTO_SHARE, AUTO_CHUNK_BYTES = 0.25, 128 * 2**20
 
 
 class DaskOptions(PluginParams):
@@ -55,13 +62,24 @@ class DaskOptions(PluginParams):
     threads_per_worker: int = Field(1, ge=1, description="threads per local worker")
     memory_limit: str | int = Field("auto", description="per local worker: bytes, '2GiB', "
                                     "or auto (the machine's memory shared among workers)")
-    chunk_rows: int = Field(100_000, ge=1, description="rows per chunk")
+    chunk_rows: int | Literal["auto"] = Field(
+        "auto", description="rows per chunk, for every kind of data (in memory, a partitioned "
+        "source): auto sizes them to the workers' memory_limit; a number that cannot fit a "
+        "worker is refused before any task runs")
     timeout: float = Field(30.0, gt=0, description="seconds to wait for the scheduler")
     chunks: Literal["auto", "numpy", "cupy"] = Field(
         "auto", description="the chunks' arrays on the workers: numpy, cupy (on each worker's "
         "GPU; the parameters on the client's first GPU) or auto (cupy with local-cuda)")
     gpus: str | None = Field(None, description="local-cuda: the GPUs to use, as "
                              "CUDA_VISIBLE_DEVICES (e.g. 0,1); default: all, one worker each")
+
+    @field_validator("chunk_rows", mode="before")
+    @classmethod
+    def _rows(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                               and value >= 1):
+            return value
+        raise ValueError("expected auto or a number of rows >= 1")
 
     @field_validator("cluster")
     @classmethod
@@ -92,9 +110,47 @@ def _missing() -> str | None:
     return None
 
 
+def _aligned(a: Any) -> Any:
+    """``a``, or a copy of it when its address is not a multiple of its item size.
+
+    A chunk that arrived over the network (scattered, moved to the worker that steals its
+    task, read back after spilling to disk) may start at any byte; NumPy then takes its
+    unaligned loops, which sum in another order than the aligned ones: the same rows gave
+    other bits from run to run. Device (CuPy) arrays are left as they are."""
+    flags = getattr(a, "flags", None)
+    if flags is None or flags.aligned or type(a).__module__ != "numpy":
+        return a
+    return a.copy()
+
+
+def _widen(part: Any) -> Any:
+    """A float32 :class:`~smx.objective.Partial` in float64: partials are added in float64
+    and cast back once, so the sum of many float32 chunks loses no more than one rounding."""
+    if not isinstance(part, Partial):
+        return part
+
+    def up(a: Any) -> Any:
+        return a.astype("float64") if str(getattr(a, "dtype", "")) == "float32" else a
+
+    grads = None if part.grads is None else {k: up(v) for k, v in part.grads.items()}
+    return Partial(up(part.loss), up(part.weight), grads)
+
+
+def _narrow(part: Any, dtype: Any) -> Any:
+    """:func:`_widen` undone on the client: the total back in the chunks' ``dtype``."""
+    if not isinstance(part, Partial) or str(dtype) != "float32":
+        return part
+
+    def down(a: Any) -> Any:
+        return a.astype(dtype) if str(getattr(a, "dtype", "")) == "float64" else a
+
+    grads = None if part.grads is None else {k: down(v) for k, v in part.grads.items()}
+    return Partial(down(part.loss), down(part.weight), grads)
+
+
 def _chunk_partial(X: Any, y: Any, w: Any, *, fn: Callable[[Block], Any]) -> Any:
-    """One chunk's partial, on the worker that holds it."""
-    return fn(Block(X, y, w))
+    """One chunk's partial, on the worker that holds it (widened for the tree of sums)."""
+    return _widen(fn(Block(_aligned(X), _aligned(y), _aligned(w))))
 
 
 def _to_gpu(a: Any, gpu: bool = True) -> Any:
@@ -129,7 +185,7 @@ def _read_block(i: int, rows: Any, labels: Any, weights: Any, dtype: str, gpu: b
 def _stream_partial(i: int, *, rows: Any, labels: Any, weights: Any = None, dtype: str,
                     fn: Callable[[Block], Any], gpu: bool = False) -> Any:
     """Read chunk ``i`` from its source and return its partial: nothing stays behind."""
-    return fn(_read_block(i, rows, labels, weights, dtype, gpu))
+    return _widen(fn(_read_block(i, rows, labels, weights, dtype, gpu)))
 
 
 def _chunk_step(X: Any, y: Any, w: Any, idx: Any, params: Any, state: Any, *,
@@ -145,21 +201,45 @@ def _stream_step(i: int, idx: Any, params: Any, state: Any, *, rows: Any,
     return step(params, state, Block(X[idx], y[idx], None if w is None else w[idx]))
 
 
-def _peak_rss() -> int:
-    """This process's peak resident memory in bytes (run on each worker): Linux's VmHWM,
-    which starts afresh at exec (``ru_maxrss`` keeps the forking parent's level)."""
-    import resource
-    import sys
-
+def _status_kib(field: str) -> int | None:
+    """A ``VmXXX`` line of Linux's /proc/self/status, in bytes (None elsewhere)."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes (run on each worker): Linux's VmHWM,
+    which starts afresh at exec and at :func:`_run_start` (``ru_maxrss`` keeps the
+    forking parent's level, and never starts afresh)."""
+    import resource
+    import sys
+
+    peak = _status_kib("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _run_start() -> tuple[int, bool]:
+    """On each worker as a run starts: its resident memory now, and whether its peak was
+    reset to it (Linux >= 4.0: writing 5 to /proc/self/clear_refs), so that the run's
+    summary reports this run's peak, not that of the runs the worker served before."""
+    import psutil
+
+    rss = int(psutil.Process().memory_info().rss)
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return rss, False
+    return rss, _status_kib("VmHWM") is not None
 
 
 def _concatenate(futures: list[Any], sizes: list[int], tail: tuple[int, ...], dtype: Any
@@ -188,7 +268,34 @@ def _paused(workers: dict[str, Any], seconds: float) -> Exception:
         "--memory-limit)", where="backend_options.memory_limit")
 
 
+#: what a task was doing, by its function's name (the key's prefix), for the error line
+PASSES = {"chunk_stats": "preparing the data", "_read_part": "reading the chunks",
+          "_read_rows": "reading the chunks", "_chunk_partial": "evaluating the objective",
+          "_stream_partial": "evaluating the objective", "_add": "summing the partials",
+          "_chunk_step": "a mini-batch step", "_stream_step": "a mini-batch step"}
+
+
+def _killed(exc: Any, limits: list[int]) -> Exception:
+    """The one-line error for distributed's ``KilledWorker``: every worker that ran the task
+    died (most often its nanny restarted it for going over its memory_limit, whose values
+    as the run started are ``limits``)."""
+    from dask.utils import key_split
+
+    from smx.errors import BackendUnavailable
+
+    name = key_split(exc.task)
+    shown = ", ".join(f"{v / 2**20:,.0f} MiB" for v in sorted(set(limits)) if v) or "none"
+    times = exc.allowed_failures + 1
+    return BackendUnavailable(
+        f"every Dask worker that ran {name} ({PASSES.get(name, 'a task')}) died ({times} in "
+        f"all), most likely out of memory (memory_limit per worker: {shown}); lower "
+        "backend_options.chunk_rows (or set it to auto) or raise the workers' memory_limit",
+        where="backend_options.chunk_rows")
+
+
 def _add(*parts: Any) -> Any:
+    """The sum of ``parts`` in the order given: the order of the chunks, whatever order
+    their tasks finished in."""
     total = parts[0]
     for p in parts[1:]:
         total = total + p
@@ -198,7 +305,9 @@ def _add(*parts: Any) -> Any:
 class DaskBackend(Backend):
     name = "dask"
     description = "Dask distributed: chunks of rows on a cluster's workers (local or remote)"
-    deterministic = True  # the reduction tree's shape and order depend only on the chunks
+    # the reduction tree's shape and order depend only on the chunks, each chunk is summed
+    # from an aligned copy, and float32 partials are added in float64 (_aligned, _widen)
+    deterministic = True
     options = DaskOptions
 
     def __init__(self) -> None:
@@ -210,6 +319,10 @@ class DaskBackend(Backend):
         # streamed parts of a source (by dask name) -> (rows, labels, weights, dtype)
         self._streams: dict[str, tuple[Any, Any, Any, str]] = {}
         self._persisted: dict[str, bool] = {}
+        # each worker as the run started: its resident memory, whether its peak was reset,
+        # and its memory_limit
+        self._start: dict[str, tuple[int, bool, int]] = {}
+        self._chunk_rows: int | None = None  # the rows per chunk this run placed
 
     # --- the plain backend interface --------------------------------------------------
     # parameters and optimizer state stay on the client: NumPy arrays, or CuPy arrays on
@@ -256,9 +369,16 @@ class DaskBackend(Backend):
         self.settings = options
 
     def _connected(self) -> Any:
-        """The client, starting the local cluster or connecting on first use."""
-        if self.client is not None:
-            return self.client
+        """The client, starting the local cluster or connecting on first use; the run
+        starts there (each worker's memory now, its peak reset: :func:`_run_start`)."""
+        if self.client is None:
+            self.client = self._connect()
+            limits = {a: int(w.get("memory_limit") or 0) for a, w in self._workers().items()}
+            self._start = {a: (rss, reset, limits.get(a, 0))
+                           for a, (rss, reset) in self.client.run(_run_start).items()}
+        return self.client
+
+    def _connect(self) -> Any:
         from smx.errors import BackendUnavailable
 
         if (why := _missing()) is not None:
@@ -271,15 +391,18 @@ class DaskBackend(Backend):
         if opts.on_gpu and (why := self._client_engine().unavailable_reason()) is not None:
             raise BackendUnavailable(f"chunks on GPUs need CuPy: {why}",
                                      where="backend_options.chunks")
+        # the scheduler of a cluster smx starts runs in this process: its failures reach the
+        # user as smx's one line, not as log records after it (a task "marked as failed")
+        quiet = logging.CRITICAL
         if opts.cluster == "local":
             self.cluster = LocalCluster(
                 n_workers=opts.workers, threads_per_worker=opts.threads_per_worker,
                 memory_limit=opts.memory_limit, processes=True,
                 # a free port: None does not turn the dashboard off (dask/distributed#8136), and
                 # a second run beside another cluster would warn that 8787 is taken
-                dashboard_address=":0", silence_logs=logging.ERROR)
-            self.client = Client(self.cluster, set_as_default=False)
-        elif opts.cluster == "local-cuda":
+                dashboard_address=":0", silence_logs=quiet)
+            return Client(self.cluster, set_as_default=False)
+        if opts.cluster == "local-cuda":
             try:
                 from dask_cuda import LocalCUDACluster
             except ImportError as exc:
@@ -289,17 +412,19 @@ class DaskBackend(Backend):
             self.cluster = LocalCUDACluster(
                 CUDA_VISIBLE_DEVICES=opts.gpus, threads_per_worker=opts.threads_per_worker,
                 memory_limit=opts.memory_limit, dashboard_address=":0",
-                silence_logs=logging.ERROR)
-            self.client = Client(self.cluster, set_as_default=False)
-        else:
-            try:
-                self.client = Client(opts.cluster, timeout=opts.timeout, set_as_default=False)
-            except (OSError, TimeoutError) as exc:
-                raise BackendUnavailable(
-                    f"cannot reach the Dask scheduler at {opts.cluster} within {opts.timeout:g} "
-                    f"s ({type(exc).__name__}); start it (dask scheduler) or fix the address",
-                    where="backend_options.cluster") from None
-        return self.client
+                silence_logs=quiet)
+            return Client(self.cluster, set_as_default=False)
+        try:
+            return Client(opts.cluster, timeout=opts.timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise BackendUnavailable(
+                f"cannot reach the Dask scheduler at {opts.cluster} within {opts.timeout:g} "
+                f"s ({type(exc).__name__}); start it (dask scheduler) or fix the address",
+                where="backend_options.cluster") from None
+
+    def _workers(self) -> dict[str, Any]:
+        """The scheduler's view of every worker (memory_limit, nthreads...)."""
+        return self._connected().scheduler_info(n_workers=-1)["workers"]
 
     def release(self, device: str) -> None:
         """Drop the chunks; close the client, and the cluster when smx started it."""
@@ -312,6 +437,94 @@ class DaskBackend(Backend):
         if cluster is not None:
             cluster.close()
 
+    # --- chunks sized to the workers ----------------------------------------------------
+
+    def chunk_rows_for(self, n_rows: int, n_features: int, *, source: bool = False,
+                       itemsize: int = 8) -> int:
+        """Rows per chunk for ``n_rows`` x ``n_features`` data: a partitioned ``source`` (read
+        as float64 and prepared on the workers) or rows of ``itemsize`` bytes in memory.
+
+        ``backend_options.chunk_rows``, checked against the workers before any task runs: a
+        task holds a few copies of its chunk (``SOURCE_COPIES``, ``MEMORY_COPIES``) and a
+        worker over its memory_limit is restarted by its nanny, so a chunk that cannot fit
+        is refused in one line naming the limit and a size that fits. ``auto``: the most
+        rows whose task takes a quarter of what a worker thread may hold, at most 128 MiB
+        of float64 rows, and no more than a chunk per worker thread needs."""
+        per_row = self._per_row(n_features, source, itemsize)
+        auto, fits, tightest = self._plan(n_rows, n_features, per_row)
+        rows = self.settings.chunk_rows
+        if rows == "auto":
+            rows = auto
+        elif fits is not None and min(rows, n_rows) > fits:
+            raise self._too_big(rows, n_features, per_row, fits, tightest, auto)
+        self._chunk_rows = rows
+        return rows
+
+    def source_chunk_rows(self, n_rows: int, n_features: int) -> int:
+        """A partitioned source's chunks: :meth:`chunk_rows_for` its rows, read as float64
+        and prepared on the workers."""
+        return self.chunk_rows_for(n_rows, n_features, source=True)
+
+    @staticmethod
+    def _per_row(n_features: int, source: bool, itemsize: int) -> int:
+        """A task's peak bytes per row of its chunk."""
+        return max(n_features, 1) * (SOURCE_COPIES * 8 if source else MEMORY_COPIES * itemsize)
+
+    def _plan(self, n_rows: int, n_features: int, per_row: int
+              ) -> tuple[int, int | None, tuple[int, int, int]]:
+        """(auto's rows, the most rows a task can hold (None: no memory_limit), the tightest
+        worker); one line when not even a row fits."""
+        room, threads, tightest = self._task_room()
+        fits = None if room is None else int(room // per_row)
+        if fits is not None and fits < 1:
+            raise self._too_big(1, n_features, per_row, fits, tightest)
+        auto = min(AUTO_CHUNK_BYTES // (8 * max(n_features, 1)), -(-max(n_rows, 1) // threads))
+        if fits is not None:
+            auto = min(auto, int(AUTO_SHARE * fits))
+        return max(auto, 1), fits, tightest
+
+    def _task_room(self) -> tuple[float | None, int, tuple[int, int, int]]:
+        """The bytes one task may take on the tightest worker: its memory_limit up to the
+        nanny's terminate threshold, less what it held as the run started, shared among its
+        threads (None: no worker has a limit); the worker threads in all; and that worker's
+        (limit, memory in use, threads)."""
+        import dask
+
+        workers = self._workers()
+        share = dask.config.get("distributed.worker.memory.terminate", 0.95) or 1.0
+        threads = sum(int(w.get("nthreads") or 1) for w in workers.values()) or 1
+        room: float | None = None
+        tightest = (0, 0, 1)
+        for addr, w in workers.items():
+            limit = int(w.get("memory_limit") or 0)
+            if not limit:
+                continue
+            used = self._start.get(addr, (int(w.get("metrics", {}).get("memory") or 0),))[0]
+            n = int(w.get("nthreads") or 1)
+            each = (share * limit - used) / n
+            if room is None or each < room:
+                room, tightest = each, (limit, used, n)
+        return room, threads, tightest
+
+    @staticmethod
+    def _too_big(rows: int, d: int, per_row: int, fits: int, tightest: tuple[int, int, int],
+                 auto: int = 1) -> Exception:
+        from smx.errors import BackendUnavailable
+
+        limit, used, threads = tightest
+        mib = 2**20
+        worker = (f"a worker's memory_limit is {limit / mib:,.0f} MiB, {used / mib:,.0f} MiB of "
+                  f"it in use before any data, with {threads} thread(s)")
+        if fits < 1:
+            return BackendUnavailable(
+                f"no chunk fits the Dask workers ({worker}); raise their memory_limit",
+                where="backend_options.memory_limit")
+        return BackendUnavailable(
+            f"a chunk of {rows:,} rows x {d} features needs about {rows * per_row / mib:,.0f} "
+            f"MiB on a worker at its peak, more than one task can have there ({worker}): at "
+            f"most {fits:,} rows fit, and chunk_rows: auto picks {auto:,}",
+            where="backend_options.chunk_rows")
+
     # --- engine hooks -----------------------------------------------------------------
 
     def map_reduce(self, fn: Callable[..., Any], *items: Any) -> Any:
@@ -321,21 +534,32 @@ class DaskBackend(Backend):
         parts = client.map(fn, *items, pure=False)
         return self._result(self._tree_sum(parts))
 
+    def _compute(self, *arrays: Any) -> list[Any]:
+        """Dask collections computed on the cluster, with the one-line errors of
+        :meth:`_result`."""
+        return [self._result(f) for f in self._connected().compute(list(arrays))]
+
     def _result(self, future: Any) -> Any:
-        """``future.result()``, unless every worker stays paused for ``timeout`` seconds:
-        a worker whose memory is over Dask's pause threshold (80% of its memory_limit) runs
+        """``future.result()``, as one line when the task's workers kept dying
+        (``KilledWorker``) or when every worker stays paused for ``timeout`` seconds: a
+        worker whose memory is over Dask's pause threshold (80% of its memory_limit) runs
         no task, and one that holds only imported libraries never resumes, so smx would
         wait forever; it says so in one line instead."""
         import time
 
+        from distributed.scheduler import KilledWorker
+
         paused_since: float | None = None
         while True:
             try:
-                return future.result(timeout=min(WATCH_S, self.settings.timeout))
-            except TimeoutError:
-                if future.done():  # the task itself raised TimeoutError
-                    return future.result()
-            workers = self.client.scheduler_info(n_workers=-1)["workers"]
+                try:
+                    return future.result(timeout=min(WATCH_S, self.settings.timeout))
+                except TimeoutError:
+                    if future.done():  # the task itself raised TimeoutError
+                        return future.result()
+            except KilledWorker as exc:
+                raise _killed(exc, [limit for _, _, limit in self._start.values()]) from None
+            workers = self._workers()
             if not workers or any(w.get("status") != "paused" for w in workers.values()):
                 paused_since = None
                 continue
@@ -345,6 +569,8 @@ class DaskBackend(Backend):
                 raise _paused(workers, now - paused_since)
 
     def _tree_sum(self, parts: list[Any]) -> Any:
+        """The parts summed by tasks of ``FAN_IN`` neighbours, level by level: the same
+        additions in the same order (the chunks') however the tasks are scheduled."""
         client = self._connected()
         while len(parts) > 1:
             parts = [client.submit(_add, *parts[i:i + FAN_IN], pure=False)
@@ -352,22 +578,27 @@ class DaskBackend(Backend):
         return parts[0]
 
     def worker_memory(self) -> dict[str, Any]:
-        """The workers' ``memory_limit`` (total) and each one's peak resident memory so far."""
+        """The workers' ``memory_limit`` (total) and each one's peak resident memory since
+        the run started (``peak_rss_since: run start``; ``worker start`` where its peak
+        could not be reset, so an earlier run's peak may show)."""
         client = self._connected()
-        workers = client.scheduler_info(n_workers=-1)["workers"]
+        workers = self._workers()
         peaks = client.run(_peak_rss)
+        # a worker that joined (or was restarted) during the run started within it
+        reset = all(self._start.get(addr, (0, True, 0))[1] for addr in peaks)
         return {"workers": len(workers),
                 "memory_limit_total": int(sum(w["memory_limit"] or 0 for w in workers.values())),
-                "peak_rss": {addr: int(v) for addr, v in sorted(peaks.items())}}
+                "peak_rss": {addr: int(v) for addr, v in sorted(peaks.items())},
+                "peak_rss_since": "run start" if reset else "worker start"}
 
     def run_report(self) -> dict[str, Any]:
-        """What a run's summary records about the cluster: whether the training data was
-        persisted or streamed, and the workers' memory."""
+        """What a run's summary records about the cluster: the rows per chunk, whether the
+        training data was persisted or streamed, and the workers' memory during the run."""
         if self.client is None:
             return {}
         memory = self.worker_memory()
         return {"dask": {**memory, "peak_rss_max": max(memory["peak_rss"].values(), default=0),
-                         "persisted": dict(self._persisted)}}
+                         "chunk_rows": self._chunk_rows, "persisted": dict(self._persisted)}}
 
     def _place_part(self, X: Any, y: Any, w: Any, dtype: str) -> Block:
         """A part of a partitioned source: each chunk read by a task on a worker (its rows,
@@ -417,10 +648,13 @@ class DaskBackend(Backend):
             return self._place_part(X, y, w, dtype)
         client = self._connected()
         n = int(X.shape[0])
-        bounds = self._bounds(n)
+        bounds = self._bounds(n, np.shape(X)[1] if np.ndim(X) == 2 else 1,
+                              itemsize=np.dtype(dtype).itemsize)
 
         def scatter(a: Any, kind: str | None) -> tuple[list[Any], Any]:
             host = np.asarray(a, dtype=kind, order="C")
+            # a chunk lands at any byte of the message that brought it: each task that sums
+            # it copies it when it is unaligned (_aligned)
             futures = self._scatter(client, [host[s:e] for s, e in bounds])
             if self.settings.on_gpu:  # each chunk to the GPU of the worker it went to
                 futures = client.map(_to_gpu, futures, pure=False)
@@ -463,7 +697,7 @@ class DaskBackend(Backend):
             from smx.errors import DataError
 
             raise DataError(f"the files' row counts differ: {shapes}", where="data")
-        bounds = self._bounds(n)
+        bounds = self._bounds(n, int(np.prod(shapes[X_path][1:])))
 
         def read(path: str, kind: str) -> tuple[list[Any], Any]:
             futures = client.map(_read_rows, [path] * len(bounds), bounds, dtype=kind,
@@ -477,10 +711,12 @@ class DaskBackend(Backend):
         self._chunks[dX.name] = (xs, ys, ws)
         return Block(dX, dy, dw)
 
-    def _bounds(self, n: int) -> list[tuple[int, int]]:
-        """Row ranges of ``chunk_rows`` rows (one empty range for no rows)."""
-        step = self.settings.chunk_rows
-        return [(a, min(a + step, n)) for a in range(0, n, step)] or [(0, 0)]
+    def _bounds(self, n: int, d: int, itemsize: int = 8) -> list[tuple[int, int]]:
+        """Row ranges of :meth:`chunk_rows_for` rows (one empty range for no rows)."""
+        if n == 0:
+            return [(0, 0)]
+        step = self.chunk_rows_for(n, d, itemsize=itemsize)
+        return [(a, min(a + step, n)) for a in range(0, n, step)]
 
     def _chunk_futures(self, data: Block) -> tuple[list[Any], list[Any], list[Any] | None]:
         """The futures of ``data``'s chunks: the placed ones, or (for another dask array,
@@ -512,7 +748,7 @@ class DaskBackend(Backend):
             xs, ys, ws = self._chunk_futures(data)
             parts = client.map(_chunk_partial, xs, ys, ws or [None] * len(xs), fn=fn,
                                pure=False)
-        total = self._result(self._tree_sum(parts))
+        total = _narrow(self._result(self._tree_sum(parts)), data.X.dtype)
         import numpy as np
 
         if isinstance(total, Partial) and isinstance(total.loss, np.generic):
@@ -585,11 +821,9 @@ class DaskBackend(Backend):
 
         if len(idx) == data.n:
             return data
-
-        client = self._connected()
         order = np.asarray(idx)
         wanted = [data.X[order], data.y[order]] + ([] if data.w is None else [data.w[order]])
-        got = client.compute(wanted, sync=True)
+        got = self._compute(*wanted)
         return Block(got[0], got[1], got[2] if data.w is not None else None)
 
     def kernel(self, loss: Any) -> Any:

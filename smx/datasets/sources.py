@@ -25,7 +25,7 @@ import math
 import os
 import stat
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,7 +53,9 @@ class SourceParams(PluginParams):
         None, description="per-row weights, read on the workers like X: .npy: a weights .npy "
         "file (n numbers); .parquet: the weights column (not a feature); .zarr: the weights "
         "array's name")
-    chunk_rows: int = Field(100_000, ge=1, description="rows per chunk (one task each)")
+    chunk_rows: int | None = Field(None, ge=1, description="rows per chunk read on the host "
+                                   "by an engine without workers (default 100000); backend: "
+                                   "dask sizes its own chunks (backend_options.chunk_rows)")
     missing_chunks: Literal["error", "fill"] = Field(
         "error", description=".zarr: a chunk missing from the store is an error, or (fill) "
         "reads as the array's fill value, as Zarr does")
@@ -381,6 +383,8 @@ class Partitioned:
     source: Source
     chunk_rows: int
     persist: str
+    #: chunk_rows was given (data.chunk_rows), not the default
+    chunk_rows_given: bool = False
 
 
 def _absolute(path: str) -> str:
@@ -389,6 +393,8 @@ def _absolute(path: str) -> str:
 
 
 KNOWN_SOURCES = (".npy", ".parquet", ".pq", ".zarr")
+#: rows per chunk where the host reads a source (engines without workers)
+HOST_CHUNK_ROWS = 100_000
 #: the settings each format reads (given for another, they would be silently ignored)
 SOURCE_SETTINGS = {
     "labels": ((".npy", ".zarr"), "an .npy source (the labels .npy) or a .zarr group (its "
@@ -399,7 +405,7 @@ SOURCE_SETTINGS = {
 
 
 def open_source(path: str, labels: str | None = None, features: str = "X",
-                label_column: str | None = None, chunk_rows: int = 100_000,
+                label_column: str | None = None, chunk_rows: int | None = None,
                 persist: str | bool = "auto", sample_weight: str | None = None,
                 missing_chunks: str = "error") -> Partitioned:
     """The ``partitioned`` dataset: the format from the path's suffix. Paths become
@@ -430,7 +436,8 @@ def open_source(path: str, labels: str | None = None, features: str = "X",
                         ".zarr", where=path)
     if isinstance(persist, bool):
         persist = "true" if persist else "false"
-    return Partitioned(source, chunk_rows, persist)
+    return Partitioned(source, HOST_CHUNK_ROWS if chunk_rows is None else chunk_rows, persist,
+                       chunk_rows is not None)
 
 
 # --- one pass of reductions ----------------------------------------------------------------
@@ -754,8 +761,25 @@ def prepare_partitioned(data: Partitioned, cfg: Any, plugins: Any, backend: Any 
     map_reduce = None if backend is None else backend.map_reduce
     if map_reduce is not None:  # the engine's options first: they say where its workers are
         backend.configure(backend.options.model_validate(check_backend_options(cfg, backend)))
+        data = _engine_chunks(data, backend)
     return prepare_source(data, val_fraction=cfg.data.val_fraction,
                           test_fraction=cfg.data.test_fraction, seed=cfg.seed,
                           standardize=cfg.data.standardize, map_reduce=map_reduce,
                           dtype=cfg.dtype,
                           where=f"data ({cfg.data.name})")
+
+
+def _engine_chunks(data: Partitioned, backend: Any) -> Partitioned:
+    """The chunks of an engine that sizes them to its workers
+    (:meth:`~smx.types.Backend.source_chunk_rows`); ``data.chunk_rows`` would then do
+    nothing, so it is refused, naming the setting that counts."""
+    rows = backend.source_chunk_rows(data.source.n_rows, data.source.n_features)
+    if rows is None:
+        return data
+    if data.chunk_rows_given:
+        from smx.errors import ConfigError
+
+        raise ConfigError(f"does nothing with backend {backend.name}, whose chunks are "
+                          "backend_options.chunk_rows (auto: sized to the workers' memory); "
+                          "set that instead", where="data.chunk_rows")
+    return replace(data, chunk_rows=rows)
