@@ -43,6 +43,20 @@ def fail(what: str, *, expected: Any, got: Any) -> None:
     raise Violation(f"{what}: expected {expected}, got {got}")
 
 
+def forbids_unknown_keys(model: Any, params: Mapping[str, Any]) -> None:
+    """The shared ``params-forbid-unknown-keys`` rule: ``model`` (a plugin's params model)
+    given a key it does not define raises pydantic's ``extra_forbidden``."""
+    from pydantic import ValidationError
+
+    try:
+        model.model_validate({**params, "smx_testing_no_such_option": 1})
+    except ValidationError as exc:
+        if any(e["type"] == "extra_forbidden" for e in exc.errors()):
+            return
+    fail("the params model given an unknown key", expected="an extra_forbidden error",
+         got="no such error (derive the model from smx.PluginParams, which forbids them)")
+
+
 def skip(reason: str) -> None:
     raise Skipped(reason)
 
