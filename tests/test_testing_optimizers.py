@@ -200,3 +200,20 @@ def test_every_kind_has_its_rules():
         "backend", "loss", "dataset", "optimizer", "solver", "schedule"}
     assert counter({"W": np.zeros(2)}).shape == ()
     assert smx.OptimizerSpec is OptimizerSpec
+
+
+def test_the_jax_rules_leave_jaxs_process_wide_x64_switch_alone(monkeypatch):
+    """The optimizer and schedule kinds trace under ``jax.jit`` in float64 with 64-bit types
+    held in this thread only (the JAX engine's ``run_context``): the process-wide
+    ``jax_enable_x64`` is never set, even for the rule's duration, so other threads of a
+    plugin author's program keep JAX's default float32."""
+    jax = pytest.importorskip("jax", reason="JAX is not installed")
+    flips = []
+    update = jax.config.update
+    monkeypatch.setattr(jax.config, "update", lambda name, value: (
+        flips.append((name, value)), update(name, value)))
+    report = check_transform(spec("momentum-sign", momentum_sign))
+    report |= check_schedule(ScheduleSpec("linear", _good))
+    assert report["optimizer.traces-under-jax-jit"] == "passed"
+    assert report["schedule.traces-under-jax-jit"] == "passed"
+    assert flips == [] and not jax.config.jax_enable_x64

@@ -10,6 +10,7 @@ starts with the rule's name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -59,6 +60,22 @@ def forbids_unknown_keys(model: Any, params: Mapping[str, Any]) -> None:
 
 def skip(reason: str) -> None:
     raise Skipped(reason)
+
+
+@contextlib.contextmanager
+def jax_float64() -> Iterator[tuple[Any, Any]]:
+    """``(jax, jax.numpy)`` with 64-bit types in this thread only, as the JAX engine holds
+    them around a float64 run (its ``run_context``): a rule never flips JAX's process-wide
+    ``jax_enable_x64`` under the plugin author's own tests. Skips without JAX."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        skip("JAX is not installed (pip install 'smx[jax]')")
+    from smx.backends.jax_backend import JaxBackend
+
+    with JaxBackend().run_context("float64"):
+        yield jax, jnp
 
 
 @dataclass(frozen=True)

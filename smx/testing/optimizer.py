@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from smx.testing.contract import Kind, fail, forbids_unknown_keys, skip
+from smx.testing.contract import Kind, fail, forbids_unknown_keys, jax_float64
 from smx.testing.problems import close, identical, problem
 from smx.types import OptimizerSpec, Transform
 
@@ -275,14 +275,7 @@ def traces(spec: OptimizerSpec, params: Mapping[str, Any]) -> None:
     """`jax.jit(update)` (what the JAX engine compiles, scanned over an epoch) gives the
     eager steps to 1e-12 in float64, with a schedule evaluated from the traced step count:
     no Python control flow on arrays, no host reads."""
-    try:
-        import jax
-        import jax.numpy as jnp
-    except ImportError:
-        skip("JAX is not installed (pip install 'smx[jax]')")
-    was = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with jax_float64() as (jax, jnp):
         tx = build(spec, params, lr=lambda count: 0.1 / (1 + count))
         p, grads = gradients(numpy_xp())
         ref = host(run(tx, p, grads)[0])
@@ -291,8 +284,6 @@ def traces(spec: OptimizerSpec, params: Mapping[str, Any]) -> None:
         got = run(tx, jp, jg, update=jax.jit(tx.update))[0]
         for k in p:
             close(f"params[{k!r}] under jax.jit", np.asarray(got[k]), ref[k], 1e-12)
-    finally:
-        jax.config.update("jax_enable_x64", was)
 
 
 @KIND.rule("lowers-the-loss")

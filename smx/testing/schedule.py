@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from smx.testing.contract import Kind, fail, forbids_unknown_keys, skip
+from smx.testing.contract import Kind, fail, forbids_unknown_keys, jax_float64, skip
 from smx.testing.problems import close
 from smx.types import ScheduleSpec
 
@@ -108,18 +108,9 @@ def integer_counts(spec: ScheduleSpec, params: Mapping[str, Any]) -> None:
 def traces(spec: ScheduleSpec, params: Mapping[str, Any]) -> None:
     """`jax.jit(schedule)` on a traced count gives the host's values (float64): the JAX
     engine evaluates it inside the epoch's `lax.scan`."""
-    try:
-        import jax
-        import jax.numpy as jnp
-    except ImportError:
-        skip("JAX is not installed (pip install 'smx[jax]')")
-    was = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with jax_float64() as (jax, jnp):
         fn = _schedule(spec, params)
         ref = values(fn, [float(t) for t in range(TOTAL)])
         compiled = jax.jit(fn)
         got = values(compiled, [jnp.asarray(float(t)) for t in range(TOTAL)])
         close("the multipliers under jax.jit", got, ref, 1e-12)
-    finally:
-        jax.config.update("jax_enable_x64", was)
