@@ -208,12 +208,18 @@ def test_the_jax_rules_leave_jaxs_process_wide_x64_switch_alone(monkeypatch):
     ``jax_enable_x64`` is never set, even for the rule's duration, so other threads of a
     plugin author's program keep JAX's default float32."""
     jax = pytest.importorskip("jax", reason="JAX is not installed")
-    flips = []
-    update = jax.config.update
-    monkeypatch.setattr(jax.config, "update", lambda name, value: (
-        flips.append((name, value)), update(name, value)))
-    report = check_transform(spec("momentum-sign", momentum_sign))
-    report |= check_schedule(ScheduleSpec("linear", _good))
-    assert report["optimizer.traces-under-jax-jit"] == "passed"
-    assert report["schedule.traces-under-jax-jit"] == "passed"
-    assert flips == [] and not jax.config.jax_enable_x64
+    was = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)  # JAX's default, whatever earlier tests left
+    try:
+        flips = []
+        update = jax.config.update
+        monkeypatch.setattr(jax.config, "update", lambda name, value: (
+            flips.append((name, value)), update(name, value)))
+        report = check_transform(spec("momentum-sign", momentum_sign))
+        report |= check_schedule(ScheduleSpec("linear", _good))
+        monkeypatch.undo()
+        assert report["optimizer.traces-under-jax-jit"] == "passed"
+        assert report["schedule.traces-under-jax-jit"] == "passed"
+        assert flips == [] and not jax.config.jax_enable_x64
+    finally:
+        jax.config.update("jax_enable_x64", was)
