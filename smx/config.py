@@ -57,16 +57,18 @@ class ModelConfig(Section):
     C: float | None = Field(
         None, gt=0, description="scikit-learn's C; sets l2 = 1/(C·n_train) when given"
     )
-    fit_intercept: bool = True
+    fit_intercept: bool = Field(True, description="learn a per-class intercept b (never penalised)")
     init_scale: float = Field(0.01, ge=0, description="std of the initial W (host RNG, seeded)")
 
 
 class OptimizerConfig(PluginSection):
-    name: str = "sgd"
+    name: str = Field("sgd", description="optimizer or full-batch solver plugin (smx plugins "
+                      "lists them)")
 
 
 class ScheduleConfig(PluginSection):
-    name: str = "constant"
+    name: str = Field("constant", description="learning-rate schedule plugin (smx plugins "
+                      "lists them)")
 
 
 class LossConfig(PluginSection):
@@ -94,7 +96,8 @@ class EarlyStoppingConfig(Section):
         None, ge=1, description="epochs without improvement before stopping; null: never stop"
     )
     min_delta: float = Field(0.0, ge=0, description="a change this small is no improvement")
-    monitor: Literal["val_loss", "val_accuracy", "train_loss"] = "val_loss"
+    monitor: Literal["val_loss", "val_accuracy", "train_loss"] = Field(
+        "val_loss", description="the metric watched after every epoch (val_accuracy: upwards)")
     restore_best: bool = Field(
         False, description="end with the best epoch's parameters instead of the last"
     )
@@ -107,11 +110,14 @@ class RunConfig(Section):
     backend_options: dict[str, Any] = Field(
         default_factory=dict, description="the backend's own options (smx plugins lists them)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | a backend's device")
-    fallback: Literal["none", "cpu"] = "none"
+    fallback: Literal["none", "cpu"] = Field(
+        "none", description="cpu: an accelerator that cannot be used is one warning and the "
+        "run goes on with NumPy; none: it is an error")
     loss: LossConfig = Field(default_factory=LossConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    epochs: int = Field(20, ge=1, le=1_000_000)
+    epochs: int = Field(20, ge=1, le=1_000_000, description="the most epochs (L-BFGS: "
+                        "iterations); early stopping may end the run sooner")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     clip_grad_norm: float | None = Field(
         None, gt=0, description="rescale each step's gradient to this global L2 norm at most"
@@ -121,7 +127,8 @@ class RunConfig(Section):
         "rows", description="rows: a new row order each epoch; batches: rows shuffled once, "
                             "then whole batches in a new order each epoch (faster, one copy)")
     seed: int = Field(0, ge=0, lt=2**32, description="seeds the split, init and batch order")
-    dtype: Literal["float32", "float64"] = "float32"
+    dtype: Literal["float32", "float64"] = Field(
+        "float32", description="floating type of the data and parameters on the device")
     threads: int | Literal["auto"] | None = Field(
         "auto", description="CPU threads for BLAS/OpenMP (threadpoolctl) and Numba while "
         "training: a count; auto: the cores the load average leaves free (all on an idle "

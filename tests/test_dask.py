@@ -81,7 +81,7 @@ def test_full_batch_training_matches_numpy(scheduler, optimizer):
 
 
 #: mini-batch SGD on Dask draws other batches than NumPy (within chunks): the final
-#: objectives agree to this relative tolerance (documented in the README)
+#: objectives agree to this relative tolerance (documented in docs/dask.md)
 MINIBATCH_RTOL = 0.02
 
 

@@ -156,14 +156,15 @@ def test_bad_early_stopping_keys_are_one_line(override, needles):
         assert needle in str(info.value), (needle, str(info.value))
 
 
-def test_the_readme_config_example_is_valid():
+def test_the_configs_page_example_is_valid():
     import re
 
     import yaml
 
     from tests.conftest import ROOT
 
-    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "configs.md").read_text(),
+                        flags=re.DOTALL)
     (example,) = [b for b in blocks if "early_stopping:" in b]
     cfg = load_config(yaml.safe_load(example), plugins=PLUGINS)
     assert cfg.early_stopping.patience == 5 and cfg.early_stopping.restore_best
