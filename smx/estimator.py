@@ -43,9 +43,11 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from smx import estimator_dask
 from smx.config import load_config
 from smx.datasets.split import Splits, Standardizer, check_standardized
 from smx.errors import ConfigError, DataError, ModelFileError, PluginError
+from smx.estimator_dask import is_dask
 from smx.estimator_input import (
     InvalidData,
     InvalidParameter,
@@ -210,7 +212,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 raise InvalidParameter(f"loss_params must not hold {key!r}: it is the "
                                        f"estimator's {own}= parameter")
 
-    def _config(self, binary: bool):
+    def _config(self, binary: bool, backend: str | None = None):
         # two classes: the two-column softmax at twice the penalty is the binary model
         factor = 2.0 if binary else 1.0
         self._check_params()
@@ -240,7 +242,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 "optimizer": optimizer,
                 "schedule": {"name": self.schedule, **(self.schedule_params or {})},
                 "epochs": self.epochs if self.max_iter is None else self.max_iter,
-                "batch_size": self.batch_size, "backend": self.backend,
+                "batch_size": self.batch_size, "backend": backend or self.backend,
                 "backend_options": self.backend_options or {}, "device": self.device,
                 "fallback": self.fallback, "dtype": self.dtype,
                 "seed": self._seed(),
@@ -261,8 +263,13 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         ``predict_proba`` then answer in the input's library, as scikit-learn's array-API
         dispatch does. scipy.sparse X trains
         on the NumPy engine (or CuPy's, which copies it to the GPU as cupyx CSR), never
-        densified."""
+        densified. A dask array (``backend="dask"`` or ``"auto"``) stays on the Dask
+        engine's cluster (``backend_options``: its address, ``chunk_rows``...): the checks
+        are reductions there (:mod:`smx.estimator_dask`), and predictions of a dask array
+        are lazy dask arrays."""
 
+        if is_dask(X) and self.backend in ("auto", "dask"):
+            return self._fit_dask(X, y, sample_weight)
         native = native_engine(X, self.backend)
         where = input_namespace(X)  # the fitted attributes' namespace and device
         if native is not None and self.backend in ("auto", native[0]):
@@ -294,6 +301,39 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
         cfg = self._host_config(X, classes)
         self._train(cfg, self._host_splits(X, y_idx, w, classes, cfg), where=where)
+        return self
+
+    def _fit_dask(self, X: Any, y: Any, sample_weight: Any) -> SoftmaxRegression:
+        """Train on the Dask engine with X left on the cluster (:mod:`smx.estimator_dask`):
+        the checks are reductions there, and the engine's ``place`` rechunks the dask arrays
+        to its ``chunk_rows``. The fitted attributes are NumPy, as dask-ml's are."""
+        from smx.config import check_backend_options
+        from smx.plugins import get_plugins
+
+        cfg = self._config(binary=False, backend="dask")
+        placement = _select(cfg, get_plugins())
+        backend = placement.backend
+        try:
+            backend.configure(backend.options.model_validate(check_backend_options(cfg,
+                                                                                   backend)))
+        except ConfigError as exc:
+            raise InvalidParameter(str(exc)) from None
+        limit = "float32" if X.dtype == np.float32 else cfg.dtype
+        try:
+            Xd, y_idx, w, classes, std = estimator_dask.fit_inputs(
+                self, X, y, sample_weight, backend, limit)
+        except BaseException:
+            backend.release(placement.device)  # the cluster smx started for the checks
+            raise
+        cfg = self._config(binary=len(classes) == 2, backend="dask")
+        d = int(Xd.shape[1])
+        empty, none = np.empty((0, d)), np.empty(0, np.int64)
+        splits = Splits(classes=classes, X_train=Xd, y_train=y_idx, X_val=empty, y_val=none,
+                        X_test=empty, y_test=none, standardizer=std, w_train=w)
+        self.n_features_in_ = d
+        if hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self._train(cfg, splits, "dask", where=None)
         return self
 
     def _host_config(self, X: Any, classes: np.ndarray) -> Any:
@@ -575,6 +615,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def _scores(self, X: Any, method: str) -> Any:
         check_is_fitted(self)
         self._check_namespace(X, method)
+        if is_dask(X):  # lazy: one task per block, computed where the caller computes
+            return estimator_dask.scores(X, to_numpy(self.coef_), to_numpy(self.intercept_))
         if native_engine(X, self.backend) is not None:
             return self._native_scores(X)
         X = validate_data(self, X, reset=False, accept_sparse=SPARSE, dtype=FLOAT_DTYPES)
@@ -629,6 +671,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def _log_proba(self, X: Any, method: str) -> Any:
         scores = self._scores(X, method)
+        if is_dask(scores):
+            return estimator_dask.log_proba(scores, len(self.classes_))
         if native_engine(scores, self.backend) is not None:
             xp = array_namespace(scores)
             if scores.ndim == 1:
@@ -647,6 +691,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     @warns_at_callers_line
     def predict(self, X: Any) -> Any:
         scores = self._scores(X, "predict")
+        if is_dask(scores):
+            return estimator_dask.predict(scores, np.asarray(to_numpy(self.classes_)))
         if (native := native_engine(scores, self.backend)) is not None:
             xp = array_namespace(scores)
             idx = (xp.astype(scores > 0, xp.int64) if scores.ndim == 1

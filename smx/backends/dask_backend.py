@@ -639,13 +639,16 @@ class DaskBackend(Backend):
     def place(self, X: Any, y: Any, w: Any | None, device: str, dtype: str) -> Block:
         """Rows in chunks of ``chunk_rows``, scattered to the workers (held there until
         release); the Block holds dask arrays over those chunks. A part of a partitioned
-        source is read on the workers instead (never through the client)."""
+        source is read on the workers instead (never through the client), and dask arrays
+        are rechunked and computed there (:meth:`_place_dask`)."""
         import numpy as np
 
         from smx.datasets.sources import PartRows
 
         if isinstance(X, PartRows):
             return self._place_part(X, y, w, dtype)
+        if hasattr(X, "__dask_graph__"):
+            return self._place_dask(X, y, w, dtype)
         client = self._connected()
         n = int(X.shape[0])
         bounds = self._bounds(n, np.shape(X)[1] if np.ndim(X) == 2 else 1,
@@ -664,6 +667,33 @@ class DaskBackend(Backend):
         xs, dX = scatter(X, dtype)
         ys, dy = scatter(y, "int64")
         ws, dw = (None, None) if w is None else scatter(w, dtype)
+        self._chunks[dX.name] = (xs, ys, ws)
+        return Block(dX, dy, dw)
+
+    def _place_dask(self, X: Any, y: Any, w: Any | None, dtype: str) -> Block:
+        """Dask arrays (the estimator's ``fit`` of a dask array): rechunked to
+        :meth:`chunk_rows_for`'s rows and computed on the workers, one future per chunk,
+        held there until release. Nothing of their size passes through the client (labels
+        or weights given as NumPy travel in the graph)."""
+        import dask.array as da
+        import numpy as np
+
+        client = self._connected()
+        n, d = int(X.shape[0]), int(X.shape[1])
+        bounds = self._bounds(n, d, itemsize=np.dtype(dtype).itemsize)
+        rows = tuple(e - s for s, e in bounds)
+
+        def persist(a: Any, kind: str) -> tuple[list[Any], Any]:
+            a = a if hasattr(a, "__dask_graph__") else da.from_array(np.asarray(a))
+            a = a.astype(kind).rechunk((rows, *((s,) for s in a.shape[1:])))
+            futures = client.compute(a.to_delayed().ravel().tolist())
+            if self.settings.on_gpu:  # each chunk to the GPU of the worker it is on
+                futures = client.map(_to_gpu, futures, pure=False)
+            return futures, _concatenate(futures, list(rows), a.shape[1:], a.dtype)
+
+        xs, dX = persist(X, dtype)
+        ys, dy = persist(y, "int64")
+        ws, dw = (None, None) if w is None else persist(w, dtype)
         self._chunks[dX.name] = (xs, ys, ws)
         return Block(dX, dy, dw)
 
