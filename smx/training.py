@@ -698,7 +698,7 @@ class Trainer:
         for a caller that runs a longer schedule a slice at a time, as the estimator's
         ``partial_fit`` does), with the run's ``threads``."""
         self.threads = hardware.resolve_threads(self.cfg.threads)
-        with hardware.thread_limit(self.threads):
+        with self.backend.cpu_threads(self.threads):
             return self._fit(on_epoch, on_log, self.cfg.epochs if epochs is None else epochs)
 
     def _fit(self, on_epoch: EpochCallback | None, on_log: LogCallback | None,

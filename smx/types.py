@@ -113,6 +113,15 @@ class Backend(ABC):
         float64 run."""
         return nullcontext()
 
+    def cpu_threads(self, threads: int | None) -> AbstractContextManager[Any]:
+        """A context a run's training (``Trainer.fit``) happens in, given the run's CPU
+        thread count (the config's ``threads``, resolved; None: not limited). Default: at
+        most that many threads in the native pools (BLAS, OpenMP, Numba) for its duration.
+        NumPy: a pool of that many threads for its row pieces, one BLAS thread each."""
+        from smx.hardware import thread_limit
+
+        return thread_limit(threads)
+
     def resolve_device(self, device: str) -> str:
         """Map a config's ``device`` (auto, cpu, cuda, cuda:N) to one of ``devices()``."""
         available = self.devices()

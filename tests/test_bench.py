@@ -46,11 +46,19 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
         assert sgd["load"]["threads"] == sgd["threads"] and "busy" in sgd["load"]
     for lb in data["lbfgs"]["by_threads"].values():
         assert {"float32", "float64"} <= lb.keys() and "load" in lb["float32"]
+        for dtype in ("float32", "float64"):  # full-batch loss+gradient beside its floor
+            assert {"loss_grad", "full_floor"} <= lb[dtype]["cases"].keys()
+            assert lb[dtype]["loss_grad_ratio"] > 0
+    # the scaling table: every thread setting of each case, side by side
+    epoch = data["scaling"]["smx NumPy SGD epoch"]
+    assert list(epoch["median_s"]) == [str(t) for t in settings]
+    assert epoch["speedup"]["1"] == 1.0
+    assert "## Scaling with the thread count" in md and "speed-up" in md
     assert "skipped" in data["gpu"] or "epoch" in data["gpu"]
     assert data["memory"]["ratio"] > 0
     assert list(data["e2e"]["by_threads"]) == [str(t) for t in settings]
     keys = [t["key"] for t in data["targets"]]
-    assert list(dict.fromkeys(keys)) == [t.key for t in report.TARGETS]
+    assert list(dict.fromkeys(keys)) == list(dict.fromkeys(t.key for t in report.TARGETS))
     # --quick reports, never judges: no target met or missed, and the report says so
     assert all(t["met"] is None and t["not_judged"] for t in data["targets"])
     assert "## Targets" in md and "GEMM floor" in md and "BLAS" in md
@@ -92,6 +100,8 @@ def test_presets():
     assert (quick.mode, default.mode, full.mode) == ("quick", "default", "full")
     assert default.budget_s is not None and full.budget_s is None and quick.budget_s is None
     assert full.rows >= default.rows >= report.MIN_SGD_ROWS > quick.rows
+    # end to end at its memory goal's size (200,000 x 256) by default, not only with --full
+    assert default.e2e_rows == full.e2e_rows == 200_000 and quick.e2e_rows is None
 
 
 class NoLbfgs:
@@ -138,7 +148,8 @@ def test_lbfgs_part_times_smx_to_sklearns_objective():
         e = out[dtype]
         assert e["smx_updates"] >= 1 and "note" not in e, e
         assert e["smx_objective"] <= e["sklearn_objective"] * (1 + 1e-6)
-        assert {"sklearn", "smx_lbfgs"} == e["cases"].keys() and e["ratio"] > 0
+        assert {"sklearn", "smx_lbfgs", "loss_grad", "full_floor"} == e["cases"].keys()
+        assert e["ratio"] > 0 and e["loss_grad_ratio"] > 0
         assert e["load"]["threads"] == 1 and e["load"]["rounds"] == 5
     assert np.isclose(out["l2"], 1 / (bc.C * 300))
 
@@ -390,14 +401,53 @@ def sgd_entry(ratio, *, busy=False, rounds=5, rows=100_000, batch=1024):
             "ratios": {"smx_numpy/gemm_floor": ratio}, "min_ratios": {}, "load": load}
 
 
-def verdict(entry, mode="default"):
-    results = {"meta": {"mode": mode}, "sgd": {"by_threads": {"2": entry}}}
+def verdict(entry, mode="default", threads="2"):
+    results = {"meta": {"mode": mode}, "sgd": {"by_threads": {threads: entry}}}
     (row,) = [t for t in report.targets(results) if t["key"] == "smx_numpy/gemm_floor"]
     return row["met"], row["not_judged"]
 
 
+def test_the_epoch_target_is_1_3x_the_floor_at_several_threads_and_1_1x_at_one():
+    assert verdict(sgd_entry(1.25)) == (True, None)
+    assert verdict(sgd_entry(1.35)) == (False, None)
+    assert verdict(sgd_entry(1.05), threads="1") == (True, None)
+    assert verdict(sgd_entry(1.15), threads="1") == (False, None)
+    results = {"meta": {"mode": "default"},
+               "sgd": {"by_threads": {"2": sgd_entry(1.2), "1": sgd_entry(1.2)}}}
+    rows = [t for t in report.targets(results) if t["key"] == "smx_numpy/gemm_floor"]
+    assert [(r["threads"], r["limit"], r["met"]) for r in rows] == [(2, 1.3, True),
+                                                                    (1, 1.1, False)]
+
+
+def test_the_full_batch_loss_and_gradient_target_is_set_for_several_threads():
+    load = sgd_entry(1.0)["load"]
+    entry = {"rows": 100_000, "features": 256, "classes": 10, **{
+        dtype: {"loss_grad_ratio": 1.1, "loss_grad_min_ratio": 1.0, "load": load}
+        for dtype in ("float32", "float64")}}
+    results = {"meta": {"mode": "default"}, "lbfgs": {"by_threads": {"2": entry, "1": entry}}}
+    rows = [t for t in report.targets(results) if t["key"].startswith("loss_grad_")]
+    assert [(r["key"], r["threads"], r["met"]) for r in rows] == [
+        ("loss_grad_float32/full_floor", 2, True), ("loss_grad_float64/full_floor", 2, True)]
+
+
+def test_the_scaling_table_puts_each_thread_setting_side_by_side():
+    def case(s):
+        return {"median_s": s, "min_s": s, "max_s": s, "runs": 5}
+
+    results = {"sgd": {"by_threads": {
+        "2": {"cases": {"smx_numpy": case(0.02), "gemm_floor": case(0.016)}},
+        "1": {"cases": {"smx_numpy": case(0.04), "gemm_floor": case(0.03)}}}}}
+    table = report.scaling(results)
+    assert table["smx NumPy SGD epoch"] == {"median_s": {"2": 0.02, "1": 0.04},
+                                            "speedup": {"2": 2.0, "1": 1.0}}
+    assert set(table) == {"smx NumPy SGD epoch", "two-GEMM floor of that epoch"}
+    lines = report._scaling_lines(table)
+    assert lines[0] == "| case | 1 thread ms | 2 threads ms | speed-up at 2 |"
+    assert lines[2] == "| smx NumPy SGD epoch | 40.0 | 20.0 | 2.00 |"
+
+
 def test_targets_are_judged_only_when_the_figure_means_something():
-    assert verdict(sgd_entry(1.9)) == (True, None)
+    assert verdict(sgd_entry(1.2)) == (True, None)
     assert verdict(sgd_entry(2.5)) == (False, None)
     assert verdict(sgd_entry(9.0), mode="quick") == (None, "--quick (toy sizes)")
     for busy in (sgd_entry(2.5, busy=True), sgd_entry(2.5, busy=True, rounds=3)):

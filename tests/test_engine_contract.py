@@ -75,7 +75,8 @@ def test_the_check_sees_the_places_that_use_engines():
 HOOKS = ["place", "batch", "partial", "compile", "materialize", "kernel", "fused_step",
          "fused_epoch", "batch_order", "map_reduce", "source_chunk_rows", "run_report",
          "accelerator_hint", "cheap_report", "device_info", "configure", "synchronize", "release",
-         "resolve_device", "versions", "accepts_sparse", "deterministic", "is_gpu", "options"]
+         "cpu_threads", "resolve_device", "versions", "accepts_sparse", "deterministic",
+         "is_gpu", "options"]
 
 
 @pytest.mark.parametrize("name", HOOKS)

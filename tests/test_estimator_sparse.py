@@ -45,8 +45,10 @@ def test_sparse_lbfgs_matches_dense_and_scikit_learn(fmt, kernel_inputs):
     scale = np.abs(ref.coef_).max()
     np.testing.assert_allclose(est.coef_, dense.coef_, rtol=0, atol=1e-6 * scale)
     np.testing.assert_allclose(est.coef_, ref.coef_, rtol=0, atol=1e-4 * scale)
+    # the two fits stop at tol=1e-10 on the gradient along paths that differ by rounding
+    # (dense X is summed in row pieces, sparse X whole): ~3e-8 apart in probability
     np.testing.assert_allclose(est.predict_proba(X), dense.predict_proba(X.toarray()),
-                               rtol=0, atol=1e-8)
+                               rtol=0, atol=1e-7)
 
 
 def test_sparse_minibatches_match_dense(kernel_inputs):

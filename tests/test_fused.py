@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from smx.backends import numpy_fused
 from smx.backends.numpy_backend import NumpyBackend
+from smx.backends.numpy_pieces import GatheringStep
 from smx.config import load_config
 from smx.datasets.load import load_data
 from smx.losses import CrossEntropy
@@ -148,7 +149,9 @@ def test_trainer_uses_the_fused_step_only_where_it_can():
     trainer = Trainer(cfg, splits, NumpyBackend(), "cpu", PLUGINS)
     assert (trainer.fused_step is not None) == (numpy_fused.numba_missing() is None)
     cfg = load_config({"data": {"name": "iris"}, "batch_size": 16}, plugins=PLUGINS)
-    assert Trainer(cfg, splits, NumpyBackend(), "cpu", PLUGINS).fused_step is None  # default
+    # default: the portable step, its batch gathered piece by piece on the run's pool
+    assert isinstance(Trainer(cfg, splits, NumpyBackend(), "cpu", PLUGINS).fused_step,
+                      GatheringStep)
 
 
 def test_shuffle_batches_keeps_batches_whole_and_shuffles_their_order():

@@ -7,6 +7,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from smx import hardware
+from smx.backends import numpy_pieces
 from smx.config import load_config
 from smx.datasets.load import load_data
 from smx.errors import ConfigError
@@ -20,12 +21,16 @@ def _blas_threads() -> list[int]:
     return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
 
-def _fit(threads, optimizer="lbfgs", seen=None):
-    cfg = load_config({"data": {"name": "synthetic", "n": 300, "d": 6}, "backend": "numpy",
+def _fit(threads, optimizer="lbfgs", seen=None, backend="numpy"):
+    cfg = load_config({"data": {"name": "synthetic", "n": 300, "d": 6}, "backend": backend,
                        "optimizer": {"name": optimizer}, "epochs": 3, "threads": threads},
                       plugins=PLUGINS)
-    trainer = Trainer(cfg, load_data(cfg, PLUGINS), PLUGINS.backend("numpy"), "cpu", PLUGINS)
-    trainer.fit(on_epoch=lambda record: seen.append(_blas_threads()))
+    engine = PLUGINS.backend(backend)
+    pools = []
+    trainer = Trainer(cfg, load_data(cfg, PLUGINS), engine, "cpu", PLUGINS)
+    trainer.fit(on_epoch=lambda record: (seen.append(_blas_threads()), pools.append(
+        getattr(getattr(engine, "pool_slot", None), "pool", None))))
+    trainer.pools = pools
     return trainer
 
 
@@ -40,11 +45,28 @@ def test_threads_limit_blas_while_training_and_restore_it():
     assert _blas_threads() == before
 
 
-def test_threads_null_leaves_blas_alone():
+@pytest.mark.parametrize("threads", [2, 3, None])
+def test_numpy_runs_its_pieces_on_a_pool_of_the_threads_with_one_blas_thread(threads):
+    """NumPy: ``threads`` pool threads (null: every core) for the row pieces, each GEMM on
+    one BLAS thread; all restored afterwards."""
+    if not _blas_threads():
+        pytest.skip("threadpoolctl sees no BLAS library")
     before = _blas_threads()
     seen: list[list[int]] = []
-    assert _fit(None, optimizer="sgd", seen=seen).threads is None
-    assert all(t == before for t in seen)
+    trainer = _fit(threads, optimizer="sgd", seen=seen)
+    assert trainer.threads == threads
+    assert seen and all(t == [1] * len(before) for t in seen)
+    expected = threads or numpy_pieces.available_cores()
+    assert trainer.pools and all(p.threads == expected for p in trainer.pools)
+    assert _blas_threads() == before
+    assert PLUGINS.backend("numpy").pool_slot.pool is None
+
+
+def test_threads_null_leaves_blas_alone_on_other_engines():
+    before = _blas_threads()
+    seen: list[list[int]] = []
+    assert _fit(None, optimizer="sgd", seen=seen, backend="array-api-strict").threads is None
+    assert seen and all(t == before for t in seen)
 
 
 @pytest.mark.parametrize(("cores", "load", "expected"), [

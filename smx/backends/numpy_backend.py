@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import Field
@@ -25,6 +27,12 @@ class NumpyBackend(Backend):
     options = NumpyOptions
     settings = NumpyOptions()  # until configure()
     accepts_sparse = True  # scipy.sparse X, as CSR
+
+    def __init__(self) -> None:
+        from smx.backends.numpy_pieces import PoolSlot
+
+        self.pool_slot = PoolSlot()  # the pool of the run in progress (cpu_threads)
+        self._pools: dict[int, Any] = {}  # a PiecePool per thread count, made on first use
 
     def configure(self, options: PluginParams) -> None:
         assert isinstance(options, NumpyOptions)
@@ -71,20 +79,47 @@ class NumpyBackend(Backend):
 
         return np.asarray(array)
 
+    @contextlib.contextmanager
+    def cpu_threads(self, threads: int | None) -> Iterator[None]:
+        """A pool of ``threads`` (None: every core this process may use) for the run's
+        pieces (:mod:`smx.backends.numpy_pieces`), each GEMM on one BLAS thread: the pieces
+        are fixed and added in a fixed order, so the thread count changes the speed and
+        never the bits."""
+        from smx import hardware
+        from smx.backends.numpy_pieces import PiecePool, available_cores
+
+        count = threads or available_cores()
+        pool = self._pools.get(count)
+        if pool is None:  # kept for the next run: starting threads is most of the cost
+            pool = self._pools[count] = PiecePool(count)
+        with hardware.thread_limit(1), self.pool_slot.holding(pool):
+            yield
+
     def kernel(self, loss: Any) -> Any:
+        """Cross-entropy's fused partial (:mod:`smx.backends.numpy_kernels`) over fixed row
+        pieces, on the run's pool (:class:`~smx.backends.numpy_pieces.PiecedKernel`)."""
         from smx.backends import numpy_kernels
+        from smx.backends.numpy_pieces import PiecedKernel
 
         if getattr(loss, "kernel_key", None) == numpy_kernels.KEY:
-            return numpy_kernels.cross_entropy_partial
+            return PiecedKernel(numpy_kernels.cross_entropy_partial, self.pool_slot)
         return None
 
     def fused_step(self, step: Any, data: Block) -> Any:
-        """The Numba step of :mod:`smx.backends.numpy_fused` for SGD chains, else None."""
-        if not self.settings.fused:
-            return None
-        from smx.backends import numpy_fused
+        """The Numba step of :mod:`smx.backends.numpy_fused` for SGD chains with ``fused:
+        true``; else the portable step with each piece of the batch gathered on the pool
+        (:func:`~smx.backends.numpy_pieces.gathering_step`, the same bits), or None."""
+        if self.settings.fused:
+            from smx.backends import numpy_fused
 
-        return numpy_fused.fused_step(step.objective, step.transform, data)
+            fused = numpy_fused.fused_step(step.objective, step.transform, data)
+            if fused is not None:
+                return fused
+        if type(self).batch is not NumpyBackend.batch:  # a subclass that gathers its own way
+            return None
+        from smx.backends.numpy_pieces import gathering_step
+
+        return gathering_step(step, data)
 
     def versions(self) -> dict[str, str]:
         import numpy as np

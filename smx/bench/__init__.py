@@ -60,7 +60,9 @@ class BenchConfig:
     sparse_classes: int = 20
     sparse_density: float = 0.002
     sparse_accuracy_slack: float = 0.005  # the accuracy target: scikit-learn's minus this
-    e2e_rows: int | None = None  # end to end (whole processes); default: rows
+    # end to end (whole processes): the size of its memory goal (200,000 x 256 float32,
+    # 195 MiB); None: rows
+    e2e_rows: int | None = 200_000
     e2e_repeats: int | None = None  # its rounds (each runs every process); default: repeats
     seed: int = 0
     threads: tuple[int, ...] | None = None  # BLAS thread settings; None: the default and 1
@@ -80,7 +82,8 @@ class BenchConfig:
         return cls(mode="quick", rows=4_000, features=32, batch=256, repeats=5,
                    strict_rows=2_000, lbfgs_rows=2_000, gpu_rows=4_000, gpu_features=64,
                    gpu_bandwidth_rows=20_000, sparse_rows=2_000, sparse_features=1_000,
-                   sparse_density=0.02, e2e_repeats=1, dask_rows=2_000, budget_s=None)
+                   sparse_density=0.02, e2e_rows=None, e2e_repeats=1, dask_rows=2_000,
+                   budget_s=None)
 
     @classmethod
     def full(cls) -> BenchConfig:
@@ -148,6 +151,7 @@ def run_bench(bc: BenchConfig, out_dir: Path, log: Callable[[str], None] = print
         results["dask"] = dask_cases.bench_dask(bc, plugins, log)
     results["meta"]["load_average_end"] = sysinfo.load_average()
     results["meta"]["wall_s"] = time.monotonic() - t0
+    results["scaling"] = report.scaling(results)
     results["targets"] = report.targets(results)
     if notes_file is not None and notes_file.is_file():
         results["notes"] = notes_file.read_text()

@@ -127,6 +127,22 @@ def core_kernel(backend: Any) -> Callable[..., Any]:
     return fn
 
 
+def core_in_threads(plugins: Any, threads: int) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+    """Wraps a case of smx's NumPy engine so that each call runs inside the engine's
+    ``cpu_threads(threads)``, as ``Trainer.fit`` does (its pool of ``threads``, one BLAS
+    thread per GEMM); the baselines timed beside it keep the block's BLAS threads."""
+    backend = plugins.backend("numpy")
+
+    def wrap(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with backend.cpu_threads(threads):
+                return fn()
+
+        return run
+
+    return wrap
+
+
 def core_lbfgs(plugins: Any) -> Any:
     """The registered ``lbfgs`` optimizer spec, or None when there is none."""
     from smx.errors import PluginError
@@ -250,6 +266,35 @@ def gemm_floor(X: np.ndarray, k: int, bs: int, transposed: bool = False) -> Call
                 _ = Xb.T @ G[:Xb.shape[0]]
 
     return run
+
+
+def full_floor(X: np.ndarray, k: int) -> tuple[Callable[[], Any], str]:
+    """The two products of a full-batch loss and gradient over all of X, in whichever
+    orientation is faster here (``X @ W``, ``Xᵀ G`` or ``Wᵀ Xᵀ``, ``Gᵀ X``; picked from two
+    untimed calls of each), and its name."""
+    import time
+
+    n, d = X.shape
+    W = np.full((d, k), 0.01, dtype=X.dtype)
+    G = np.full((n, k), 0.01, dtype=X.dtype)
+    Gt = np.ascontiguousarray(G.T)
+
+    def nk() -> None:
+        _ = X @ W
+        _ = X.T @ G
+
+    def kn() -> None:
+        _ = W.T @ X.T
+        _ = Gt @ X
+
+    best: dict[str, float] = {}
+    for name, fn in (("X @ W, Xᵀ G", nk), ("Wᵀ Xᵀ, Gᵀ X", kn)):
+        for _ in range(2):
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+    name = min(best, key=best.__getitem__)
+    return (nk if name.startswith("X @") else kn), name
 
 
 def shuffle_gather(X: np.ndarray, bs: int, seed: int) -> Callable[[], Any]:
@@ -386,15 +431,18 @@ def bench_sgd(bc: BenchConfig, plugins: Any, log: Log, *, threads: int = 1,
         "shuffle_gather": shuffle_gather(X, bc.batch, bc.seed),
     }
     skipped: dict[str, str] = {}
+    in_threads = core_in_threads(plugins, threads)
     run_np, trainer = smx_epoch(bc, X, y, "numpy", plugins)
-    cases["smx_numpy"] = run_np
-    cases["bare_loop"] = bare_epoch(bc, trainer)
+    cases["smx_numpy"] = in_threads(run_np)
+    cases["bare_loop"] = in_threads(bare_epoch(bc, trainer))
     if torch_version() is None:
         skipped["torch_cpu"] = "PyTorch is not installed (pip install 'smx[bench]')"
     else:
         cases["torch_cpu"] = torch_epoch(X, y, bc.classes, bc.batch, bc.lr,
                                          core_trainer_l2(trainer), bc.seed)
     engines, engines_skipped, rows = engine_cases(bc, X, y, plugins)
+    if "smx_numpy_full" in engines:
+        engines["smx_numpy_full"] = in_threads(engines["smx_numpy_full"])
     cases.update(engines)
     skipped.update(engines_skipped)
     log(f"sgd, {threads} BLAS thread{'s' * (threads > 1)}: {len(cases)} cases x up to "
@@ -482,6 +530,7 @@ def bench_lbfgs(bc: BenchConfig, plugins: Any, log: Log, *, threads: int = 1,
     l2 = 1.0 / (bc.C * n)  # scikit-learn's C·Σloss + ½‖W‖²  ==  C·n · (mean loss + l2/2‖W‖²)
     backend = plugins.backend("numpy")
     kernel = core_kernel(backend)  # what a Trainer runs
+    in_threads = core_in_threads(plugins, threads)
     out: dict[str, Any] = {"threads": threads, "rows": n, "features": bc.features,
                            "classes": bc.classes, "C": bc.C, "l2": l2,
                            "sklearn": sklearn.__version__}
@@ -508,12 +557,18 @@ def bench_lbfgs(bc: BenchConfig, plugins: Any, log: Log, *, threads: int = 1,
 
         # float32 arithmetic cannot always reach a float64-evaluated optimum to the last digit
         slack = 1e-6 * abs(target) if dtype == "float32" else 1e-9 * abs(target)
-        updates, reached = lbfgs_steps_to(spec, params0, closure, target + slack, value)
+        with backend.cpu_threads(threads):
+            updates, reached = lbfgs_steps_to(spec, params0, closure, target + slack, value)
         entry: dict[str, Any] = {"sklearn_objective": target, "sklearn_n_iter": int(est.n_iter_[0]),
                                  "smx_updates": updates, "smx_objective": reached}
+        # one full-batch loss and gradient (at scikit-learn's solution) beside its GEMM floor
+        at = {"W": est.coef_.T.astype(dtype), "b": est.intercept_.astype(dtype)}
+        floor, entry["floor_orientation"] = full_floor(X, bc.classes)
+        pair = {"loss_grad": in_threads(lambda at=at, closure=closure: closure(at)),
+                "full_floor": floor}
         if updates < 0:
             entry["note"] = "smx lbfgs did not reach scikit-learn's objective"
-            timings = interleaved({"sklearn": fit}, bc.repeats, deadline=deadline)
+            timings = interleaved({"sklearn": fit, **pair}, bc.repeats, deadline=deadline)
         else:
             def smx_fit(updates: int = updates, closure: Any = closure,
                         params0: Any = params0) -> None:
@@ -524,9 +579,11 @@ def bench_lbfgs(bc: BenchConfig, plugins: Any, log: Log, *, threads: int = 1,
 
             log(f"lbfgs {dtype}, {threads} BLAS thread{'s' * (threads > 1)}: sklearn vs smx "
                 f"({updates} updates) x up to {bc.repeats} rounds")
-            timings = interleaved({"sklearn": fit, "smx_lbfgs": smx_fit}, bc.repeats,
-                                  deadline=deadline)
+            timings = interleaved({"sklearn": fit, "smx_lbfgs": in_threads(smx_fit), **pair},
+                                  bc.repeats, deadline=deadline)
             entry["ratio"], entry["min_ratio"] = ratio_pair(timings, "smx_lbfgs", "sklearn")
+        entry["loss_grad_ratio"], entry["loss_grad_min_ratio"] = ratio_pair(
+            timings, "loss_grad", "full_floor")
         entry["cases"] = summaries(timings)
         entry["load"] = assess_load(timings, threads)
         out[dtype] = entry

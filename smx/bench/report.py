@@ -125,11 +125,26 @@ class Target(NamedTuple):
     sizes_at: tuple[str, ...] = ()  # keys to the entry the sizes are read from
     at_least: bool = False  # met when value ≥ limit, not ≤
     check: Callable[[dict[str, Any]], str | None] | None = None  # another reason not to judge
+    threads: str | None = None  # "1": set for one thread only; "many": for several; None: any
 
 
-def _sgd(key: str, text: str, limit: float) -> Target:
+def _sgd(key: str, text: str, limit: float, threads: str | None = None) -> Target:
     return Target(key, text, limit, "sgd", ("ratios", key), ("min_ratios", key), ("load",),
-                  _sgd_sizes)
+                  _sgd_sizes, threads=threads)
+
+
+def _loss_grad(dtype: str, limit: float) -> Target:
+    return Target(f"loss_grad_{dtype}/full_floor", f"full-batch loss+gradient / two-GEMM "
+                  f"floor at the same threads, {dtype}", limit, "lbfgs",
+                  (dtype, "loss_grad_ratio"), (dtype, "loss_grad_min_ratio"), (dtype, "load"),
+                  _lbfgs_sizes, threads="many")
+
+
+def _applies(t: Target, threads: int | None) -> bool:
+    """Whether ``t`` is set for the thread setting ``threads`` (None: a part without one)."""
+    if t.threads is None or threads is None:
+        return True
+    return (threads == 1) == (t.threads == "1")
 
 
 def _lbfgs(dtype: str, limit: float) -> Target:
@@ -139,13 +154,18 @@ def _lbfgs(dtype: str, limit: float) -> Target:
 
 
 TARGETS = [
-    _sgd("smx_numpy/gemm_floor", "smx NumPy epoch / GEMM floor", 2.0),
+    _sgd("smx_numpy/gemm_floor", "smx NumPy epoch / GEMM floor at the same threads", 1.3,
+         threads="many"),
+    _sgd("smx_numpy/gemm_floor", "smx NumPy epoch / GEMM floor at the same threads", 1.1,
+         threads="1"),
     _sgd("smx_numpy/torch_cpu", "smx NumPy epoch / PyTorch CPU epoch", 0.35),
     _sgd("overhead", "smx overhead per step (Trainer vs bare loop)", 0.05),
     _sgd("smx_jax/smx_numpy", "smx JAX engine epoch (jit, CPU) / smx NumPy epoch", 1.0),
     _sgd("smx_torch/torch_cpu", "smx PyTorch engine epoch / PyTorch autograd + optim.SGD", 0.9),
     _lbfgs("float32", 0.7),
     _lbfgs("float64", 1.0),
+    _loss_grad("float32", 1.2),
+    _loss_grad("float64", 1.2),
     Target("sparse_lbfgs/sklearn", "smx lbfgs / scikit-learn time to the same objective, "
            "sparse text-like float64", 1.0, "sparse", ("ratio",), ("min_ratio",), ("load",),
            _sparse_sizes),
@@ -237,6 +257,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for t in TARGETS:
         for threads, entry in _entries(_part(results, t.part)):
+            if not _applies(t, threads):
+                continue
             met, why = judge(t, entry, mode)
             load = dig(entry, t.load) if entry else None
             rows.append({"key": t.key, "target": t.text, "threads": threads, "limit": t.limit,
@@ -463,6 +485,50 @@ def _e2e_lines(e2e: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: the scaling table's rows: (label, part, keys to the case's summary within a thread entry)
+SCALING = [
+    ("smx NumPy SGD epoch", "sgd", ("cases", "smx_numpy")),
+    ("two-GEMM floor of that epoch", "sgd", ("cases", "gemm_floor")),
+    ("smx full-batch loss+gradient, float32", "lbfgs", ("float32", "cases", "loss_grad")),
+    ("its two-GEMM floor, float32", "lbfgs", ("float32", "cases", "full_floor")),
+    ("smx full-batch loss+gradient, float64", "lbfgs", ("float64", "cases", "loss_grad")),
+    ("its two-GEMM floor, float64", "lbfgs", ("float64", "cases", "full_floor")),
+    ("smx lbfgs to scikit-learn's objective, float32", "lbfgs",
+     ("float32", "cases", "smx_lbfgs")),
+    ("scikit-learn lbfgs, float32", "lbfgs", ("float32", "cases", "sklearn")),
+    ("smx lbfgs to scikit-learn's objective, float64", "lbfgs",
+     ("float64", "cases", "smx_lbfgs")),
+    ("scikit-learn lbfgs, float64", "lbfgs", ("float64", "cases", "sklearn")),
+]
+
+
+def scaling(results: dict[str, Any]) -> dict[str, Any]:
+    """Each scaling row's median seconds at each thread setting, and its speed-up over one
+    thread (time at 1 / time at T), from the SGD and L-BFGS parts' own cases."""
+    rows = {}
+    for label, part, path in SCALING:
+        by = (results.get(part) or {}).get("by_threads") or {}
+        seconds = {t: dig(e, (*path, "median_s")) for t, e in by.items()}
+        seconds = {t: v for t, v in seconds.items() if v is not None}
+        if seconds:
+            one = seconds.get("1")
+            rows[label] = {"median_s": seconds, "speedup": {
+                t: one / v for t, v in seconds.items() if one is not None and v > 0}}
+    return rows
+
+
+def _scaling_lines(table: dict[str, Any]) -> list[str]:
+    settings = sorted({t for r in table.values() for t in r["median_s"]}, key=int)
+    lines = ["| case | " + " | ".join(f"{t} thread{'s' * (int(t) > 1)} ms" for t in settings)
+             + " | " + " | ".join(f"speed-up at {t}" for t in settings if t != "1") + " |",
+             "|---|" + "---:|" * (2 * len(settings) - ("1" in settings))]
+    for label, r in table.items():
+        cells = [_ms(r["median_s"][t]) if t in r["median_s"] else "–" for t in settings]
+        ups = [_num(r["speedup"].get(t), ".2f") for t in settings if t != "1"]
+        lines.append(f"| {label} | " + " | ".join(cells + ups) + " |")
+    return lines
+
+
 def _verdict(t: dict[str, Any]) -> str:
     if t["met"] is None:
         return f"not judged: {t['not_judged']}"
@@ -505,6 +571,13 @@ def render(results: dict[str, Any]) -> str:
     for t in results["targets"]:
         lines.append(f"| {t['target']} | {_threads(t['threads'])} | {t['limit']} | "
                      f"{_num(t['value'])} | {_num(t.get('best_case'))} | {_verdict(t)} |")
+    if table := results.get("scaling"):
+        lines += ["", "## Scaling with the thread count", "",
+                  "Median ms of the cases below, each timed in its own part at each thread "
+                  "setting (smx: the NumPy engine's pool of that many threads, one BLAS thread "
+                  "per GEMM; baselines: that many BLAS threads); speed-up = time at 1 thread / "
+                  "time at N. The parts run one after the other, so a busy spell can fall in "
+                  "one column only: check each part's load line.", "", *_scaling_lines(table)]
     sgd = results.get("sgd")
     if _section(lines, "## SGD epoch", sgd):
         first = next((e for e in sgd["by_threads"].values() if "skipped" not in e), None)

@@ -1,0 +1,205 @@
+"""The NumPy engine's sums over fixed row pieces, on a pool of the run's threads.
+
+Every partial sum of the objective (a minibatch step, a full-batch evaluation for
+L-BFGS, a validation loss) is taken over row pieces whose bounds depend only on the
+block's shape: ``PIECE_CELLS`` cells of X a piece, their count a power of two of at most
+``MAX_PIECES``. Each piece's partial is computed with one BLAS thread, by whichever pool
+thread is free, and the partials are added in a fixed pairwise tree in piece order
+(:func:`add_in_order`). So the arithmetic, and every bit of a run, is the same for any
+thread count: ``threads`` (and ``threads: auto``, which reads the load) changes the
+speed only. NumPy's GEMMs and gathers release the GIL, so the pieces run on all cores.
+
+The minibatch step also gathers its rows piece by piece inside the pool
+(:func:`gathering_step`): the gather is a third of an epoch's time on one core and would
+otherwise stay serial; each piece's rows are then multiplied while they sit in cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, TypeVar
+
+import numpy as np
+
+from smx.objective import Partial
+from smx.optimizers.transforms import apply_updates
+from smx.types import Array, Block, Params
+
+#: cells of X in one piece: 100,000 x K = 10 classes is OpenBLAS's small-GEMM size (1e6),
+#: and 400 KB of float32 rows stay in L2 between a piece's two products
+PIECE_CELLS = 100_000
+#: at most this many pieces (a power of two): enough to balance 64 cores, few enough that
+#: handing them out costs little next to their products
+MAX_PIECES = 64
+
+T = TypeVar("T")
+
+
+def piece_bounds(n: int, d: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each piece of ``n`` rows of ``d`` features: the smallest power
+    of two of pieces (at most ``MAX_PIECES``, at most ``n``) that keeps each within
+    ``PIECE_CELLS`` cells, as even as integers allow. Depends on the shape only."""
+    rows = max(1, PIECE_CELLS // max(d, 1))
+    need = -(-n // rows)
+    count = max(1, min(MAX_PIECES, 1 << max(0, need - 1).bit_length(), n))
+    return [(i * n // count, (i + 1) * n // count) for i in range(count)]
+
+
+def add_in_order(parts: Sequence[T]) -> T:
+    """Sum ``parts`` as a pairwise tree in their order, ``((p0+p1)+(p2+p3))+...``: the same
+    additions whatever thread computed each part or when it finished."""
+    level = list(parts)
+    while len(level) > 1:
+        paired = [level[i] + level[i + 1] for i in range(0, len(level) - 1, 2)]  # type: ignore[operator]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0]
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    with contextlib.suppress(AttributeError, OSError):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+class PiecePool:
+    """``threads`` workers for a run's pieces: ``threads - 1`` pool threads and the caller,
+    each taking the next piece until none is left (results kept in piece order)."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = max(1, int(threads))
+        self._executor = (ThreadPoolExecutor(self.threads - 1, thread_name_prefix="smx-piece")
+                          if self.threads > 1 else None)
+
+    def map(self, fn: Callable[[int], T], count: int) -> list[T]:
+        """``[fn(0), ..., fn(count - 1)]``, computed on the pool's threads."""
+        results: list[Any] = [None] * count
+        helpers = 0 if self._executor is None else min(self.threads, count) - 1
+        if helpers <= 0:
+            for i in range(count):
+                results[i] = fn(i)
+            return results
+        taken = itertools.count()  # next() is atomic under the GIL: each piece once
+
+        def work() -> None:
+            while (i := next(taken)) < count:
+                results[i] = fn(i)
+
+        assert self._executor is not None
+        futures = [self._executor.submit(work) for _ in range(helpers)]
+        try:
+            work()
+        finally:  # never return (or raise) while a helper still writes into the arrays
+            wait(futures)
+        for f in futures:
+            f.result()  # a helper's exception, raised here
+        return results
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+
+class PoolSlot:
+    """Where the engine keeps the pool of the run in progress, per calling thread (two
+    runs in two threads of one process each see their own); pickles empty, so a kernel
+    shipped to a Dask worker computes its pieces serially on the worker's thread."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    @property
+    def pool(self) -> PiecePool | None:
+        return getattr(self._local, "pool", None)
+
+    @contextlib.contextmanager
+    def holding(self, pool: PiecePool) -> Iterator[PiecePool]:
+        before = self.pool
+        self._local.pool = pool
+        try:
+            yield pool
+        finally:
+            self._local.pool = before
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PoolSlot, ())
+
+
+def _rows(block: Block, a: int, b: int) -> Block:
+    return Block(block.X[a:b], block.y[a:b], None if block.w is None else block.w[a:b])
+
+
+def _gathered(data: Block, idx: np.ndarray) -> Block:
+    return Block(data.X.take(idx, axis=0), data.y.take(idx),
+                 None if data.w is None else data.w.take(idx))
+
+
+class PiecedKernel:
+    """``kernel(params, block, class_weight, *, grad)``: ``block_kernel`` over the pieces of
+    a dense block, on the slot's pool when a run holds one (else in this thread), summed
+    by :func:`add_in_order`. Sparse X goes to ``block_kernel`` whole."""
+
+    def __init__(self, block_kernel: Callable[..., Partial], slot: PoolSlot) -> None:
+        self.block_kernel, self.slot = block_kernel, slot
+
+    def __call__(self, params: Params, block: Block, class_weight: Any = None, *,
+                 grad: bool = True) -> Partial:
+        X = block.X
+        if not (isinstance(X, np.ndarray) and X.ndim == 2):
+            return self.block_kernel(params, block, class_weight, grad=grad)
+        bounds = piece_bounds(X.shape[0], X.shape[1])
+        return self.pieces(params, bounds, lambda a, b: _rows(block, a, b), class_weight,
+                           grad)
+
+    def pieces(self, params: Params, bounds: list[tuple[int, int]],
+               rows: Callable[[int, int], Block], class_weight: Any, grad: bool) -> Partial:
+        """The partials of ``rows(a, b)`` for each piece ``(a, b)``, added in order."""
+        kernel = self.block_kernel
+        if len(bounds) == 1:
+            return kernel(params, rows(*bounds[0]), class_weight, grad=grad)
+
+        def piece(i: int) -> Partial:
+            return kernel(params, rows(*bounds[i]), class_weight, grad=grad)
+
+        pool = self.slot.pool
+        parts = pool.map(piece, len(bounds)) if pool is not None else [
+            piece(i) for i in range(len(bounds))]
+        return add_in_order(parts)
+
+
+def gathering_step(step: Any, data: Block) -> GatheringStep | None:
+    """``step`` (a :class:`~smx.step.TrainStep`) with each piece of the batch gathered from
+    ``data`` by the pool thread that computes its partial, or None when the step's
+    objective does not run a :class:`PiecedKernel` or X is not a dense array."""
+    kernel = step.objective.kernel
+    if (step.partial is not None or not isinstance(kernel, PiecedKernel)
+            or not isinstance(data.X, np.ndarray) or data.X.ndim != 2):
+        return None
+    return GatheringStep(step, kernel)
+
+
+class GatheringStep:
+    """``(params, state, data, idx) -> (params, state, loss)``: the step over the rows
+    ``idx`` of ``data``. The pieces and their sum are those of the gathered batch, so the
+    result is the portable step's bit for bit (tested), with the gather on every core."""
+
+    def __init__(self, step: Any, kernel: PiecedKernel) -> None:
+        self.step, self.kernel = step, kernel
+
+    def __call__(self, params: Params, state: Any, data: Block, idx: np.ndarray
+                 ) -> tuple[Params, Any, Array]:
+        objective = self.step.objective
+        bounds = piece_bounds(idx.shape[0], data.X.shape[1])
+        part = self.kernel.pieces(params, bounds, lambda a, b: _gathered(data, idx[a:b]),
+                                  objective.class_weight, True)
+        loss, grads = objective.finish(part, params)
+        updates, state = self.step.transform.update(grads, state, params)
+        return apply_updates(params, updates), state, loss
