@@ -7,10 +7,13 @@ __version__ = "0.2.0"
 __all__ = [
     "Backend",
     "Block",
+    "Callback",
+    "CallbackSpec",
     "DatasetSpec",
     "LossSpec",
     "OptimizerSpec",
     "PluginParams",
+    "RunInfo",
     "ScheduleSpec",
     "SoftmaxRegression",
     "SolverSpec",
@@ -21,9 +24,10 @@ __all__ = [
 
 #: names imported on first use: ``smx --help`` needs none of pluggy, pydantic or the estimator
 _LAZY = {"hookimpl": "smx.hookspecs", "SoftmaxRegression": "smx.estimator",
-         **{name: "smx.types" for name in ("Backend", "Block", "DatasetSpec", "LossSpec",
-                                           "OptimizerSpec", "PluginParams", "ScheduleSpec",
-                                           "SolverSpec", "Transform")}}
+         **{name: "smx.types" for name in (
+             "Backend", "Block", "Callback", "CallbackSpec", "DatasetSpec", "LossSpec",
+             "OptimizerSpec", "PluginParams", "RunInfo", "ScheduleSpec", "SolverSpec",
+             "Transform")}}
 
 
 def __getattr__(name: str):

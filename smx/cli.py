@@ -145,6 +145,35 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from smx import sweep
+
+    path = resolve_config_path(args.config)
+    for name in ("jobs", "random", "optuna"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"must be at least 1, got {value}", where=f"--{name}")
+    if not args.overrides:
+        raise ConfigError("nothing to sweep: give key.sub=v1,v2 (or range(...), "
+                          "log-uniform(a,b), uniform(a,b), choice(...))", where="smx sweep")
+    mode, n = (("random", args.random) if args.random else ("optuna", args.optuna)
+               if args.optuna else ("grid", None))
+    plan = sweep.make_plan(path, list(args.overrides), mode, n, args.seed)
+    folder = Path(args.output) if args.output else sweep.default_folder(plan)
+    say = (lambda _m: None) if args.quiet else (
+        lambda m: print(f"smx sweep: {m}", file=sys.stderr, flush=True))
+    out = sweep.sweep(plan, folder, jobs=args.jobs or 1, cluster=args.cluster, say=say)
+    header, body = sweep.table(out.rows, plan.keys, out.monitor)
+    print(_table(body, header, width=_terminal_width()))
+    print(f"{len(out.rows)} runs in {out.folder} (sweep.csv, sweep.png), best first by "
+          f"{out.monitor}")
+    if out.failed:
+        print(f"smx: {out.failed} of {len(out.rows)} runs failed; sweep.csv and "
+              f"{out.folder / 'logs'} say why", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _table(rows: list[list[str]], header: list[str], width: int | None = None) -> str:
     """Columns padded to line up; with ``width``, the widest columns are wrapped onto
     more lines until the table fits (never below 8 characters or their header)."""
@@ -186,7 +215,8 @@ def _terminal_width() -> int | None:
 CONFIG_KEYS = {"backend": ("backend", "backend_options"),
                "optimizer": ("optimizer.name", "optimizer"),
                "solver": ("optimizer.name", "optimizer"), "loss": ("loss.name", "loss"),
-               "schedule": ("schedule.name", "schedule"), "dataset": ("data.name", "data")}
+               "schedule": ("schedule.name", "schedule"), "dataset": ("data.name", "data"),
+               "callback": ("callbacks", "callbacks")}
 
 
 def _option_fields(kind: str, record: object) -> dict[str, Any]:
@@ -269,6 +299,8 @@ def _plugin_block(kind: str, reg: Any) -> str:
     if fields:
         option, field = next(iter(fields.items()))
         example += f" {section}.{option}={_override_value(field)}"
+    if kind == "callback":  # a list of entries, given as one YAML flow value
+        example = f"smx run 'callbacks=[{{name: {reg.name}}}]'"
     about = _about(reg.name, [
         ("kind", kind), ("plugin", reg.plugin), ("version", reg.version),
         ("status", _status(kind, reg.record)),
@@ -516,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
-    what = "backends, optimizers, solvers, losses, schedules and datasets"
+    what = "backends, optimizers, solvers, losses, schedules, datasets and callbacks"
     p = sub.add_parser("plugins", help=f"list the plugins ({what}) and their options",
                        description=f"List every plugin: {what}, with their package, version, "
                        "status and options; smx plugins NAME shows one plugin's options "
@@ -524,6 +556,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", metavar="NAME",
                    help="show this plugin and a table of its options")
     p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser(
+        "sweep", help="run a config over a grid or search of values, one run folder each",
+        description="Run CONFIG once per combination of the swept values (a grid), or N "
+        "sampled ones (--random, --optuna), each an ordinary run folder under one sweep "
+        "folder with sweep.csv, a table sorted by the monitored metric and sweep.png. "
+        "The same command started again finishes what an interrupted sweep left.")
+    p.add_argument("config", help="YAML file or shipped config name")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key.sub=SPEC",
+                   help="v1,v2,... (YAML values), range(a,b[,step]), log-uniform(a,b), "
+                   "uniform(a,b), choice(v1,...); one value is a fixed override")
+    search = p.add_mutually_exclusive_group()
+    search.add_argument("--random", type=int, metavar="N", help="N runs sampled at random")
+    search.add_argument("--optuna", type=int, metavar="N",
+                        help="N runs chosen by Optuna's TPE sampler (study in the sweep "
+                        "folder's optuna.db; pip install 'smx[optuna]')")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
+    p.add_argument("-j", "--jobs", type=int, help="runs at a time (default 1; each gets "
+                   "cores // jobs threads); with --cluster: at most this many tasks")
+    p.add_argument("--cluster", metavar="ADDRESS", help="run on this Dask scheduler "
+                   "(tcp://host:8786); the sweep folder must be shared with the workers")
+    p.add_argument("-o", "--output", help="sweep folder (default: sweeps/<config>-<digest of "
+                   "the command>, so the same command resumes it)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("configs", help="list the configs shipped with smx (smx run NAME)")
     p.set_defaults(func=cmd_configs)

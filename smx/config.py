@@ -89,6 +89,13 @@ class LossConfig(PluginSection):
         return value
 
 
+class CallbackConfig(PluginSection):
+    """One entry of ``callbacks:``: ``name`` picks the callback plugin; the other keys are
+    its options."""
+
+    name: str = Field(description="callback plugin (smx plugins lists them)")
+
+
 class EarlyStoppingConfig(Section):
     """Stop on a plateau of the validation loss (or another monitored metric)."""
 
@@ -144,6 +151,9 @@ class RunConfig(Section):
     checkpoint_every: int = Field(
         1, ge=0, description="epochs between checkpoints (0: only at the end); see --resume")
     output: str | None = Field(None, description="run folder (default runs/<config>-<time>)")
+    callbacks: list[CallbackConfig] = Field(
+        default_factory=list, description="callback plugins called at run start, each "
+        "epoch's end, each checkpoint and run end: [{name: mlflow, ...options}]")
 
 
 PLUGIN_SECTIONS = {"data": "dataset", "loss": "loss", "optimizer": "optimizer",
@@ -453,9 +463,30 @@ def validate(data: dict[str, Any], plugins: Any = None) -> RunConfig:
                               f"{type(exc).__name__}: {exc}", where=section) from None
         base = {k: getattr(sec, k) for k in type(sec).model_fields}
         setattr(cfg, section, type(sec).model_validate({**base, **checked.model_dump()}))
+    cfg.callbacks = [_check_callback(i, entry, plugins) for i, entry in enumerate(cfg.callbacks)]
     if cfg.backend in plugins.names("backend"):  # auto: checked once the backend is chosen
         check_backend_options(cfg, plugins.get("backend", cfg.backend))
     return cfg
+
+
+def _check_callback(i: int, entry: CallbackConfig, plugins: Any) -> CallbackConfig:
+    """``callbacks[i]`` against its plugin's own options, as a plugin section is."""
+    where = f"callbacks.{i}"
+    try:
+        spec = plugins.get("callback", entry.name, where=f"{where}.name")
+    except PluginError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        checked = spec.params.model_validate(entry.params())
+    except RecursionError:
+        raise ConfigError("nested too deeply", where=where) from None
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, where, allowed=sorted(spec.params.model_fields))) \
+            from None
+    except Exception as exc:
+        raise ConfigError(f"the callback plugin {entry.name!r} could not check its options: "
+                          f"{type(exc).__name__}: {exc}", where=where) from None
+    return CallbackConfig.model_validate({"name": entry.name, **checked.model_dump()})
 
 
 def check_backend_options(cfg: RunConfig, backend: Any) -> dict[str, Any]:

@@ -15,7 +15,15 @@ from collections.abc import Iterable
 
 import pluggy
 
-from smx.types import Backend, DatasetSpec, LossSpec, OptimizerSpec, ScheduleSpec, SolverSpec
+from smx.types import (
+    Backend,
+    CallbackSpec,
+    DatasetSpec,
+    LossSpec,
+    OptimizerSpec,
+    ScheduleSpec,
+    SolverSpec,
+)
 
 PROJECT = "smx"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -50,3 +58,8 @@ def smx_schedules() -> Iterable[ScheduleSpec]:
 @hookspec
 def smx_datasets() -> Iterable[DatasetSpec]:
     """Datasets: ``yield DatasetSpec(name="digits", load=load_digits)``."""
+
+
+@hookspec
+def smx_callbacks() -> Iterable[CallbackSpec]:
+    """Run callbacks (a config's ``callbacks:``): ``yield CallbackSpec(name="mlflow", ...)``."""

@@ -36,6 +36,7 @@ BUILTINS: dict[str, str] = {
     "losses": "smx.losses",
     "schedules": "smx.schedules",
     "datasets": "smx.datasets.builtin",
+    "callbacks": "smx.callbacks",
 }
 #: a config's ``optimizer.name`` picks a first-order optimizer or a full-batch solver
 SEARCHED = {"optimizer": ("optimizer", "solver")}
@@ -47,6 +48,7 @@ KINDS = {
     "loss": "smx_losses",
     "schedule": "smx_schedules",
     "dataset": "smx_datasets",
+    "callback": "smx_callbacks",
 }
 
 

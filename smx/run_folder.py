@@ -45,12 +45,18 @@ def run_name(config_name: str, cfg: RunConfig) -> str:
         else f"{config_name}-{data}"
 
 
+#: files a built-in callback writes in the run folder (the tensorboard callback's events)
+_CALLBACK_FILES = re.compile(r"events\.out\.tfevents\.[A-Za-z0-9._-]+")
+
+
 def _written_by_smx(entry: Path) -> bool:
-    """One of :data:`RUN_FILES`, the lock, or a temporary file of an atomic write of one."""
+    """One of :data:`RUN_FILES`, the lock, a temporary file of an atomic write of one, or
+    an event file of the tensorboard callback."""
     if entry.is_symlink() or not entry.is_file():
         return False
     return entry.name in RUN_FILES or entry.name == LOCK_NAME \
-        or _TEMP.fullmatch(entry.name) is not None
+        or _TEMP.fullmatch(entry.name) is not None \
+        or _CALLBACK_FILES.fullmatch(entry.name) is not None
 
 
 def _refuse_foreign(path: Path, contents: list[Path]) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 
 import smx
 from smx import hardware, sysinfo
+from smx.callbacks import RunCallbacks
 from smx.checkpoint import FILENAME as CHECKPOINT
 from smx.checkpoint import load_checkpoint, save_checkpoint
 from smx.config import RunConfig, to_yaml
@@ -58,6 +59,7 @@ from smx.run_folder import (
 )
 from smx.runlock import RunLock
 from smx.training import READABLE_FORMATS, Trainer, TrainResult, upgrade_state
+from smx.types import RunInfo
 
 
 @dataclass
@@ -85,6 +87,7 @@ def run(
     try:
         placement = hardware.select(cfg, plugins)
         splits = load_data(cfg, plugins, status, backend=placement.backend)
+        callbacks = RunCallbacks(cfg.callbacks, plugins)  # a missing library: no folder made
         trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
     except BaseException:
         discard_plotting()
@@ -113,7 +116,8 @@ def run(
         _close(trainer, placement)
         discard_plotting()
         raise
-    return _train_and_finish(cfg, folder, trainer, splits, placement, progress, t0, lock)
+    return _train_and_finish(cfg, folder, trainer, splits, placement, progress, t0, lock,
+                             callbacks)
 
 
 def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -> RunOutcome:
@@ -165,6 +169,7 @@ def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -
         placement = hardware.select(cfg, plugins)
         splits = load_data(cfg, plugins, status, backend=placement.backend)
         preload_plotting()
+        callbacks = RunCallbacks(cfg.callbacks, plugins)
         trainer = Trainer(cfg, splits, placement.backend, placement.device, plugins)
         template = trainer.state_dict()
         state = upgrade_state(state, template)
@@ -192,7 +197,8 @@ def resume(run_dir: str | Path, *, plugins: Any = None, progress: bool = True) -
         discard_plotting()
         lock.release()
         raise
-    return _train_and_finish(cfg, folder, trainer, splits, placement, progress, t0, lock)
+    return _train_and_finish(cfg, folder, trainer, splits, placement, progress, t0, lock,
+                             callbacks)
 
 
 def config_fingerprint(cfg: RunConfig) -> str:
@@ -209,22 +215,35 @@ def _close(trainer: Trainer, placement: hardware.Placement) -> None:
 
 def _train_and_finish(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Splits,
                       placement: hardware.Placement, progress: bool, t0: float,
-                      lock: RunLock) -> RunOutcome:
+                      lock: RunLock, callbacks: RunCallbacks) -> RunOutcome:
     """Train, then write model.npz, loss.png and summary.json; ``lock`` is released at
-    the end, however the run ends."""
+    the end, however the run ends, and the callbacks hear how it ended."""
     try:
-        return _train_and_write(cfg, folder, trainer, splits, placement, progress, t0)
+        return _train_and_write(cfg, folder, trainer, splits, placement, progress, t0,
+                                callbacks)
+    except BaseException as exc:
+        if not callbacks.ended:  # a failure other than divergence (which said so itself)
+            error = str(exc) or type(exc).__name__
+            with contextlib.suppress(Exception):  # the run's own error is the one to show
+                callbacks.run_end({"status": "failed", "error": error,
+                                   "epochs": trainer.epoch, "steps": trainer.step})
+        raise
     finally:
         discard_plotting()  # none left after the plot; one waiting when training failed
         lock.release()
 
 
 def _train_and_write(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Splits,
-                     placement: hardware.Placement, progress: bool, t0: float) -> RunOutcome:
+                     placement: hardware.Placement, progress: bool, t0: float,
+                     callbacks: RunCallbacks) -> RunOutcome:
     backend, device = placement.backend, placement.device
     status = _status(progress)
     fingerprint = config_fingerprint(cfg)
     saved = {"epoch": trainer.epoch if (folder / CHECKPOINT).exists() else -1}
+    callbacks.run_start(RunInfo(
+        folder=folder, config=cfg.model_copy(update={"output": str(folder)}).model_dump(
+            mode="json"), resumed=trainer.epoch > 0,
+        history=[_json_safe(r) for r in trainer.history]))
 
     def checkpoint() -> None:
         # between epochs, safe against the process being killed (what --resume is for);
@@ -232,10 +251,12 @@ def _train_and_write(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Spl
         save_checkpoint(folder / CHECKPOINT, {**trainer.state_dict(), "config": fingerprint},
                         durable=trainer.finished)
         saved["epoch"] = trainer.epoch
+        callbacks.checkpoint(folder / CHECKPOINT, trainer.epoch)
 
     def on_epoch(record: dict[str, Any]) -> None:
         metrics.write(_json_line(record))
         metrics.flush()
+        callbacks.epoch_end(_json_safe(record))
         # the last epoch's checkpoint is taken here, before restore_best swaps the parameters
         if trainer.finished or (cfg.checkpoint_every and
                                 trainer.epoch % cfg.checkpoint_every == 0):
@@ -252,11 +273,14 @@ def _train_and_write(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Spl
                 result = trainer.fit(on_epoch=on_epoch, on_log=bar.on_log)
         except DivergenceError as exc:
             # the last good checkpoint stays as it is: a NaN state is never saved
-            atomic_write_json(folder / "summary.json", {
+            diverged = {
                 "status": "diverged", "error": str(exc), "epochs": trainer.epoch,
                 "steps": trainer.step, "checkpoint_epoch": saved["epoch"]
                 if saved["epoch"] >= 0 else None,
-            })
+            }
+            atomic_write_json(folder / "summary.json", diverged)
+            with contextlib.suppress(SmxError):  # the divergence is the error to show
+                callbacks.run_end(diverged)
             raise
         finally:
             bar.close()
@@ -306,6 +330,7 @@ def _train_and_write(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Spl
     }
     atomic_write_json(folder / "summary.json", _json_safe(summary), allow_nan=False)
     plot_losses(result.history, folder / "loss.png", *marked)  # after the summary
+    callbacks.run_end(_json_safe(summary))
     return RunOutcome(folder, summary, result)
 
 

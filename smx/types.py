@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
@@ -366,6 +367,56 @@ class DatasetSpec:
     #: load() returns new arrays each call (nobody else holds them): smx may standardize
     #: them in place instead of copying
     owned: bool = False
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a callback's ``on_run_start`` is told about the run it follows."""
+
+    #: the run folder (config.yaml is written; model.npz and loss.png come at the end)
+    folder: Path
+    #: the resolved config as config.yaml holds it (plain YAML values)
+    config: dict[str, Any]
+    #: continued from a checkpoint (``smx run --resume``); ``history`` then holds the epochs
+    #: already done, the metrics.jsonl records up to the checkpoint
+    resumed: bool
+    history: list[dict[str, Any]]
+
+
+class Callback:
+    """What a callback plugin's factory returns: any of these methods, each called on the
+    host between epochs, never inside a step (so a callback adds no device reads). The
+    defaults do nothing; a callback overrides the moments it needs.
+
+    The records are smx's own, copied for each callback: ``record`` is the epoch's
+    metrics.jsonl line, ``summary`` is summary.json's contents."""
+
+    def on_run_start(self, run: RunInfo) -> None:
+        """The run folder exists and holds config.yaml; no epoch has run (in this process)."""
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        """An epoch ended: ``record`` (epoch, step, train_loss, val_loss, val_accuracy, lr,
+        elapsed) is the line just appended to metrics.jsonl (non-finite numbers as None)."""
+
+    def on_checkpoint(self, path: Path, epoch: int) -> None:
+        """``path`` (checkpoint.npz) now holds the state after ``epoch``."""
+
+    def on_run_end(self, summary: dict[str, Any]) -> None:
+        """The run ended. ``summary["status"]`` is ``completed`` (summary.json, model.npz and
+        loss.png are written), ``diverged`` (summary.json written) or ``failed`` (with
+        ``error``; nothing more is written)."""
+
+
+@dataclass(frozen=True)
+class CallbackSpec:
+    """A run callback, listed in a config's ``callbacks:`` section:
+    ``factory(**params)`` returns a :class:`Callback` (built before the run folder is made,
+    so a missing library is an error that leaves nothing behind)."""
+
+    name: str
+    factory: Callable[..., Callback]
+    params: type[PluginParams] = PluginParams
+    description: str = ""
 
 
 @dataclass(frozen=True)

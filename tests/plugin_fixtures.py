@@ -97,3 +97,50 @@ def install_test_schedules(site: Path) -> Path:
     return install_fake_dist(site, "smx-test-schedules", "0.1",
                              {"smx_test_schedules": TEST_SCHEDULES},
                              {"test-schedules": "smx_test_schedules"})
+
+
+# A third-party callback: each call appended as one JSON line to the file its ``path``
+# option names, with the record it was given (what the tests compare with the run's files).
+RECORDER = '''
+    import json
+    from pathlib import Path
+
+    import smx
+
+    class RecorderParams(smx.PluginParams):
+        path: str
+
+    class Recorder(smx.Callback):
+        def __init__(self, path):
+            self.path = Path(path)
+
+        def _write(self, hook, payload):
+            with self.path.open("a") as fh:
+                fh.write(json.dumps({"hook": hook, **payload}) + "\\n")
+
+        def on_run_start(self, run):
+            self._write("on_run_start", {"folder": str(run.folder), "config": run.config,
+                                         "resumed": run.resumed, "history": run.history})
+
+        def on_epoch_end(self, record):
+            self._write("on_epoch_end", {"record": record})
+            record["train_loss"] = "changed by the callback"  # must reach no one else
+
+        def on_checkpoint(self, path, epoch):
+            self._write("on_checkpoint", {"path": str(path), "epoch": epoch})
+
+        def on_run_end(self, summary):
+            self._write("on_run_end", {"summary": summary})
+
+    RECORDER = smx.CallbackSpec(name="recorder", factory=Recorder, params=RecorderParams,
+                                description="test: records every call")
+
+    @smx.hookimpl
+    def smx_callbacks():
+        yield RECORDER
+'''
+
+
+def install_recorder(site: Path) -> Path:
+    return install_fake_dist(site, "smx-recorder", "0.3", {"smx_recorder": RECORDER},
+                             {"recorder": "smx_recorder"})

@@ -30,6 +30,7 @@ __all__ = [
     "ContractError",
     "Skipped",
     "check_backend",
+    "check_callback",
     "check_dataset",
     "check_loss",
     "check_schedule",
@@ -88,6 +89,13 @@ def check_schedule(spec: Any) -> dict[str, str]:
     numbers, NumPy, array-api-strict, integer and traced (``jax.jit``) counts. Stops at the
     first broken rule."""
     return run_all(spec, "schedule")
+
+
+def check_callback(spec: Any) -> dict[str, str]:
+    """Run every ``callback.*`` rule on an :class:`smx.CallbackSpec` (built with its defaults
+    or the params :func:`with_params` gives): real short runs with it listed in the config,
+    in a temporary working directory. Stops at the first broken rule."""
+    return run_all(spec, "callback")
 
 
 def _as_optimizer(obj: Any) -> Any:

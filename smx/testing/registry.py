@@ -16,7 +16,8 @@ from smx.testing.contract import Check, ContractError, Kind, Skipped, unwrap
 
 #: the modules that define the kinds, in the order ``checks`` tries them
 KIND_MODULES = ("smx.testing.backend", "smx.testing.loss", "smx.testing.dataset",
-                "smx.testing.optimizer", "smx.testing.solver", "smx.testing.schedule")
+                "smx.testing.optimizer", "smx.testing.solver", "smx.testing.schedule",
+                "smx.testing.callback")
 
 
 @cache
