@@ -187,3 +187,19 @@ def test_shell_lines_drop_only_installs_and_the_test_run():
     assert _commands("pip install . && smx run --quiet") == "smx run --quiet"
     assert _commands("pip install '.[test]' && pytest") == ""
     assert _commands("smx run a.yaml && smx plugins") == "smx run a.yaml && smx plugins"
+
+
+def test_the_readme_is_short_and_its_links_resolve():
+    """A newcomer reads it in two minutes and reaches every topic in one click: at most
+    ~200 lines, and every relative link names a file of the repository."""
+    text = (ROOT / "README.md").read_text("utf-8")
+    assert len(text.splitlines()) <= 200
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [link for link in links if "://" not in link]
+    assert len(local) >= 10, local
+    for link in local:
+        assert (ROOT / link).exists(), link
+    for page in ("getting-started", "configs", "engines", "dask", "estimator", "runs",
+                 "benchmarks", "design", "plugins", "testing", "reference/config",
+                 "reference/cli", "reference/api"):
+        assert f"docs/{page}.md" in local, page
