@@ -431,21 +431,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     proba = fitted.predict_proba(X, where=where)
     labels = fitted.classes[np.argmax(proba, axis=1)]
     header = ["prediction"] + ([f"p_{_text(c)}" for c in fitted.classes] if args.proba else [])
-    out = [header]
+    rows = [header]
     for i, label in enumerate(labels):
         row = [_text(label)]
         if args.proba:
             row += [f"{p:.6g}" for p in proba[i]]
-        out.append(row)
+        rows.append(row)
     if args.output:
         import io
 
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(out)
+        csv.writer(buf, lineterminator="\n").writerows(rows)
         atomic_write_text(args.output, buf.getvalue())
         print(f"{len(labels)} predictions written to {args.output}")
     else:
-        csv.writer(sys.stdout, lineterminator="\n").writerows(out)
+        csv.writer(sys.stdout, lineterminator="\n").writerows(rows)
     return 0
 
 

@@ -255,7 +255,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     turns any failure to build a value (``!!int abc``, a 5000-digit integer) into a YAML
     error at that value's line, and stops at :data:`MAX_CONFIG_NODES` nodes."""
 
-    yaml_implicit_resolvers: ClassVar[dict[Any, list[Any]]] = {
+    yaml_implicit_resolvers: ClassVar[dict[Any, list[Any]]] = {  # type: ignore[misc]
         first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }

@@ -31,7 +31,7 @@ def _attribute_doc(name: str) -> str:
     lines = inspect.getsource(Backend).splitlines()
     for i, line in enumerate(lines):
         if line.strip().startswith((f"{name}:", f"{name} =")):
-            doc = []
+            doc: list[str] = []
             j = i - 1
             while j >= 0 and lines[j].strip().startswith("#:"):
                 doc.insert(0, lines[j].strip()[2:].strip())

@@ -87,7 +87,8 @@ _SMX = str(Path(__file__).resolve().parent) + os.sep
 def callers_stacklevel() -> int:
     """The ``stacklevel`` that points a warning issued by the calling function at the first
     frame outside smx: the line of the user's code that called the estimator."""
-    frame, level = sys._getframe(1), 1
+    frame: Any = sys._getframe(1)
+    level = 1
     while frame is not None and frame.f_code.co_filename.startswith(_SMX):
         frame, level = frame.f_back, level + 1
     return level
@@ -436,8 +437,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                          splits.classes, splits.standardizer, where)
         self._stream = None if state is None else {
             "opt_state": state["opt_state"], "step": state["step"], "rng": state["rng"],
-            "epochs": stream.get("epochs", 0) + 1}
-        if state is not None:
+            "epochs": (stream or {}).get("epochs", 0) + 1}
+        if self._stream is not None:
             self.n_iter_ = self._stream["epochs"]
 
     def _initial(self, cfg: Any, splits: Splits, continuing: bool) -> dict[str, Any] | None:
@@ -757,6 +758,7 @@ def _stream_classes(classes: Any, fitted: np.ndarray | None, y: np.ndarray) -> n
         raise ValueError(f"classes={given.tolist()} is not the same as on the first call to "
                          f"partial_fit, {fitted.tolist()}")
     known = fitted if fitted is not None else given
+    assert known is not None  # one of them: refused above when both are None
     if len(known) < 2:
         raise ValueError(f"classes must name at least 2 labels, got {known.tolist()}")
     unknown = np.setdiff1d(y, known)

@@ -80,5 +80,5 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
         if np.asarray(value).dtype.hasobject:
             raise TypeError(f"refusing to write object array {key!r} (would need pickle)")
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stubs: **kwds
     return buf.getvalue()

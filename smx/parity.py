@@ -280,7 +280,7 @@ def run_parity(cfg: RunConfig, backends: list[tuple[str, str]], plugins: Any, *,
     """Check every backend is usable (BackendUnavailable, exit 2) before training any."""
     from smx.datasets.load import load_data
 
-    placed = []
+    placed: list[Any] = []
     for name, device in [(reference, "auto"), *backends]:
         where = "--backends" if placed else "--reference"
         backend = plugins.backend(name, where=where)

@@ -117,8 +117,8 @@ def loss_figure(history: list[dict[str, Any]], best_epoch: int | None = None,
         if record[key] is not None and math.isfinite(record[key]) and record[key] > 0:
             ax.plot([best_epoch], [record[key]], "o", color="0.2", markersize=5)
     lines = [ln for ln in ax.get_lines() + ax2.get_lines()
-             if not ln.get_label().startswith("_")]
-    fig.legend(lines, [ln.get_label() for ln in lines], loc="upper center", ncol=2,
+             if not str(ln.get_label()).startswith("_")]
+    fig.legend(lines, [str(ln.get_label()) for ln in lines], loc="upper center", ncol=2,
                frameon=False, fontsize="small", bbox_to_anchor=(0.5, 1.0))
     fig.subplots_adjust(left=0.13, right=0.87, bottom=0.12, top=0.82)
     return fig

@@ -134,12 +134,12 @@ def config_markdown() -> str:
         out += [f"## {kind} options", "",
                 f"Chosen with `{chosen}`; the options go under `{section}`.", ""]
         for reg in sorted(plugins.registrations(kind), key=lambda r: r.name):
-            model = getattr(reg.record, "options" if kind == "backend" else "params", None)
+            options = getattr(reg.record, "options" if kind == "backend" else "params", None)
             description = getattr(reg.record, "description", "") or ""
             out += [f"### `{reg.name}`", ""]
             if description:
                 out += [_cell(description), ""]
-            rows = list(_rows(model, f"{section}.")) if model is not None else []
+            rows = list(_rows(options, f"{section}.")) if options is not None else []
             out += [_table(rows) if rows else "No options.", ""]
     return "\n".join(out).rstrip() + "\n"
 

@@ -107,7 +107,7 @@ def _final_metrics(trainer: Trainer, splits: Splits) -> dict[str, Any]:
     cfg, backend, device = trainer.cfg, trainer.backend, trainer.device
     test = backend.place(splits.X_test, splits.y_test, getattr(splits, "w_test", None), device,
                          cfg.dtype)
-    out = {}
+    out: dict[str, float | None] = {}
     for name, data in [("train", trainer.train_data), ("val", trainer.val_data),
                        ("test", test)]:
         known = trainer.params_train_loss if name == "train" else None

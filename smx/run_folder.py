@@ -87,8 +87,8 @@ def prepare_folder(path: Path, overwrite: bool) -> RunLock:
         except FileExistsError:  # another run created it a moment ago: treated as existing
             pass
         except (OSError, ValueError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else exc
-            raise RunFolderError(f"cannot create the run folder: {why}", where=str(path)) \
+            reason = exc.strerror if isinstance(exc, OSError) else exc
+            raise RunFolderError(f"cannot create the run folder: {reason}", where=str(path)) \
                 from None
     if not path.is_dir() or path.is_symlink():
         raise RunFolderError("exists and is not a folder", where=str(path))

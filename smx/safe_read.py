@@ -21,7 +21,7 @@ import stat
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import numpy as np
 
@@ -100,7 +100,7 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _read_header(fh: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+def _read_header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
     version = np.lib.format.read_magic(fh)
     if version == (1, 0):
         shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh, max_header_size=MAX_HEADER)
@@ -113,7 +113,7 @@ def _read_header(fh: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
     return tuple(shape), bool(fortran), dtype
 
 
-def _read_npy(fh: BinaryIO, available: int) -> np.ndarray:
+def _read_npy(fh: IO[bytes], available: int) -> np.ndarray:
     """One .npy from ``fh``, whose data part must be exactly ``available`` bytes past the
     header; the array owns writable memory."""
     start = fh.tell()
@@ -129,7 +129,7 @@ def _read_npy(fh: BinaryIO, available: int) -> np.ndarray:
     while got < need:
         # in pieces: a zip entry's readinto is read() + copy, a temporary as large as the
         # request (a whole-array request doubled the peak memory of loading an .npz)
-        n = fh.readinto(view[got:got + READ_CHUNK])
+        n = fh.readinto(view[got:got + READ_CHUNK])  # type: ignore[attr-defined]
         if not n:
             raise ValueError(f"truncated: {got:,} of {need:,} data bytes")
         got += n

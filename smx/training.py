@@ -106,6 +106,13 @@ def effective_l2(cfg: RunConfig, weight_sum: float) -> float:
     return 1.0 / (cfg.model.C * weight_sum) if cfg.model.C is not None else cfg.model.l2
 
 
+def _given(y_train: np.ndarray | None) -> np.ndarray:
+    """The training labels, which a caller without ``totals`` must pass."""
+    if y_train is None:
+        raise TypeError("class weights need y_train or totals")
+    return y_train
+
+
 def class_weights(spec: Any, classes: np.ndarray, y_train: np.ndarray | None,
                   w_train: np.ndarray | None = None, *, totals: np.ndarray | None = None
                   ) -> np.ndarray | None:
@@ -120,7 +127,7 @@ def class_weights(spec: Any, classes: np.ndarray, y_train: np.ndarray | None,
     k = len(classes)
     if spec == "balanced":
         counts = (np.asarray(totals, np.float64) if totals is not None else
-                  np.bincount(y_train, weights=w_train, minlength=k).astype(np.float64))
+                  np.bincount(_given(y_train), weights=w_train, minlength=k).astype(np.float64))
         return counts.sum() / (k * np.where(counts > 0, counts, 1.0))
     known: dict[Any, int] = {}
     for i, c in enumerate(classes.tolist()):
@@ -128,14 +135,14 @@ def class_weights(spec: Any, classes: np.ndarray, y_train: np.ndarray | None,
             known.setdefault(key, i)
     out = np.ones(k)
     for label, weight in spec.items():
-        i = next((known[key] for key in _label_keys(label) if key in known), None)
-        if i is None:
+        found = next((known[key] for key in _label_keys(label) if key in known), None)
+        if found is None:
             shown = ", ".join(repr(c) for c in classes.tolist()[:10])
             raise ConfigError(f"class {label!r} is not among the labels ({shown}"
                               f"{', ...' if k > 10 else ''})", where="loss.class_weight")
-        out[i] = weight
+        out[found] = weight
     per_class = (np.asarray(totals, np.float64) if totals is not None else
-                 np.bincount(y_train, weights=w_train, minlength=k).astype(np.float64))
+                 np.bincount(_given(y_train), weights=w_train, minlength=k).astype(np.float64))
     if not (per_class * out).any():  # a weighted mean over nothing: refuse, not 0/0
         raise ConfigError("gives weight 0 to every class in the training part; some "
                           "class must weigh more than 0", where="loss.class_weight")
@@ -582,7 +589,7 @@ class Trainer:
             train_loss = self._unpenalised(train_loss)
         else:
             train_loss = evaluate(self.backend, self.objective, self.params, self.train_data,
-                                  accuracy=False)["loss"]
+                                  accuracy=False)["loss"]  # type: ignore[assignment]  # rows
         self.params_train_loss = train_loss
         record = {
             "epoch": self.epoch, "step": self.step, "train_loss": train_loss,

@@ -285,3 +285,31 @@ def test_float32_partials_are_summed_in_float64_in_the_chunks_order(scheduler):
     assert np.asarray(got.loss).tobytes() == np.float32(want.loss).tobytes()
     for k in ("W", "b"):
         assert got.grads[k].tobytes() == want.grads[k].astype(np.float32).tobytes()
+
+
+def test_a_streamed_chunk_step_reads_its_block_and_steps_on_its_rows():
+    """A minibatch step on a streamed source (persist: false) reads chunk i as a Block and
+    steps on rows idx of it; it unpacked the Block as a tuple, a TypeError (found by mypy)."""
+    from smx.backends.dask_backend import _stream_step
+
+    class Chunks:  # what PartRows/PartLabels give a worker: chunk i read from the source
+        def __init__(self, array):
+            self.array = array
+
+        def read_chunk(self, i, dtype=None):
+            return self.array if dtype is None else self.array.astype(dtype)
+
+    X = np.arange(12.0).reshape(4, 3)
+    y = np.array([0, 1, 0, 1])
+    seen = []
+
+    def step(params, state, block):
+        seen.append(block)
+        return params, state, 0.0
+
+    _stream_step(0, np.array([1, 3]), {"W": None}, None, rows=Chunks(X), labels=Chunks(y),
+                 dtype="float32", step=step)
+    (block,) = seen
+    np.testing.assert_array_equal(block.X, X[[1, 3]].astype(np.float32))
+    np.testing.assert_array_equal(block.y, y[[1, 3]])
+    assert block.w is None

@@ -12,6 +12,8 @@ repository's ``configs/`` and ``plugins/``:
   the tests run in is that install: CI runs the README's install lines themselves) and
   ``pytest`` (this very suite). A line must run an ``smx`` command; anything else (a
   cluster, a benchmark of minutes) needs a skip marker;
+* ``console`` blocks: each ``$ command`` runs as a bash line does, and every line printed
+  under it in the page must be among the lines it prints (stdout and stderr);
 * ``text`` and unlabelled blocks are output, never run.
 
 A block that cannot run here says why, in the line before it::
@@ -46,7 +48,7 @@ from sybil import Example, Sybil  # noqa: E402 - after the importorskip
 from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser  # noqa: E402
 
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
-LANGUAGES = {"python", "yaml", "toml", "bash", "text", ""}
+LANGUAGES = {"python", "yaml", "toml", "bash", "console", "text", ""}
 EXAMPLE_PLUGINS = {"smx_lion": "smx-lion", "smx_focal": "smx-focal", "smx_chunked": "smx-chunked"}
 NOT_RUN = ("pip install", "pytest")
 
@@ -93,9 +95,31 @@ def _run_shell(example: Example) -> None:
         assert "Traceback" not in proc.stderr, proc.stderr
 
 
+def _run_console(example: Example) -> None:
+    """``$ command`` lines run; the lines under each must be among what it prints."""
+    folder: Path = example.namespace["FOLDER"]
+    env = {**os.environ, "MPLBACKEND": "Agg",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    sessions: list[tuple[str, list[str]]] = []
+    for line in example.parsed.splitlines():
+        if line.startswith("$ "):
+            sessions.append((line[2:], []))
+        elif line.strip():
+            assert sessions, f"{example.path}:{example.line}: output before any $ command"
+            sessions[-1][1].append(line.strip())
+    for command, expected in sessions:
+        proc = subprocess.run(["bash", "-c", command], cwd=folder, env=env, text=True,
+                              capture_output=True, timeout=600)
+        printed = {ln.strip() for ln in (proc.stdout + proc.stderr).splitlines()}
+        for line in expected:
+            assert line in printed, (f"{example.path}:{example.line}: {command!r} did not "
+                                     f"print {line!r}:\n{proc.stdout}{proc.stderr}")
+
+
 def _parsers() -> list:
     return [PythonCodeBlockParser(), CodeBlockParser("yaml", _validate_yaml),
             CodeBlockParser("toml", _parse_toml), CodeBlockParser("bash", _run_shell),
+            CodeBlockParser("console", _run_console),
             SkipParser()]
 
 
@@ -187,3 +211,19 @@ def test_shell_lines_drop_only_installs_and_the_test_run():
     assert _commands("pip install . && smx run --quiet") == "smx run --quiet"
     assert _commands("pip install '.[test]' && pytest") == ""
     assert _commands("smx run a.yaml && smx plugins") == "smx run a.yaml && smx plugins"
+
+
+def test_the_readme_is_short_and_its_links_resolve():
+    """A newcomer reads it in two minutes and reaches every topic in one click: at most
+    ~200 lines, and every relative link names a file of the repository."""
+    text = (ROOT / "README.md").read_text("utf-8")
+    assert len(text.splitlines()) <= 200
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [link for link in links if "://" not in link]
+    assert len(local) >= 10, local
+    for link in local:
+        assert (ROOT / link).exists(), link
+    for page in ("getting-started", "configs", "engines", "dask", "estimator", "runs",
+                 "benchmarks", "design", "plugins", "testing", "reference/config",
+                 "reference/cli", "reference/api"):
+        assert f"docs/{page}.md" in local, page

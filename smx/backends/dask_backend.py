@@ -197,8 +197,8 @@ def _chunk_step(X: Any, y: Any, w: Any, idx: Any, params: Any, state: Any, *,
 def _stream_step(i: int, idx: Any, params: Any, state: Any, *, rows: Any,
                  labels: Any, weights: Any = None, dtype: str, step: Callable[..., Any],
                  gpu: bool = False) -> Any:
-    X, y, w = _read_block(i, rows, labels, weights, dtype, gpu)
-    return step(params, state, Block(X[idx], y[idx], None if w is None else w[idx]))
+    block = _read_block(i, rows, labels, weights, dtype, gpu)
+    return _chunk_step(block.X, block.y, block.w, idx, params, state, step=step)
 
 
 def _status_kib(field: str) -> int | None:
@@ -829,6 +829,7 @@ class DaskBackend(Backend):
             c = int(np.searchsorted(offsets, idx[0], side="right")) - 1
             local = idx - offsets[c]
             if chunks is None:
+                assert stream is not None  # a streamed part has no chunk futures
                 rows, labels, weights, dtype = stream
                 future = client.submit(_stream_step, c, local, params, state, rows=rows,
                                        labels=labels, weights=weights, dtype=dtype, step=step,

@@ -137,7 +137,7 @@ class JaxBackend(Backend):
         scoped = getattr(jax, "enable_x64", None)
         if scoped is not None:  # jax >= 0.8: the config state is its own context manager
             return scoped(True)
-        from jax.experimental import enable_x64  # older jax: the same thread-local setting
+        from jax.experimental import enable_x64  # type: ignore[attr-defined]  # older jax
 
         return enable_x64()
 

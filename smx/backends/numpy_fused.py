@@ -121,6 +121,7 @@ class FusedSGD:
         dt = W.dtype
         cw = obj.class_weight
         sw = data.w
+        assert self.params is not None  # adopt() set them
         value = _kernels().sgd_step(
             data.X, data.y, self.empty if sw is None else sw.astype(dt, copy=False),
             self.empty if cw is None else cw.astype(dt, copy=False), idx,

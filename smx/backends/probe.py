@@ -49,7 +49,7 @@ def any_dist(*prefixes: str) -> str | None:
     """The first installed distribution whose normalised name starts with one of ``prefixes``."""
     wanted = tuple(p.replace("_", "-").lower() for p in prefixes)
     for dist in metadata.distributions():
-        name = (dist.metadata.get("Name") or "").replace("_", "-").lower()
+        name = (dist.metadata["Name"] or "").replace("_", "-").lower()
         if name.startswith(wanted):
             return name
     return None

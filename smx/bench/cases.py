@@ -704,7 +704,7 @@ def bench_gpu(bc: BenchConfig, plugins: Any, log: Log, *,
     import cupy
 
     out: dict[str, Any] = {"card": backend.device_info()[0]["name"], **backend.versions()}
-    sync = lambda: core_sync(backend, "cuda:0")  # noqa: E731
+    sync: Callable[[], None] = lambda: core_sync(backend, "cuda:0")  # noqa: E731
     X, y = make_data(bc.gpu_rows, bc.gpu_features, bc.classes, bc.seed)
     cases: dict[str, Callable[[], Any]] = {}
     cases["smx_cupy"], trainer = smx_epoch(bc, X, y, "cupy", plugins)
@@ -718,7 +718,11 @@ def bench_gpu(bc: BenchConfig, plugins: Any, log: Log, *,
         if torch.cuda.is_available():
             cases["torch_cuda"] = torch_epoch(X, y, bc.classes, bc.batch, bc.lr,
                                               core_trainer_l2(trainer), bc.seed, device="cuda")
-            sync = lambda: (core_sync(backend, "cuda:0"), torch.cuda.synchronize())  # noqa: E731
+            def both() -> None:
+                core_sync(backend, "cuda:0")
+                torch.cuda.synchronize()
+
+            sync = both
         else:
             skipped["torch_cuda"] = f"torch {tv} has no usable CUDA (a CPU-only build or no GPU)"
     log(f"gpu: {len(cases)} cases on {out['card']}")

@@ -108,7 +108,7 @@ def yardstick(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, l2: fl
 
     objective = Objective(CrossEntropy(), l2)
     params = {"W": np.asarray(W, np.float64), "b": np.asarray(b, np.float64)}
-    total = None
+    total: Any = None
     for s in range(0, len(y), YARDSTICK_ROWS):
         block = Block(X[s:s + YARDSTICK_ROWS].astype(np.float64), y[s:s + YARDSTICK_ROWS])
         part = objective.partial(params, block, grad=False)

@@ -253,7 +253,7 @@ def judge(t: Target, entry: dict[str, Any] | None, mode: str) -> tuple[bool | No
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target at each thread setting: the paired-median value (what "met" judges), the
     best-case (min/min) value, and met (True, False, or None with why it was not judged)."""
-    mode = results.get("meta", {}).get("mode", "default")
+    mode: Any = results.get("meta", {}).get("mode", "default")
     rows = []
     for t in TARGETS:
         for threads, entry in _entries(_part(results, t.part)):
@@ -578,7 +578,7 @@ def render(results: dict[str, Any]) -> str:
                   "per GEMM; baselines: that many BLAS threads); speed-up = time at 1 thread / "
                   "time at N. The parts run one after the other, so a busy spell can fall in "
                   "one column only: check each part's load line.", "", *_scaling_lines(table)]
-    sgd = results.get("sgd")
+    sgd: Any = results.get("sgd")
     if _section(lines, "## SGD epoch", sgd):
         first = next((e for e in sgd["by_threads"].values() if "skipped" not in e), None)
         if first is not None:
@@ -590,7 +590,7 @@ def render(results: dict[str, Any]) -> str:
                 lines += ["", f"### {threads} BLAS threads", "", f"Skipped: {e['skipped']}."]
             else:
                 lines += ["", *_sgd_lines(e)]
-    lb = results.get("lbfgs")
+    lb: Any = results.get("lbfgs")
     if _section(lines, "## L-BFGS vs scikit-learn LogisticRegression(lbfgs), same C", lb):
         first = next((e for e in lb["by_threads"].values() if "skipped" not in e), None)
         if first is not None:
@@ -604,15 +604,15 @@ def render(results: dict[str, Any]) -> str:
                 lines += ["", f"### {threads} BLAS threads", "", f"Skipped: {e['skipped']}."]
             else:
                 lines += _lbfgs_lines(e)
-    sp = results.get("sparse")
+    sp: Any = results.get("sparse")
     if _section(lines, "## Sparse text-like data: L-BFGS vs LogisticRegression(lbfgs) and "
                 "SGDClassifier(log_loss)", sp):
         lines += _sparse_lines(sp)
-    e2e = results.get("e2e")
+    e2e: Any = results.get("e2e")
     if _section(lines, "## End to end: `smx run` against a plain scikit-learn script (whole "
                 "processes)", e2e):
         lines += _e2e_lines(e2e)
-    mem = results.get("memory")
+    mem: Any = results.get("memory")
     if _section(lines, "## Peak memory (one epoch, NumPy, fresh process)", mem):
         shared = mem["device_copy_shares_host"]
         lines.append(
@@ -622,7 +622,7 @@ def render(results: dict[str, Any]) -> str:
             f"array, so peak / {'data' if shared else '(data + device copy)'} = "
             f"{mem['ratio']:.3f}; max RSS {mem['max_rss_bytes'] / 2**20:,.0f} MiB (the "
             f"whole process: interpreter, libraries, BLAS buffers, making the data)")
-    gpu = results.get("gpu")
+    gpu: Any = results.get("gpu")
     if _section(lines, "## GPU", gpu):
         ep, bw = gpu["epoch"], gpu["bandwidth"]
         lines += [f"Card: {gpu['card']}", "",
@@ -633,7 +633,7 @@ def render(results: dict[str, Any]) -> str:
                   f"{_ms(bw['seconds']['median_s'])} ms, {bw['x_bytes_per_s'] / 1e9:.0f} GB/s"
                   f" of X = {bw['fraction']:.2f} of the {bw['fraction_of']} ({bw['note']})",
                   *_load_line(bw.get("load"))]
-    dk = results.get("dask")
+    dk: Any = results.get("dask")
     if _section(lines, "## Dask: L-BFGS on rows read from .npy on a LocalCluster", dk):
         lines += _dask_lines(dk)
     if notes := results.get("notes"):

@@ -71,7 +71,7 @@ def class_counts(parts: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         labels, c = np.unique(y, return_counts=True)
         for label, k in zip(labels.tolist(), c.tolist(), strict=True):
             counts[label] = counts.get(label, 0) + k
-    classes = np.array(sorted(counts))
+    classes = np.array(sorted(counts))  # type: ignore[type-var]  # labels of one kind
     return classes, np.array([counts[c] for c in classes.tolist()], dtype=np.int64)
 
 

@@ -197,7 +197,8 @@ class ZarrSource:
         names = (features, labels) + ((weights,) if weights else ())
         try:
             group = zarr.open_group(path, mode="r")
-            X, y, *w = (group[name] for name in names)
+            arrays: list[Any] = [group[name] for name in names]  # arrays, checked below
+            X, y, *w = arrays
         except Exception as exc:  # zarr's own errors differ between versions
             raise DataError(f"cannot open arrays {', '.join(map(repr, names))} of the Zarr "
                             f"group ({type(exc).__name__}: {exc})", where=path) from None
@@ -535,13 +536,14 @@ def chunk_stats(i: int, bounds: Bounds, *, source: Source, rule: SplitRule) -> C
                                                         minlength=len(values))
             for v, t in zip(values.tolist(), sums.tolist(), strict=True):
                 labels[v][2] += t
-    counts = tuple(int(np.count_nonzero(part == p)) for p in range(3))
+    in_parts = (int(np.count_nonzero(part == 0)), int(np.count_nonzero(part == 1)),
+                int(np.count_nonzero(part == 2)))
     # NaN rows are refused (bad) before these are used, and values too large to square are
     # refused from lo/hi (_check_extremes): no warning on a worker's console meanwhile
     with np.errstate(over="ignore", invalid="ignore"):
         lo, hi = X.min(axis=0, initial=np.inf), X.max(axis=0, initial=-np.inf)
         train_moments = Moments.of(X[train]) if train.any() else None
-    return ChunkStats({i: counts}, train_moments, labels, bad,
+    return ChunkStats({i: in_parts}, train_moments, labels, bad,
                       bad_weight, float(len(y) if w is None else w.sum()), lo, hi)
 
 
@@ -718,7 +720,7 @@ def prepare_source(data: Partitioned, *, val_fraction: float, test_fraction: flo
     (Xtr, ytr, wtr), (Xva, yva, wva), (Xte, yte, wte) = part(0), part(1), part(2)
     return Splits(classes=classes, X_train=Xtr, y_train=ytr, X_val=Xva, y_val=yva,  # type: ignore[arg-type]
                   X_test=Xte, y_test=yte, standardizer=std, w_train=wtr, w_val=wva,  # type: ignore[arg-type]
-                  w_test=wte)
+                  w_test=wte)  # type: ignore[arg-type]  # partitions stand in for arrays
 
 
 def _check_extremes(stats: ChunkStats, std: Standardizer, standardize: bool, dtype: str,

@@ -324,6 +324,7 @@ def _rows_as(X: np.ndarray, rows: np.ndarray | None, dtype: np.dtype,
     else:
         out = np.empty((n, X.shape[1]), dtype=dtype)
     step = _chunk_rows(X)
+    assert std is not None  # the cases without one returned above
     for a, part in zip(range(0, n, step), _chunks(X, rows), strict=True):
         out[a:a + step] = std(part)
     return out

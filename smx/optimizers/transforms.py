@@ -109,7 +109,8 @@ def chain(*links: Transform) -> Transform:
         return updates, tuple(new_state)
 
     specs = [link.spec for link in links]
-    spec = None if any(s is None for s in specs) else tuple(x for s in specs for x in s)
+    spec = (None if any(s is None for s in specs) else
+            tuple(x for s in specs if s is not None for x in s))
     return Transform(init, update, spec)
 
 

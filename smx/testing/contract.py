@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 RuleFn = Callable[[Any, Mapping[str, Any]], None]
 
@@ -39,7 +39,7 @@ class Skipped(Exception):
     propagates (``check_*`` functions record it in their report)."""
 
 
-def fail(what: str, *, expected: Any, got: Any) -> None:
+def fail(what: str, *, expected: Any, got: Any) -> NoReturn:
     """Raise a :class:`Violation` saying what was expected and what came."""
     raise Violation(f"{what}: expected {expected}, got {got}")
 

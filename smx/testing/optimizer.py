@@ -205,7 +205,7 @@ def checkpoint(spec: OptimizerSpec, params: Mapping[str, Any]) -> None:
     arrays: dict[str, np.ndarray] = {}
     tree = flatten_tree(mid_state, arrays)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stubs: **kwds
     buffer.seek(0)
     with np.load(buffer) as saved:
         loaded = unflatten_tree(tree, {k: saved[k] for k in saved.files})

@@ -129,7 +129,7 @@ def checkpoint(spec: SolverSpec, params: Mapping[str, Any]) -> None:
     arrays: dict[str, np.ndarray] = {}
     tree = flatten_tree(map_arrays(state, np.asarray), arrays)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stubs: **kwds
     buffer.seek(0)
     with np.load(buffer) as saved:
         loaded = unflatten_tree(tree, {k: saved[k] for k in saved.files})
