@@ -7,11 +7,15 @@ process: the client's resident memory before the fit and its peak during it (sam
 
     python benchmarks/estimator_dask_memory.py            # ~122, 488, 977 MiB of X
     python benchmarks/estimator_dask_memory.py 1000000    # one size, in rows
+    SMX_BENCH_CLUSTER=tcp://HOST:8786 python benchmarks/estimator_dask_memory.py
+                                    # a running scheduler (dask scheduler + dask worker)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -30,12 +34,15 @@ def measure(n: int) -> dict:
     from smx import SoftmaxRegression
 
     proc = psutil.Process()
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  memory_limit="4GiB", dashboard_address=":0") as cluster:
+    address = os.environ.get("SMX_BENCH_CLUSTER")
+    with (contextlib.nullcontext() if address else distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, memory_limit="4GiB",
+            dashboard_address=":0")) as cluster:
+        address = address or cluster.scheduler_address
         X = da.random.default_rng(0).standard_normal((n, D), chunks=(50_000, D))
         y = (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1).astype(np.int64)
         est = SoftmaxRegression(backend="dask", C=1.0, max_iter=5, backend_options={
-            "cluster": cluster.scheduler_address, "chunk_rows": 50_000})
+            "cluster": address, "chunk_rows": 50_000})
         before = proc.memory_info().rss
         peak, done = [before], threading.Event()
 
@@ -52,7 +59,8 @@ def measure(n: int) -> dict:
         done.set()
         watcher.join()
     mib = 2**20
-    return {"rows": n, "features": D, "data_mib": round(n * D * 8 / mib, 1),
+    return {"cluster": os.environ.get("SMX_BENCH_CLUSTER", "LocalCluster"), "rows": n,
+            "features": D, "data_mib": round(n * D * 8 / mib, 1),
             "client_rss_before_mib": round(before / mib, 1),
             "client_rss_peak_mib": round(peak[0] / mib, 1),
             "client_growth_mib": round((peak[0] - before) / mib, 1),

@@ -57,6 +57,7 @@ from smx.estimator_input import (
     check_row,
     check_sparse_magnitudes,
     cupyx_sparse,
+    follow_x,
     host_values,
     input_namespace,
     known_engine,
@@ -269,6 +270,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         are reductions there (:mod:`smx.estimator_dask`), and predictions of a dask array
         are lazy dask arrays."""
 
+        y, sample_weight = follow_x(X, y=y, sample_weight=sample_weight)
         if is_dask(X) and self.backend in ("auto", "dask"):
             return self._fit_dask(X, y, sample_weight)
         native = native_engine(X, self.backend)
@@ -385,6 +387,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                              "partial_fit never sees; pass class_weight as a dict")
         first = not hasattr(self, "model_")
         where = input_namespace(X)
+        y, sample_weight = follow_x(X, y=y, sample_weight=sample_weight)
         X, y, w = self._host_inputs(X, y, sample_weight, reset=first)
         classes = _stream_classes(classes, None if first else self.model_.classes, y)
         y_idx = np.searchsorted(classes, y).astype(np.int64).reshape(-1)
@@ -713,6 +716,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         scikit-learn's metric reads its inputs through NumPy, which arrays on some devices
         refuse: those are compared on the host."""
         if get_config().get("array_api_dispatch", False) or native_engine(X) is None:
+            # scikit-learn's metric moves y and the weights to the predictions' library, which
+            # it cannot do from a list (an AttributeError on .strides): NumPy, as fit takes them
+            y, sample_weight = (np.asarray(a) if isinstance(a, (list, tuple)) else a
+                                for a in (y, sample_weight))
             return super().score(X, y, sample_weight)
         pred = self.predict(X)
         return float(accuracy_score(to_numpy(y), to_numpy(pred),

@@ -142,6 +142,43 @@ def host_values(a: Any) -> Any:
     return a.numpy()
 
 
+#: the libraries' names in messages, by the top-level module of their array type
+_LIBRARIES = {"jaxlib": "JAX", "jax": "JAX", "torch": "PyTorch", "numpy": "NumPy",
+              "array_api_strict": "array-api-strict", "cupy": "CuPy", "cupyx": "CuPy",
+              "dask": "Dask", "builtins": "Python"}
+
+
+def library(a: Any) -> str:
+    """The array library of ``a``, as a user names it (a list is Python's)."""
+    root = type(a).__module__.split(".")[0]
+    return _LIBRARIES.get(root, root)
+
+
+def follow_x(X: Any, **arrays: Any) -> list[Any]:
+    """scikit-learn's array-API convention for fit, "everything follows X": y and
+    sample_weight of another library than X's are taken through NumPy (where X's library
+    then gets them). One that cannot be read so (a deleted JAX array, a tensor that refuses
+    to leave its device) is one ``ValueError`` naming both libraries, not the library's own
+    error from inside smx's checks."""
+    out = []
+    lib_x = library(X)
+    for name, a in arrays.items():
+        if a is None or isinstance(a, np.ndarray) or library(a) == lib_x:
+            out.append(a)
+            continue
+        try:  # an engine's array as NumPy; anything else (lists, frames...) as it is
+            out.append(to_numpy(a))
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise ValueError(
+                f"{name} is a {library(a)} array and X a {lib_x} one: {name} follows X's "
+                f"library (scikit-learn's array-API convention) through NumPy, which could "
+                f"not read it ({type(exc).__name__}: {exc}); pass {name} as NumPy or in X's "
+                "library") from None
+    return out
+
+
 def to_numpy(a: Any) -> Any:
     """An array of any library as NumPy (CuPy's copied from the GPU, PyTorch's as
     :func:`host_values` reads it); anything else (NumPy, lists, scipy.sparse, data frames,

@@ -63,8 +63,15 @@ class RunLock:
             if not same:
                 os.close(fd)
                 continue
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError as exc:  # a full disk (ENOSPC), a file size limit (EFBIG)...
+                with contextlib.suppress(OSError):  # held: no one else can be using it
+                    os.unlink(self.path)
+                os.close(fd)
+                raise RunFolderError(f"cannot lock the run folder: {exc.strerror or exc}",
+                                     where=str(self.folder)) from None
             self.fd = fd
             return self
         raise RunFolderError("cannot lock the run folder (its lock file keeps changing)",

@@ -47,6 +47,8 @@ WATCH_S = 5.0
 #: read as float64, split, standardised and cast (measured 3.4x the float64 rows for .npy,
 #: 3.8x for Parquet); a chunk in memory is its rows and, at most, one aligned copy
 SOURCE_COPIES, MEMORY_COPIES = 4, 2
+#: the address schemes a scheduler may be reached at (distributed's comm backends)
+SCHEMES = ("tcp", "tls", "inproc", "ucx")
 #: chunk_rows: auto keeps a task within this share of what a worker thread may hold, and a
 #: chunk within dask's own default chunk size (array.chunk-size)
 AUTO_SHARE, AUTO_CHUNK_BYTES = 0.25, 128 * 2**20
@@ -84,9 +86,36 @@ class DaskOptions(PluginParams):
     @field_validator("cluster")
     @classmethod
     def _address(cls, value: str) -> str:
-        if value not in ("local", "local-cuda") and "://" not in value:
-            raise ValueError("expected 'local', 'local-cuda' or a scheduler address such as "
-                             "tcp://HOST:8786")
+        """Checked before any cluster starts: a scheme distributed cannot speak would reach
+        the user as a traceback from its comm layer."""
+        scheme, sep, rest = value.partition("://")
+        if value in ("local", "local-cuda") or (sep and scheme in SCHEMES and rest.strip()):
+            return value
+        raise ValueError(f"expected local, local-cuda or a scheduler address "
+                         f"{' or '.join(s + '://...' for s in SCHEMES)} (e.g. "
+                         "tcp://10.0.0.5:8786)")
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> Any:
+        """Read by Dask's own parser (``dask.utils.parse_bytes``) before any worker starts:
+        a value the nanny cannot read ends a LocalCluster's start in a long log."""
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError("expected auto, a number of bytes or a size such as 2GiB")
+        if isinstance(value, str):
+            from dask.utils import parse_bytes
+
+            try:
+                parsed = parse_bytes(value)
+            except (ValueError, TypeError):
+                raise ValueError("expected auto, a number of bytes or a size such as 2GiB "
+                                 "(Dask's units: kB, MB, GB, KiB, MiB, GiB...)") from None
+        else:
+            parsed = value
+        if parsed <= 0:
+            raise ValueError("must be positive: auto, a number of bytes or a size such as 2GiB")
         return value
 
     @property
@@ -373,10 +402,55 @@ class DaskBackend(Backend):
         starts there (each worker's memory now, its peak reset: :func:`_run_start`)."""
         if self.client is None:
             self.client = self._connect()
-            limits = {a: int(w.get("memory_limit") or 0) for a, w in self._workers().items()}
+            try:
+                self._wait_for_workers()
+                limits = {a: int(w.get("memory_limit") or 0)
+                          for a, w in self._workers().items()}
+                started = self.client.run(_run_start)
+            except OSError:  # a worker that died while answering (distributed's CommClosedError)
+                self.release("cpu")
+                raise self._no_workers(self.settings.timeout) from None
+            except BaseException:
+                self.release("cpu")
+                raise
             self._start = {a: (rss, reset, limits.get(a, 0))
-                           for a, (rss, reset) in self.client.run(_run_start).items()}
+                           for a, (rss, reset) in started.items()}
         return self.client
+
+    def _wait_for_workers(self) -> None:
+        """Until a worker is running, for at most ``timeout`` seconds, counted from the
+        connection whether or not any worker exists meanwhile: workers that die at start-up
+        (a memory_limit below what a worker process needs) or never join end the run with
+        one line instead of a wait without end."""
+        import time
+
+        start = time.monotonic()
+        while True:
+            workers = self._workers()
+            if any(w.get("status") == "running" for w in workers.values()):
+                return
+            waited = time.monotonic() - start
+            if waited >= self.settings.timeout:
+                raise _paused(workers, waited) if workers else self._no_workers(waited)
+            time.sleep(0.1)
+
+    def _no_workers(self, seconds: float) -> Exception:
+        """The one line for a cluster with no running worker for ``seconds``."""
+        from smx.errors import BackendUnavailable
+
+        opts = self.settings
+        if opts.cluster in ("local", "local-cuda"):
+            return BackendUnavailable(
+                f"no Dask worker of the local cluster was running for {seconds:.0f} s "
+                f"(backend_options.timeout): they die as they start, most likely because "
+                f"memory_limit ({opts.memory_limit}) is below the memory a worker process "
+                "takes as it starts; raise backend_options.memory_limit",
+                where="backend_options.memory_limit")
+        return BackendUnavailable(
+            f"no Dask worker was running at {opts.cluster} for {seconds:.0f} s "
+            "(backend_options.timeout): start workers (dask worker ADDRESS) or check their "
+            "logs (a worker whose memory_limit is too small dies as it starts)",
+            where="backend_options.cluster")
 
     def _connect(self) -> Any:
         from smx.errors import BackendUnavailable
@@ -549,7 +623,11 @@ class DaskBackend(Backend):
 
         from distributed.scheduler import KilledWorker
 
-        paused_since: float | None = None
+        # the time since no worker could run a task: every worker paused, or none at all
+        # (dead, restarting); a worker counts as running once two looks in a row saw it
+        # running, so workers that die as they start never stop the clock
+        stalled_since: float | None = None
+        running_before: set[str] = set()
         while True:
             try:
                 try:
@@ -560,13 +638,17 @@ class DaskBackend(Backend):
             except KilledWorker as exc:
                 raise _killed(exc, [limit for _, _, limit in self._start.values()]) from None
             workers = self._workers()
-            if not workers or any(w.get("status") != "paused" for w in workers.values()):
-                paused_since = None
-                continue
+            running = {a for a, w in workers.items() if w.get("status") == "running"}
+            steady, running_before = running & running_before, running
             now = time.monotonic()
-            paused_since = now if paused_since is None else paused_since
-            if now - paused_since >= self.settings.timeout:
-                raise _paused(workers, now - paused_since)
+            if steady:
+                stalled_since = None
+                continue
+            stalled_since = now if stalled_since is None else stalled_since
+            if now - stalled_since >= self.settings.timeout:
+                if workers and not running:
+                    raise _paused(workers, now - stalled_since)
+                raise self._no_workers(now - stalled_since)
 
     def _tree_sum(self, parts: list[Any]) -> Any:
         """The parts summed by tasks of ``FAN_IN`` neighbours, level by level: the same
