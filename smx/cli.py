@@ -640,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="BLAS thread settings to time (default: NumPy's default and 1)")
     p.add_argument("--budget", type=float, metavar="SECONDS",
                    help="time for the timed parts; past it blocks stop after 3 rounds and "
-                   "later ones are skipped (default: 170; 0 or --full: no limit)")
+                   "later ones are skipped (default: 240; 0 or --full: no limit)")
     p.add_argument("--only", nargs="+",
                    choices=["sgd", "lbfgs", "memory", "e2e", "gpu", "sparse", "dask"],
                    help="run only these parts")

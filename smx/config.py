@@ -137,9 +137,11 @@ class RunConfig(Section):
     dtype: Literal["float32", "float64"] = Field(
         "float32", description="floating type of the data and parameters on the device")
     threads: int | Literal["auto"] | None = Field(
-        "auto", description="CPU threads for BLAS/OpenMP (threadpoolctl) and Numba while "
-        "training: a count; auto: the cores the load average leaves free (all on an idle "
-        "machine); null: each library's own default")
+        "auto", description="CPU threads while training (NumPy: its pool for row pieces, "
+        "one BLAS thread each; other engines: BLAS/OpenMP via threadpoolctl, and Numba): a "
+        "count; auto: the cores the load average leaves free (all on an idle machine); null: "
+        "each library's own default (NumPy: every core). Changes the speed, never the bits "
+        "on NumPy")
 
     @field_validator("threads")
     @classmethod

@@ -68,7 +68,7 @@ class BenchConfig:
     threads: tuple[int, ...] | None = None  # BLAS thread settings; None: the default and 1
     dask_rows: int = 200_000  # the Dask part's rows (float32, read from .npy by the workers)
     dask_rounds: int = 1  # fits of each kind in the Dask part (one is minutes at full size)
-    budget_s: float | None = 170.0  # seconds for the timed parts; None: no limit
+    budget_s: float | None = 240.0  # seconds for the timed parts; None: no limit
     # engines the SGD part times beside NumPy, each with its full-batch step too (any
     # registered engine: --backends); None: the epochs of cases.DEFAULT_ENGINES
     backends: tuple[str, ...] | None = None
