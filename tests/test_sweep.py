@@ -325,3 +325,41 @@ def test_a_sigkilled_optuna_sweep_resumes_its_running_trial(tmp_path):
     rows = read_csv(tmp_path / "sw" / "sweep.csv")
     assert [r["run"] for r in rows] == ["run-000", "run-001"]
     assert float(rows[0]["val_loss"]) == trials[0].value
+
+
+def test_an_interrupted_sweep_says_how_to_finish_and_stops_its_runs(tmp_path):
+    site = install_test_schedules(tmp_path / "site")
+    flag = tmp_path / "pause"
+    flag.touch()
+    env = {**os.environ, "PYTHONPATH": str(site), "SMX_TEST_PAUSE_FLAG": str(flag)}
+    config = write_config(tmp_path)
+    args = [sys.executable, "-m", "smx", "sweep", str(config), "epochs=4", "batch_size=64",
+            "schedule.name=pause-at", "schedule.at_step=5", "model.C=1,10", "-o", "sw"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not Path(f"{flag}.paused").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == ("smx: interrupted (the same command finishes what "
+                                            "the sweep left)")
+    flag.unlink()  # the paused run was stopped: its folder's lock is free to resume
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "run-000: resuming from its checkpoint" in again.stderr
+
+
+def test_optuna_missing_is_one_line_naming_the_extra(tmp_path):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "optuna.py").write_text("raise ImportError('no optuna here')\n")
+    config = write_config(tmp_path)
+    proc = run_smx("sweep", str(config), "model.C=log-uniform(0.1,1)", "--optuna", "2",
+                   "-o", "sw", cwd=tmp_path, env={"PYTHONPATH": str(fake)})
+    assert_one_line_error(proc, "--optuna needs Optuna, which is not installed; pip install "
+                          "'smx[optuna]'")
+    assert not (tmp_path / "sw").exists()
