@@ -35,7 +35,6 @@ from smx.config import load_config, parse_yaml
 from smx.errors import ConfigError, PluginError
 from smx.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-DISTRIBUTIONS = ("log-uniform", "uniform", "choice")
 _CALL = re.compile(r"(range|log-uniform|uniform|choice)\((.*)\)", re.S)
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss",
            "test_accuracy")
@@ -518,12 +517,12 @@ def _row(plan: Plan, job: Job, folder: Path) -> dict[str, Any]:
     row["epochs_done"] = summary.get("epochs")
     row["stop_reason"] = summary.get("stop_reason") or ("diverged" if status == "diverged"
                                                         else None)
-    row["seconds"] = summary.get("wall_seconds")
+    row["train_seconds"] = summary.get("train_seconds")  # a resumed run's too, in all
     row["error"] = error
     return row
 
 
-COLUMNS_AFTER = [*METRICS, "epochs_done", "stop_reason", "seconds", "error"]
+COLUMNS_AFTER = [*METRICS, "epochs_done", "stop_reason", "train_seconds", "error"]
 
 
 def write_csv(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:

@@ -132,6 +132,7 @@ def test_a_grid_runs_in_parallel_with_shared_cores_and_writes_csv_table_and_plot
         assert float(row["val_loss"]) == summary["val_loss"]
         assert float(row["test_accuracy"]) == summary["test_accuracy"]
         assert row["stop_reason"] == "max_epochs" and row["epochs_done"] == "3"
+        assert float(row["train_seconds"]) == summary["train_seconds"]
         cfg = yaml.safe_load((folder / "config.yaml").read_text())
         assert cfg["model"]["C"] == float(row["model.C"])
         assert cfg["threads"] == max(1, cores // 2)
