@@ -689,7 +689,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         hint = (" (a run folder with a checkpoint continues with `smx run --resume RUN_DIR`)"
-                if args.command == "run" else "")
+                if args.command == "run" else
+                " (the same command finishes what the sweep left)"
+                if args.command == "sweep" else "")
         print(f"smx: interrupted{hint}", file=sys.stderr)
         return 130
 

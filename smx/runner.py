@@ -240,10 +240,6 @@ def _train_and_write(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Spl
     status = _status(progress)
     fingerprint = config_fingerprint(cfg)
     saved = {"epoch": trainer.epoch if (folder / CHECKPOINT).exists() else -1}
-    callbacks.run_start(RunInfo(
-        folder=folder, config=cfg.model_copy(update={"output": str(folder)}).model_dump(
-            mode="json"), resumed=trainer.epoch > 0,
-        history=[_json_safe(r) for r in trainer.history]))
 
     def checkpoint() -> None:
         # between epochs, safe against the process being killed (what --resume is for);
@@ -264,6 +260,10 @@ def _train_and_write(cfg: RunConfig, folder: Path, trainer: Trainer, splits: Spl
         bar.on_epoch(record)
 
     try:
+        callbacks.run_start(RunInfo(
+            folder=folder, config=cfg.model_copy(update={"output": str(folder)}).model_dump(
+                mode="json"), resumed=trainer.epoch > 0,
+            history=[_json_safe(r) for r in trainer.history]))
         metrics = (folder / "metrics.jsonl").open("a")
         bar = Progress(cfg.epochs * trainer.steps_per_epoch, progress, initial=trainer.step,
                        epochs=cfg.epochs, epoch=trainer.epoch)

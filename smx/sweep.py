@@ -35,7 +35,6 @@ from smx.config import load_config, parse_yaml
 from smx.errors import ConfigError, PluginError
 from smx.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-DISTRIBUTIONS = ("log-uniform", "uniform", "choice")
 _CALL = re.compile(r"(range|log-uniform|uniform|choice)\((.*)\)", re.S)
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss",
            "test_accuracy")
@@ -182,7 +181,8 @@ def validate_plan(plan: Plan, plugins: Any = None) -> str:
     """Every run's config (for Optuna: each bound and choice) is valid; returns the
     monitored metric (``early_stopping.monitor``)."""
     if plan.mode == "optuna":
-        checks = [{s.key: v} for s in plan.specs for v in s.values]
+        first = {s.key: s.values[0] for s in plan.specs}  # each bound and choice in turn
+        checks = [{**first, s.key: v} for s in plan.specs for v in s.values]
         for spec in plan.specs:
             bad = [v for v in spec.choices if not isinstance(v, str | int | float | bool)]
             if bad:
@@ -461,7 +461,8 @@ def sweep(plan: Plan, folder: Path, *, jobs: int = 1, cluster: str | None = None
                     _tell(study, job, row, monitor)
                 value = row.get(monitor)
                 shown = "" if value is None else f", {monitor} {value:.4g}"
-                say(f"{job.name} {row['status']} ({' '.join(overrides(job.values))}){shown}")
+                swept = {k: job.values[k] for k in plan.keys}
+                say(f"{job.name} {row['status']} ({' '.join(overrides(swept))}){shown}")
         rows = [_row(plan, j, folder) for j in sorted(jobs_by_name.values(),
                                                       key=lambda j: j.name)]
     finally:
@@ -516,12 +517,12 @@ def _row(plan: Plan, job: Job, folder: Path) -> dict[str, Any]:
     row["epochs_done"] = summary.get("epochs")
     row["stop_reason"] = summary.get("stop_reason") or ("diverged" if status == "diverged"
                                                         else None)
-    row["seconds"] = summary.get("wall_seconds")
+    row["train_seconds"] = summary.get("train_seconds")  # a resumed run's too, in all
     row["error"] = error
     return row
 
 
-COLUMNS_AFTER = [*METRICS, "epochs_done", "stop_reason", "seconds", "error"]
+COLUMNS_AFTER = [*METRICS, "epochs_done", "stop_reason", "train_seconds", "error"]
 
 
 def write_csv(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
@@ -555,7 +556,10 @@ def table(rows: list[dict[str, Any]], keys: list[str], monitor: str) -> tuple[li
     def cell(v: Any) -> str:
         return "" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
-    body = [[r["run"], *[render(r["values"].get(k)) for k in keys],
+    def value(v: Any) -> str:
+        return f"{v:.6g}" if isinstance(v, float) else render(v)
+
+    body = [[r["run"], *[value(r["values"].get(k)) for k in keys],
              *[cell(r.get(m)) for m in shown], cell(r.get("epochs_done")),
              cell(r.get("stop_reason")), r["status"]]
             for r in ranked(rows, monitor)]
@@ -578,7 +582,11 @@ def plot(path: Path, rows: list[dict[str, Any]], keys: list[str], monitor: str) 
         ys = [r[monitor] for r in good]
         numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs)
         if numeric and xs:
-            ax.scatter(xs, ys)
+            ax.scatter(xs, ys, alpha=0.7)
+            best = _best_per_value(xs, ys, monitor)
+            if len(best) < len(xs):  # values shared by several runs: their best, joined
+                ax.plot(*zip(*best, strict=True), color="C1", label="best at each value")
+                ax.legend(fontsize="small")
             if min(xs) > 0 and max(xs) / min(xs) >= 100:
                 ax.set_xscale("log")
         else:
@@ -591,6 +599,14 @@ def plot(path: Path, rows: list[dict[str, Any]], keys: list[str], monitor: str) 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _best_per_value(xs: list[Any], ys: list[float], monitor: str) -> list[tuple[Any, float]]:
+    pick = max if monitor.endswith("accuracy") else min
+    best: dict[Any, float] = {}
+    for x, y in zip(xs, ys, strict=True):
+        best[x] = pick(best.get(x, y), y)
+    return sorted(best.items())
 
 
 # --- Optuna -------------------------------------------------------------------------------
@@ -628,7 +644,7 @@ def _ask(plan: Plan, folder: Path, study: Any, manifest: dict[str, Any],
         return None
     trial = study.ask(_distributions(plan))
     name = f"run-{trial.number:03d}"
-    values = {k: trial.params[k] for k in plan.keys}
+    values = {s.key: trial.params[s.key] for s in plan.specs}  # the fixed ones too
     plan.runs.append({"name": name, "values": values})
     manifest["runs"] = plan.runs
     atomic_write_json(folder / MANIFEST, manifest)

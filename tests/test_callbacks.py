@@ -152,14 +152,15 @@ def test_a_resumed_run_says_so_with_the_epochs_done(tmp_path):
     assert CALLS[-1][0] == "on_run_end"
 
 
-def test_a_callback_that_raises_is_one_error_naming_it_and_hears_the_end(tmp_path):
+@pytest.mark.parametrize("hook", ["on_run_start", "on_epoch_end", "on_checkpoint"])
+def test_a_callback_that_raises_is_one_error_naming_it_and_hears_the_end(tmp_path, hook):
     plugins = plugins_with(LOG)
-    cfg = iris(tmp_path, plugins, callbacks=[{"name": "log", "fail_at": "on_epoch_end"}])
-    with pytest.raises(PluginError, match=r"^callbacks.0 \(log\): on_epoch_end raised "
-                                          r"RuntimeError: broken in on_epoch_end"):
+    cfg = iris(tmp_path, plugins, callbacks=[{"name": "log", "fail_at": hook}])
+    with pytest.raises(PluginError, match=rf"^callbacks.0 \(log\): {hook} raised "
+                                          rf"RuntimeError: broken in {hook}"):
         run(cfg, plugins=plugins, progress=False)
     assert CALLS[-1][0] == "on_run_end" and CALLS[-1][1]["status"] == "failed"
-    assert "broken in on_epoch_end" in CALLS[-1][1]["error"]
+    assert f"broken in {hook}" in CALLS[-1][1]["error"]
 
 
 def test_a_diverging_run_ends_with_status_diverged(tmp_path):

@@ -132,6 +132,7 @@ def test_a_grid_runs_in_parallel_with_shared_cores_and_writes_csv_table_and_plot
         assert float(row["val_loss"]) == summary["val_loss"]
         assert float(row["test_accuracy"]) == summary["test_accuracy"]
         assert row["stop_reason"] == "max_epochs" and row["epochs_done"] == "3"
+        assert float(row["train_seconds"]) == summary["train_seconds"]
         cfg = yaml.safe_load((folder / "config.yaml").read_text())
         assert cfg["model"]["C"] == float(row["model.C"])
         assert cfg["threads"] == max(1, cores // 2)
@@ -241,7 +242,7 @@ def test_optuna_search_keeps_its_study_in_the_sweep_folder(tmp_path):
     optuna = pytest.importorskip("optuna")
     config = write_config(tmp_path)
     args = ["sweep", str(config), "model.C=log-uniform(0.01,100)", "optimizer.lr=0.05,0.2",
-            "--optuna", "3", "-o", "sw"]
+            "epochs=2", "--optuna", "3", "-o", "sw"]
     proc = run_smx(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     study = optuna.load_study(study_name="smx-sweep",
@@ -253,6 +254,7 @@ def test_optuna_search_keeps_its_study_in_the_sweep_folder(tmp_path):
         assert row["run"] == f"run-{trial.number:03d}"
         assert float(row["model.C"]) == trial.params["model.C"]
         assert trial.value == float(row["val_loss"])
+        assert row["epochs_done"] == "2"  # the fixed override holds in every trial
     assert study.direction.name == "MINIMIZE"
     again = run_smx(*args, cwd=tmp_path)  # done: no new trial
     assert "3 run(s) already finished" in again.stderr
@@ -288,3 +290,77 @@ def test_an_unreachable_cluster_is_one_line(tmp_path):
                    "-o", "sw", cwd=tmp_path, timeout=120)
     assert_one_line_error(proc, "--cluster tcp://127.0.0.1:9: cannot connect to the Dask "
                           "scheduler")
+
+
+def test_a_sigkilled_optuna_sweep_resumes_its_running_trial(tmp_path):
+    """The trial running when the sweep was killed stays RUNNING in the study: started
+    again, the sweep resumes its run from the checkpoint and tells Optuna its result."""
+    optuna = pytest.importorskip("optuna")
+    site = install_test_schedules(tmp_path / "site")
+    flag = tmp_path / "pause"
+    flag.touch()
+    env = {**os.environ, "PYTHONPATH": str(site), "SMX_TEST_PAUSE_FLAG": str(flag)}
+    config = write_config(tmp_path)
+    args = [sys.executable, "-m", "smx", "sweep", str(config), "epochs=4", "batch_size=64",
+            "schedule.name=pause-at", "schedule.at_step=5", "model.C=log-uniform(0.1,10)",
+            "--optuna", "2", "-o", "sw"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not Path(f"{flag}.paused").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    storage = f"sqlite:///{tmp_path / 'sw' / 'optuna.db'}"
+    (trial,) = optuna.load_study(study_name="smx-sweep", storage=storage).get_trials()
+    assert trial.state.name == "RUNNING"
+    flag.unlink()
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "run-000: resuming from its checkpoint" in again.stderr
+    trials = optuna.load_study(study_name="smx-sweep", storage=storage).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert trials[0].params == trial.params
+    rows = read_csv(tmp_path / "sw" / "sweep.csv")
+    assert [r["run"] for r in rows] == ["run-000", "run-001"]
+    assert float(rows[0]["val_loss"]) == trials[0].value
+
+
+def test_an_interrupted_sweep_says_how_to_finish_and_stops_its_runs(tmp_path):
+    site = install_test_schedules(tmp_path / "site")
+    flag = tmp_path / "pause"
+    flag.touch()
+    env = {**os.environ, "PYTHONPATH": str(site), "SMX_TEST_PAUSE_FLAG": str(flag)}
+    config = write_config(tmp_path)
+    args = [sys.executable, "-m", "smx", "sweep", str(config), "epochs=4", "batch_size=64",
+            "schedule.name=pause-at", "schedule.at_step=5", "model.C=1,10", "-o", "sw"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not Path(f"{flag}.paused").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == ("smx: interrupted (the same command finishes what "
+                                            "the sweep left)")
+    flag.unlink()  # the paused run was stopped: its folder's lock is free to resume
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "run-000: resuming from its checkpoint" in again.stderr
+
+
+def test_optuna_missing_is_one_line_naming_the_extra(tmp_path):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "optuna.py").write_text("raise ImportError('no optuna here')\n")
+    config = write_config(tmp_path)
+    proc = run_smx("sweep", str(config), "model.C=log-uniform(0.1,1)", "--optuna", "2",
+                   "-o", "sw", cwd=tmp_path, env={"PYTHONPATH": str(fake)})
+    assert_one_line_error(proc, "--optuna needs Optuna, which is not installed; pip install "
+                          "'smx[optuna]'")
+    assert not (tmp_path / "sw").exists()
