@@ -633,7 +633,8 @@ def _study(plan: Plan, folder: Path, monitor: str) -> Any:
 def _distributions(plan: Plan) -> dict[str, Any]:
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    return {s.key: FloatDistribution(*s.values, log=s.dist == "log-uniform") if s.dist
+    return {s.key: FloatDistribution(s.values[0], s.values[1], log=s.dist == "log-uniform")
+            if s.dist
             else CategoricalDistribution(list(s.values)) for s in plan.specs}
 
 

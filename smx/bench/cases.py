@@ -20,6 +20,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -564,7 +565,7 @@ def bench_lbfgs(bc: BenchConfig, plugins: Any, log: Log, *, threads: int = 1,
         # one full-batch loss and gradient (at scikit-learn's solution) beside its GEMM floor
         at = {"W": est.coef_.T.astype(dtype), "b": est.intercept_.astype(dtype)}
         floor, entry["floor_orientation"] = full_floor(X, bc.classes)
-        pair = {"loss_grad": in_threads(lambda at=at, closure=closure: closure(at)),
+        pair = {"loss_grad": in_threads(partial(closure, at)),
                 "full_floor": floor}
         if updates < 0:
             entry["note"] = "smx lbfgs did not reach scikit-learn's objective"

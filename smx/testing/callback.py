@@ -82,7 +82,7 @@ def _run(spec: CallbackSpec, params: Mapping[str, Any], folder: Path,
                     errors.append(f"{type(exc).__name__}: {exc}")
                     raise
 
-            obj.on_run_end = on_run_end
+            obj.on_run_end = on_run_end  # type: ignore[method-assign]
         return obj
 
     under_test = dataclasses.replace(spec, name=ALIAS, factory=factory)
