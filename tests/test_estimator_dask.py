@@ -126,3 +126,12 @@ def test_values_too_large_are_named_as_the_numpy_fit_names_them(cluster, no_clie
     with pytest.raises(ValueError) as dask_error:
         on(cluster).fit(*bad_input("huge"))
     assert str(dask_error.value) == str(numpy_error.value)
+
+
+def test_backend_auto_trains_a_dask_array_on_the_dask_engine(cluster, no_client_copy):
+    options = {"cluster": cluster[0].scheduler_address, "chunk_rows": 70}
+    est = SoftmaxRegression(backend="auto", backend_options=options, **FIXED).fit(
+        da.from_array(X_NP, chunks=(100, 6)), da.from_array(Y_NP, chunks=100))
+    assert est.model_.meta["backend"] == "dask"
+    np.testing.assert_allclose(est.coef_, SoftmaxRegression(**FIXED).fit(X_NP, Y_NP).coef_,
+                               rtol=0, atol=1e-10)

@@ -352,6 +352,7 @@ class DaskBackend(Backend):
         # and its memory_limit
         self._start: dict[str, tuple[int, bool, int]] = {}
         self._chunk_rows: int | None = None  # the rows per chunk this run placed
+        self._running_seen: set[str] = set()  # the workers running at the last look
 
     # --- the plain backend interface --------------------------------------------------
     # parameters and optimizer state stay on the client: NumPy arrays, or CuPy arrays on
@@ -427,7 +428,8 @@ class DaskBackend(Backend):
         start = time.monotonic()
         while True:
             workers = self._workers()
-            if any(w.get("status") == "running" for w in workers.values()):
+            self._running_seen = {a for a, w in workers.items() if w.get("status") == "running"}
+            if self._running_seen:
                 return
             waited = time.monotonic() - start
             if waited >= self.settings.timeout:
@@ -624,10 +626,10 @@ class DaskBackend(Backend):
         from distributed.scheduler import KilledWorker
 
         # the time since no worker could run a task: every worker paused, or none at all
-        # (dead, restarting); a worker counts as running once two looks in a row saw it
-        # running, so workers that die as they start never stop the clock
+        # (dead, restarting). Only a worker that the previous look (of this wait or an
+        # earlier one) also saw running stops the clock, so workers that die as they start
+        # never do, and a worker replaced once does not end the run
         stalled_since: float | None = None
-        running_before: set[str] = set()
         while True:
             try:
                 try:
@@ -639,13 +641,13 @@ class DaskBackend(Backend):
                 raise _killed(exc, [limit for _, _, limit in self._start.values()]) from None
             workers = self._workers()
             running = {a for a, w in workers.items() if w.get("status") == "running"}
-            steady, running_before = running & running_before, running
             now = time.monotonic()
-            if steady:
+            if running & self._running_seen:
                 stalled_since = None
-                continue
-            stalled_since = now if stalled_since is None else stalled_since
-            if now - stalled_since >= self.settings.timeout:
+            elif stalled_since is None:
+                stalled_since = now
+            self._running_seen = running
+            if stalled_since is not None and now - stalled_since >= self.settings.timeout:
                 if workers and not running:
                     raise _paused(workers, now - stalled_since)
                 raise self._no_workers(now - stalled_since)
