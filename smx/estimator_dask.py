@@ -14,7 +14,7 @@ raises the same ``ValueError`` as NumPy input when it is computed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import log_expit, log_softmax
@@ -23,6 +23,9 @@ from sklearn.utils.validation import _check_sample_weight, column_or_1d
 
 from smx.datasets.split import Standardizer, logit_limit
 from smx.estimator_input import check_row
+
+if TYPE_CHECKING:
+    from smx.backends.dask_backend import DaskBackend
 
 _NAN = "Input X contains NaN or infinity."
 _OVERFLOW = ("X holds values so large that the scores (X @ coef_.T + intercept_) overflow; "
@@ -69,12 +72,12 @@ def _encode(block: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return np.searchsorted(classes, block).astype(np.int64)
 
 
-def fit_inputs(est: Any, X: Any, y: Any, sample_weight: Any, backend: Any, dtype: str
-               ) -> tuple[Any, Any, Any, np.ndarray, Standardizer]:
+def fit_inputs(est: Any, X: Any, y: Any, sample_weight: Any, dask_engine: DaskBackend,
+               dtype: str) -> tuple[Any, Any, Any, np.ndarray, Standardizer]:
     """(X, class indices, weights) as dask arrays chunked like X's rows, the classes and the
-    standardizer, after scikit-learn's checks made as reductions on ``backend``'s cluster
+    standardizer, after scikit-learn's checks made as reductions on ``dask_engine``'s cluster
     (configured already): two passes of reductions at most, nothing of X's size on the
-    client. ``backend`` computes them (its one-line errors for dying or paused workers)."""
+    client. ``dask_engine`` computes them (its one-line errors for dying or paused workers)."""
     import dask.array as da
 
     _check_shape(X)
@@ -116,7 +119,7 @@ def fit_inputs(est: Any, X: Any, y: Any, sample_weight: Any, backend: Any, dtype
         ws = None if not w_dask else w[:, None]
         first["count"] = da.sum(w) if w_dask else n
         first["sum"] = da.sum(X if ws is None else X * ws, axis=0, dtype=np.float64)
-    got = dict(zip(first, backend._compute(*first.values()), strict=True))
+    got = dict(zip(first, dask_engine.compute(*first.values()), strict=True))
 
     colmax = np.asarray(got["colmax"], dtype=np.float64)
     if not np.isfinite(colmax).all():
@@ -152,7 +155,7 @@ def fit_inputs(est: Any, X: Any, y: Any, sample_weight: Any, backend: Any, dtype
         centred = (X - mean.astype(X.dtype)) ** 2
         second["var"] = da.sum(centred if w is None else centred * w[:, None], axis=0,
                                dtype=np.float64)
-    got2 = dict(zip(second, backend._compute(*second.values()), strict=True))
+    got2 = dict(zip(second, dask_engine.compute(*second.values()), strict=True))
     totals = np.asarray(got2["totals"], dtype=np.float64)
     present = int(np.count_nonzero(totals > 0))
     if len(classes) < 2 or present < 2:
@@ -167,12 +170,13 @@ def fit_inputs(est: Any, X: Any, y: Any, sample_weight: Any, backend: Any, dtype
         colmax = (colmax + np.abs(std.mean)) / std.scale  # an upper bound per column
     else:
         std = Standardizer.identity(d)
-    _check_magnitudes(X, raw, colmax, backend, dtype, est.standardize)
+    _check_magnitudes(X, raw, colmax, dask_engine, dtype, est.standardize)
     y_idx.class_totals = tuple(float(t) for t in totals)  # the Trainer reads no labels
     return X, y_idx, w, classes, std
 
 
-def _check_magnitudes(X: Any, raw: Any, colmax: np.ndarray, backend: Any, dtype: str,
+def _check_magnitudes(X: Any, raw: Any, colmax: np.ndarray, dask_engine: DaskBackend,
+                      dtype: str,
                       standardized: bool) -> None:
     """Fit's logit-limit check from the columns' largest magnitudes; the offending row is
     fetched (one row) only when a column is over."""
@@ -182,13 +186,13 @@ def _check_magnitudes(X: Any, raw: Any, colmax: np.ndarray, backend: Any, dtype:
     if not bad.any():
         return
     if standardized:  # colmax was a bound: the exact maxima of the standardized columns
-        colmax = np.asarray(backend._compute(da.max(da.abs(X), axis=0))[0], dtype=np.float64)
+        colmax = np.asarray(dask_engine.compute(da.max(da.abs(X), axis=0))[0], dtype=np.float64)
         bad = ~(colmax <= logit_limit(dtype))
         if not bad.any():
             return
     # the first row over the limit, as the NumPy fit names it
-    i = int(backend._compute(da.argmax(da.any(~(da.abs(X) <= logit_limit(dtype)), axis=1)))[0])
-    row_s, row_r = backend._compute(X[i, :], raw[i, :])
+    i = int(dask_engine.compute(da.argmax(da.any(~(da.abs(X) <= logit_limit(dtype)), axis=1)))[0])
+    row_s, row_r = dask_engine.compute(X[i, :], raw[i, :])
     check_row(np.asarray(row_s, np.float64), np.asarray(row_r, np.float64), i, dtype,
               standardized)
 

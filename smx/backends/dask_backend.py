@@ -610,9 +610,9 @@ class DaskBackend(Backend):
         parts = client.map(fn, *items, pure=False)
         return self._result(self._tree_sum(parts))
 
-    def _compute(self, *arrays: Any) -> list[Any]:
+    def compute(self, *arrays: Any) -> list[Any]:
         """Dask collections computed on the cluster, with the one-line errors of
-        :meth:`_result`."""
+        :meth:`_result` (the estimator's input checks on dask arrays use it too)."""
         return [self._result(f) for f in self._connected().compute(list(arrays))]
 
     def _result(self, future: Any) -> Any:
@@ -938,7 +938,7 @@ class DaskBackend(Backend):
             return data
         order = np.asarray(idx)
         wanted = [data.X[order], data.y[order]] + ([] if data.w is None else [data.w[order]])
-        got = self._compute(*wanted)
+        got = self.compute(*wanted)
         return Block(got[0], got[1], got[2] if data.w is not None else None)
 
     def kernel(self, loss: Any) -> Any:
