@@ -179,16 +179,23 @@ def test_every_code_block_runs(page, page_folder, monkeypatch):
         print(f"{page.name}: skipped " + "; ".join(skipped))
 
 
-SKIP = re.compile(r"<!--\s*skip:\s*(?P<args>.*?)\s*-->", re.DOTALL)
+SKIP = re.compile(r"<!--\s*skip:\s*(?P<args>.*?)\s*-->\n(?P<next>[^\n]*)", re.DOTALL)
+RUN = ("python", "yaml", "toml", "bash", "console")
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_every_skip_says_why(page):
-    """A skipped block carries its reason: ``next "..."`` or ``next if(..., reason=...)``."""
+    """A skipped block carries its reason (``next "..."`` or ``next if(..., reason=...)``)
+    and the marker stands right above a block that would run."""
     for match in SKIP.finditer(page.read_text("utf-8")):
         args = match["args"]
         assert re.fullmatch(r"next\s+(\"[^\"]+\"|'[^']+'|if\(.*reason=.+\))", args), (
             f"{page.name}: a skip marker without its reason: {match[0]}")
+        # Sybil skips the next block it runs: a marker above a text block would skip
+        # whichever code block comes after it
+        assert match["next"].startswith(tuple(f"```{lang}" for lang in RUN)), (
+            f"{page.name}: a skip marker must stand right above the block it skips: "
+            f"{match[0]}")
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
