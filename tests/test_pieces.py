@@ -254,3 +254,31 @@ def test_smx_run_writes_the_same_model_bytes_at_1_2_and_3_threads(tmp_path, opti
         model = load_model(out / "model.npz")
         models.append((model.W.tobytes(), model.b.tobytes()))
     assert models[0] == models[1] == models[2]
+
+
+def test_a_kernel_shipped_to_a_dask_worker_takes_no_pool_along():
+    """Pickled (as Dask ships it), the kernel's slot comes back empty: on a worker each
+    thread computes its chunk's pieces in turn, the worker's threads being the parallelism."""
+    import pickle
+
+    backend = NumpyBackend()
+    kernel = backend.kernel(CrossEntropy())
+    params, block, cw = problem(np.float64)
+    with backend.cpu_threads(2):
+        shipped = pickle.loads(pickle.dumps(kernel))
+        assert backend.pool_slot.pool is not None and shipped.slot.pool is None
+        assert as_bytes(shipped(params, block, cw)) == as_bytes(kernel(params, block, cw))
+
+
+def test_the_numba_step_gives_the_same_bits_at_any_thread_count():
+    """``fused: true`` runs one row after another on one thread: nothing to split."""
+    pytest.importorskip("numba", reason="Numba is not installed (pip install 'smx[fast]')")
+    runs = []
+    for threads in (1, 2):
+        cfg = load_config({"data": DATA, "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 2,
+                           "batch_size": 1000, "threads": threads,
+                           "backend_options": {"fused": True}}, plugins=PLUGINS)
+        trainer = Trainer(cfg, load_data(cfg, PLUGINS), NumpyBackend(), "cpu", PLUGINS)
+        assert type(trainer.fused_step).__name__ == "FusedSGD"
+        runs.append({k: v.tobytes() for k, v in trainer.fit().params.items()})
+    assert runs[0] == runs[1]

@@ -942,7 +942,10 @@ class DaskBackend(Backend):
         return Block(got[0], got[1], got[2] if data.w is not None else None)
 
     def kernel(self, loss: Any) -> Any:
-        """NumPy's fused cross-entropy for NumPy chunks; the portable partial for CuPy's."""
+        """NumPy's fused cross-entropy for NumPy chunks; the portable partial for CuPy's.
+        On a worker, each worker thread computes its chunk's row pieces in turn with one BLAS
+        thread (distributed starts workers with ``OPENBLAS_NUM_THREADS=1``; the kernel ships
+        without a pool): the workers' threads are the parallelism."""
         return None if self.settings.on_gpu else NumpyBackend().kernel(loss)
 
 

@@ -28,11 +28,16 @@ class NumpyBackend(Backend):
     settings = NumpyOptions()  # until configure()
     accepts_sparse = True  # scipy.sparse X, as CSR
 
-    def __init__(self) -> None:
+    @property
+    def pool_slot(self) -> Any:
+        """Where the pool of the run in progress is (:meth:`cpu_threads`); made on first use,
+        so subclasses need not call ``__init__``."""
         from smx.backends.numpy_pieces import PoolSlot
 
-        self.pool_slot = PoolSlot()  # the pool of the run in progress (cpu_threads)
-        self._pools: dict[int, Any] = {}  # a PiecePool per thread count, made on first use
+        slot = self.__dict__.get("_pool_slot")
+        if slot is None:
+            slot = self.__dict__["_pool_slot"] = PoolSlot()
+        return slot
 
     def configure(self, options: PluginParams) -> None:
         assert isinstance(options, NumpyOptions)
@@ -89,9 +94,10 @@ class NumpyBackend(Backend):
         from smx.backends.numpy_pieces import PiecePool, available_cores
 
         count = threads or available_cores()
-        pool = self._pools.get(count)
-        if pool is None:  # kept for the next run: starting threads is most of the cost
-            pool = self._pools[count] = PiecePool(count)
+        pools = self.__dict__.setdefault("_pools", {})  # a pool per thread count, kept for
+        pool = pools.get(count)                          # the next run: starting threads is
+        if pool is None:                                 # most of the cost
+            pool = pools[count] = PiecePool(count)
         with hardware.thread_limit(1), self.pool_slot.holding(pool):
             yield
 
