@@ -122,3 +122,60 @@ def test_a_huge_learning_rate_diverges_with_exit_3(tmp_path):
     assert_one_line_error(proc, "train: training diverged at step", "last finite loss",
                           "lower optimizer.lr", code=3)
     assert "Warning" not in proc.stderr  # NumPy's overflow warnings are not shown
+
+
+# 3500 training rows in batches of 1000 x 200 features: two row pieces per step, so the
+# thread count would show in the bits if it could; the pause is in epoch 3 (steps 9-12)
+LOADED = """\
+data: {name: synthetic, n: 5000, d: 200, k: 4, separation: 2.0}
+optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+schedule: {name: pause-at, at_step: 10}
+epochs: 5
+batch_size: 1000
+checkpoint_every: 2
+dtype: float64
+threads: auto
+"""
+
+
+def test_a_resumed_run_equals_an_unstopped_one_whatever_the_load_at_either_start(
+        tmp_path, schedules_env):
+    """``threads: auto`` picks the thread count from the load average at each start (issue
+    22): here the killed run starts busy (1 thread), its resumption idle (every core) and
+    the unstopped run busy again; the row pieces make the bits the same all the same."""
+    write_yaml(tmp_path / "c.yaml", LOADED)
+    fake = tmp_path / "fakeload"
+    fake.mkdir()
+    (fake / "sitecustomize.py").write_text(
+        "import os\nif os.environ.get('SMX_TEST_LOAD'):\n"
+        "    os.getloadavg = lambda: (float(os.environ['SMX_TEST_LOAD']),) * 3\n")
+    env = {**schedules_env, "PYTHONPATH": f"{fake}{os.pathsep}{schedules_env['PYTHONPATH']}"}
+    flag = tmp_path / "pause"
+    flag.touch()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smx", "run", "c.yaml", "output=killed", "--quiet"],
+        cwd=tmp_path, env={**os.environ, **env, "SMX_TEST_LOAD": "64"},
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240  # a hang guard, not a timing assertion
+        while not (tmp_path / "pause.paused").exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the run never reached the pause step"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    flag.unlink()
+    resumed = run_smx("run", "--resume", "killed", "--quiet", cwd=tmp_path,
+                      env={**env, "SMX_TEST_LOAD": "0"})
+    assert resumed.returncode == 0, resumed.stderr
+    straight = run_smx("run", "c.yaml", "output=straight", "--quiet", cwd=tmp_path,
+                       env={**env, "SMX_TEST_LOAD": "64"})
+    assert straight.returncode == 0, straight.stderr
+    picked = [json.loads((tmp_path / f / "summary.json").read_text())["threads"]
+              for f in ("killed", "straight")]
+    assert picked[0] != picked[1] or os.cpu_count() == 1, picked  # the loads did change it
+    a, b = load_model(tmp_path / "killed" / "model.npz"), load_model(
+        tmp_path / "straight" / "model.npz")
+    assert a.W.tobytes() == b.W.tobytes() and a.b.tobytes() == b.b.tobytes()
