@@ -197,7 +197,7 @@ def test_a_correct_schedule_passes():
 
 def test_every_kind_has_its_rules():
     assert {r.split(".")[0] for r in rule_names()} == {
-        "backend", "loss", "dataset", "optimizer", "solver", "schedule"}
+        "backend", "loss", "dataset", "optimizer", "solver", "schedule", "callback"}
     assert counter({"W": np.zeros(2)}).shape == ()
     assert smx.OptimizerSpec is OptimizerSpec
 

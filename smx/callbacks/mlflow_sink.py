@@ -4,7 +4,8 @@ Logged: the resolved config flattened as params (``optimizer.lr``), each epoch's
 metrics (step = epoch), the final summary (numbers as ``final/...`` metrics, the rest as
 ``smx.*`` tags), and config.yaml, metrics.jsonl, summary.json, model.npz and loss.png as
 artifacts. By default the store is local and needs no server: ``mlruns/mlflow.db``
-(SQLite; MLflow 3 deprecates its plain-file store) with artifacts in ``mlruns/artifacts``,
+(SQLite, MLflow 3's own default kind of store: it keeps its plain-file store only
+for folders that already hold one) with artifacts in ``mlruns/artifacts``,
 under the working directory. A resumed run continues the MLflow run it started.
 """
 
