@@ -14,6 +14,7 @@ from smx.backends import numpy_kernels, numpy_pieces
 from smx.backends.numpy_backend import NumpyBackend
 from smx.backends.numpy_pieces import (
     MAX_PIECES,
+    MIN_CELLS_PER_THREAD,
     PIECE_CELLS,
     PiecePool,
     add_in_order,
@@ -34,6 +35,14 @@ from tests.conftest import run_smx
 PLUGINS = Plugins(entry_points=False)
 # 4,000 x 200: 8 pieces of 500 rows in a full batch, 2 in a 1,000-row batch
 DATA = {"name": "synthetic", "n": 5000, "d": 200, "k": 5, "separation": 1.0}
+
+
+@pytest.fixture(autouse=True)
+def pool_even_for_small_work(monkeypatch, request):
+    """The problems here are small: below MIN_CELLS_PER_THREAD a run keeps its pieces in
+    the calling thread, which would leave the pool untested; in-process tests lower it."""
+    if "stays_in_the_caller" not in request.node.name:
+        monkeypatch.setattr(numpy_pieces, "MIN_CELLS_PER_THREAD", 1)
 
 
 # --------------------------------------------------------------------- the pieces' order
@@ -174,6 +183,32 @@ def test_the_pieces_run_on_the_pool_threads(monkeypatch):
     assert len(names) == 2
 
 
+def test_work_too_small_for_two_threads_stays_in_the_caller(monkeypatch):
+    """A minibatch of a few pieces is computed in the calling thread, pool or not (the
+    handoff would cost more than it saves); the bits are the same either way."""
+    params, block, cw = problem(np.float64)
+    names = set()
+    real = numpy_kernels.cross_entropy_partial
+
+    def recording(*args, **kwargs):
+        names.add(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    backend = NumpyBackend()
+    monkeypatch.setattr(numpy_kernels, "cross_entropy_partial", recording)
+    kernel = backend.kernel(CrossEntropy())
+    n, d = block.X.shape
+    assert len(numpy_pieces.piece_bounds(n, d)) > 1 and n * d < 2 * MIN_CELLS_PER_THREAD
+    with backend.cpu_threads(2):
+        small = kernel(params, block, cw)
+    assert names == {threading.current_thread().name}
+    monkeypatch.setattr(numpy_pieces, "MIN_CELLS_PER_THREAD", 1)
+    with backend.cpu_threads(2):
+        pooled = kernel(params, block, cw)
+    assert small.loss.tobytes() == pooled.loss.tobytes()
+    assert all(small.grads[k].tobytes() == pooled.grads[k].tobytes() for k in small.grads)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_gathering_step_is_the_portable_step_bit_for_bit(dtype):
     params, data, cw = problem(dtype)
@@ -246,8 +281,10 @@ def test_smx_run_writes_the_same_model_bytes_at_1_2_and_3_threads(tmp_path, opti
     models = []
     for threads in (1, 2, 3):
         out = tmp_path / f"t{threads}"
-        proc = run_smx("run", "data.name=synthetic", "data.n=5000", "data.d=200", "data.k=5",
-                       f"optimizer.name={optimizer}", "epochs=2", "batch_size=1000",
+        # 10,500 training rows x 200: a batch (and the full batch) of 2M+ cells, two
+        # threads' worth of work even for a subprocess (MIN_CELLS_PER_THREAD)
+        proc = run_smx("run", "data.name=synthetic", "data.n=15000", "data.d=200", "data.k=5",
+                       f"optimizer.name={optimizer}", "epochs=2", "batch_size=10000",
                        f"dtype={dtype}", f"threads={threads}", f"output={out}", "--quiet",
                        cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr

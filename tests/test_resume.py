@@ -124,14 +124,15 @@ def test_a_huge_learning_rate_diverges_with_exit_3(tmp_path):
     assert "Warning" not in proc.stderr  # NumPy's overflow warnings are not shown
 
 
-# 3500 training rows in batches of 1000 x 200 features: two row pieces per step, so the
-# thread count would show in the bits if it could; the pause is in epoch 3 (steps 9-12)
+# 14,000 training rows in batches of 10,000 x 200 features (2M cells: 32 row pieces on two
+# threads, MIN_CELLS_PER_THREAD), so the thread count would show in the bits if it could;
+# two steps an epoch, the pause is in epoch 3 (steps 5-6)
 LOADED = """\
-data: {name: synthetic, n: 5000, d: 200, k: 4, separation: 2.0}
+data: {name: synthetic, n: 20000, d: 200, k: 4, separation: 2.0}
 optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
-schedule: {name: pause-at, at_step: 10}
+schedule: {name: pause-at, at_step: 6}
 epochs: 5
-batch_size: 1000
+batch_size: 10000
 checkpoint_every: 2
 dtype: float64
 threads: auto
