@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,30 @@ def run_smx(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300
         [sys.executable, "-W", "error", "-m", "smx", *args], cwd=cwd, capture_output=True,
         text=True, env=full_env, timeout=timeout,
     )
+
+
+def sigkill_when(args: list[str], ready, *, cwd: Path, env: dict,
+                 timeout: float = 240) -> subprocess.Popen:
+    """Start ``args``, wait until ``ready()`` (e.g. the test schedule pause-at's
+    ``<flag>.paused`` file exists), then SIGKILL it: a process killed at a known point.
+    ``timeout`` is a hang guard, not a timing assertion."""
+    with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: a full pipe would block
+        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                text=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while not ready():
+                if proc.poll() is not None:
+                    err.seek(0)
+                    raise AssertionError(f"ended before it was ready: {err.read()}")
+                assert time.monotonic() < deadline, f"not ready after {timeout} s: {args}"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return proc
 
 
 def assert_one_line_error(proc, *needles: str, code: int = 2) -> str:

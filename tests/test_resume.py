@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from smx.checkpoint import load_checkpoint
 from smx.modelfile import load_model
-from tests.conftest import assert_one_line_error, run_smx, write_yaml
+from tests.conftest import assert_one_line_error, run_smx, sigkill_when, write_yaml
 from tests.plugin_fixtures import install_test_schedules
 
 # 1400 training rows / 32 = 44 steps per epoch; the pause is in epoch 4, after the
@@ -50,20 +47,9 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, schedules_env):
     write_yaml(tmp_path / "c.yaml", CONFIG)
     flag = tmp_path / "pause"
     flag.touch()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "smx", "run", "c.yaml", "output=killed", "--quiet"],
-        cwd=tmp_path, env={**os.environ, **schedules_env}, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 240  # a hang guard, not a timing assertion
-        while not (tmp_path / "pause.paused").exists():
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "the run never reached the pause step"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_when([sys.executable, "-m", "smx", "run", "c.yaml", "output=killed", "--quiet"],
+                 (tmp_path / "pause.paused").exists, cwd=tmp_path,
+                 env={**os.environ, **schedules_env})
     folder = tmp_path / "killed"
     assert not (folder / "summary.json").exists() and not (folder / "model.npz").exists()
     assert [r["epoch"] for r in _metrics(folder)] == [1, 2, 3]
@@ -153,20 +139,9 @@ def test_a_resumed_run_equals_an_unstopped_one_whatever_the_load_at_either_start
     env = {**schedules_env, "PYTHONPATH": f"{fake}{os.pathsep}{schedules_env['PYTHONPATH']}"}
     flag = tmp_path / "pause"
     flag.touch()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "smx", "run", "c.yaml", "output=killed", "--quiet"],
-        cwd=tmp_path, env={**os.environ, **env, "SMX_TEST_LOAD": "64"},
-        stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 240  # a hang guard, not a timing assertion
-        while not (tmp_path / "pause.paused").exists():
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "the run never reached the pause step"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    sigkill_when([sys.executable, "-m", "smx", "run", "c.yaml", "output=killed", "--quiet"],
+                 (tmp_path / "pause.paused").exists, cwd=tmp_path,
+                 env={**os.environ, **env, "SMX_TEST_LOAD": "64"})
     flag.unlink()
     resumed = run_smx("run", "--resume", "killed", "--quiet", cwd=tmp_path,
                       env={**env, "SMX_TEST_LOAD": "0"})

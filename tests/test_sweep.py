@@ -17,7 +17,7 @@ import yaml
 
 from smx.errors import ConfigError
 from smx.sweep import make_plan, parse_spec, render
-from tests.conftest import assert_one_line_error, run_smx
+from tests.conftest import assert_one_line_error, run_smx, sigkill_when
 from tests.plugin_fixtures import install_test_schedules
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,16 +199,9 @@ def test_a_sigkilled_sweep_finishes_only_what_was_left(tmp_path):
     config = write_config(tmp_path)
     args = [sys.executable, "-m", "smx", "sweep", str(config), "epochs=4", "batch_size=64",
             "schedule.name=pause-at", "schedule.at_step=5,1000", "--jobs", "2", "-o", "sw"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
     sw = tmp_path / "sw"
-    deadline = time.monotonic() + 240
-    while not ((sw / "run-001" / "summary.json").exists()
-               and Path(f"{flag}.paused").exists()):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    sigkill_when(args, lambda: ((sw / "run-001" / "summary.json").exists()
+                                and Path(f"{flag}.paused").exists()), cwd=tmp_path, env=env)
     assert not (sw / "run-000" / "summary.json").exists()
     assert len((sw / "run-000" / "metrics.jsonl").read_text().splitlines()) == 2
     finished = (sw / "run-001" / "summary.json").stat().st_mtime_ns
@@ -304,14 +297,7 @@ def test_a_sigkilled_optuna_sweep_resumes_its_running_trial(tmp_path):
     args = [sys.executable, "-m", "smx", "sweep", str(config), "epochs=4", "batch_size=64",
             "schedule.name=pause-at", "schedule.at_step=5", "model.C=log-uniform(0.1,10)",
             "--optuna", "2", "-o", "sw"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not Path(f"{flag}.paused").exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    sigkill_when(args, Path(f"{flag}.paused").exists, cwd=tmp_path, env=env)
     storage = f"sqlite:///{tmp_path / 'sw' / 'optuna.db'}"
     (trial,) = optuna.load_study(study_name="smx-sweep", storage=storage).get_trials()
     assert trial.state.name == "RUNNING"
