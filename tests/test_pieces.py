@@ -66,6 +66,19 @@ def test_piece_bounds_depend_on_the_shape_only(n, d, count):
         assert count == 1 or -(-n // (count // 2)) > rows
 
 
+def test_capped_pieces_fall_on_the_block_kernels_own_pieces():
+    """Past the cap, each piece is whole pieces of the kernel's (390 rows of 256 float32 at
+    10 classes), so the kernel never ends a piece on a short one; below it, unchanged."""
+    bounds = piece_bounds(100_000, 256, unit=390)
+    assert len(bounds) == MAX_PIECES and bounds[0][0] == 0 and bounds[-1][1] == 100_000
+    assert all((b - a) % 390 == 0 and b > a for a, b in bounds[:-1])
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+    assert piece_bounds(1024, 256, unit=390) == piece_bounds(1024, 256)
+    kernel = NumpyBackend().kernel(CrossEntropy())
+    X = np.zeros((100_000, 256), np.float32)
+    assert kernel.bounds(100_000, X, {"W": np.zeros((256, 10), np.float32)}) == bounds
+
+
 class Term:
     """A value that records how it was added."""
 

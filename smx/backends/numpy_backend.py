@@ -108,7 +108,8 @@ class NumpyBackend(Backend):
         from smx.backends.numpy_pieces import PiecedKernel
 
         if getattr(loss, "kernel_key", None) == numpy_kernels.KEY:
-            return PiecedKernel(numpy_kernels.cross_entropy_partial, self.pool_slot)
+            return PiecedKernel(numpy_kernels.cross_entropy_partial, self.pool_slot,
+                                numpy_kernels.piece_rows)
         return None
 
     def fused_step(self, step: Any, data: Block) -> Any:

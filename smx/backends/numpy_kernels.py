@@ -18,6 +18,7 @@ standard cannot express:
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -57,12 +58,14 @@ def cross_entropy_partial(params: Params, block: Block, class_weight: Any = None
     batch of 100,000 x 256 (benchmarks/NOTES.md)."""
     X = block.X
     if isinstance(X, np.ndarray) and X.ndim == 2:
-        step = piece_rows(X, params["W"].shape[1])
-        if X.shape[0] > step:
+        n, step = X.shape[0], piece_rows(X, params["W"].shape[1])
+        if n > step:
             y, w = block.y, block.w
             total = None
-            for s in range(0, X.shape[0], step):
-                piece = Block(X[s:s + step], y[s:s + step], None if w is None else w[s:s + step])
+            count = -(-n // step)  # pieces of even size: no short last piece, whose fixed
+            edges = [n * i // count for i in range(count + 1)]  # cost is a whole piece's
+            for a, b in itertools.pairwise(edges):
+                piece = Block(X[a:b], y[a:b], None if w is None else w[a:b])
                 part = _block_partial(params, piece, class_weight, grad)
                 total = part if total is None else total + part
             return total  # type: ignore[return-value]
