@@ -105,8 +105,10 @@ class DaskOptions(PluginParams):
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise ValueError("expected auto, a number of bytes or a size such as 2GiB")
         if isinstance(value, str):
-            from dask.utils import parse_bytes
-
+            try:
+                from dask.utils import parse_bytes
+            except ImportError:  # no Dask: the engine's install line says so, not this key
+                return value
             try:
                 parsed = parse_bytes(value)
             except (ValueError, TypeError):
